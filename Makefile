@@ -1,0 +1,52 @@
+# PenPay — one-line verbs. Every target works from a fresh clone; `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_OUT := services/penpay/_proto
+PROTO_STAMP := $(PROTO_OUT)/.generated
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install proto test lint fmt typecheck migrate clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml libs/penpay_domain/pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; PenPay needs Python 3.11" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/python -m pip install --quiet -e libs/penpay_domain -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	touch $(STAMP)
+
+install: $(STAMP) proto ## create .venv and install PenPay with its console scripts (idempotent)
+
+$(PROTO_STAMP): $(STAMP) $(shell find proto -name '*.proto' 2>/dev/null)
+	$(BIN)/python -m penpay.protogen proto $(PROTO_OUT)
+	touch $(PROTO_STAMP)
+
+proto: $(PROTO_STAMP) ## generate the gRPC code from proto/ (never edited by hand)
+
+lint: install ## ruff (lint + format check) and the import boundaries of STYLE.md
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+fmt: install ## format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install ## mypy --strict
+	$(BIN)/mypy
+
+migrate: install ## apply the Alembic migrations to PENPAY_DATABASE_URL (creating the database if missing)
+	$(BIN)/penpay migrate
+
+test: lint typecheck ## the whole suite against real MariaDB/MySQL and Redis (see README)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+clean: ## remove the venv and generated code
+	rm -rf $(VENV) $(PROTO_OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,68 @@
+"""The async engine (SQLAlchemy 2 + asyncmy) and database bootstrap helpers. Nothing connects at import."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def create_engine(database_url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+    """A pooled engine. READ COMMITTED keeps locking reads and plain reads consistent with what other
+    transactions committed (the money path relies on row locks, not on snapshot reads)."""
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        isolation_level="READ COMMITTED",
+        echo=echo,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def server_url(database_url: str) -> tuple[URL, str]:
+    """Split a database URL into the server URL (no database) and the database name."""
+    url = make_url(database_url)
+    name = url.database
+    if not name:
+        raise ValueError(f"the database URL names no database: {url.render_as_string(hide_password=True)}")
+    return url.set(database=""), name
+
+
+async def create_database(database_url: str, *, drop_first: bool = False) -> None:
+    server, name = server_url(database_url)
+    engine = create_async_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        async with engine.connect() as conn:
+            if drop_first:
+                await conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+            await conn.execute(
+                sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            )
+    finally:
+        await engine.dispose()
+
+
+async def drop_database(database_url: str) -> None:
+    server, name = server_url(database_url)
+    engine = create_async_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    finally:
+        await engine.dispose()
+
+
+def to_db(moment: datetime) -> datetime:
+    """Aware datetime -> naive UTC for DATETIME(6) columns."""
+    if moment.tzinfo is None:
+        raise ValueError("refusing a naive datetime on the money path")
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def from_db(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC)

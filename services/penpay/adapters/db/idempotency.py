@@ -1,0 +1,75 @@
+"""Do-it-once records: API idempotency keys (Stripe semantics, durable in MySQL) and processed stream messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from penpay.adapters.db.engine import from_db, to_db
+from penpay.adapters.db.tables import idempotency_keys, processed_messages
+from penpay_domain.ids import IdempotencyKey, TransactionId
+from penpay_domain.ports import IdempotencyRecord
+
+
+class SqlIdempotencyRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    def _where(self, key: IdempotencyKey) -> sa.ColumnElement[bool]:
+        return sa.and_(idempotency_keys.c.user_id == key.user_id, idempotency_keys.c.idem_key == key.key)
+
+    async def begin(self, key: IdempotencyKey, request_hash: str, now: datetime) -> IdempotencyRecord | None:
+        """Claim ``key``: None if this call claimed it, else the existing record (in flight or finished)."""
+        inserted = await self._conn.execute(
+            mysql.insert(idempotency_keys)
+            .values(user_id=key.user_id, idem_key=key.key, request_hash=request_hash, created_at=to_db(now))
+            .prefix_with("IGNORE")
+        )
+        if inserted.rowcount == 1:
+            return None
+        row = (await self._conn.execute(sa.select(idempotency_keys).where(self._where(key)))).one()
+        return IdempotencyRecord(
+            key=key,
+            request_hash=str(row.request_hash),
+            status_code=row.status_code,
+            response_body=bytes(row.response_body) if row.response_body is not None else None,
+            transaction_id=TransactionId(row.transaction_id) if row.transaction_id else None,
+            created_at=from_db(row.created_at),
+        )
+
+    async def finish(
+        self, key: IdempotencyKey, *, status_code: int, body: bytes, transaction_id: TransactionId | None
+    ) -> None:
+        await self._conn.execute(
+            idempotency_keys.update()
+            .where(self._where(key))
+            .values(status_code=status_code, response_body=body, transaction_id=transaction_id)
+        )
+
+    async def release(self, key: IdempotencyKey) -> None:
+        """Forget an in-flight claim whose request failed without effect, so the client may retry with the key."""
+        await self._conn.execute(
+            idempotency_keys.delete().where(self._where(key), idempotency_keys.c.status_code.is_(None))
+        )
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        result = await self._conn.execute(
+            idempotency_keys.delete().where(idempotency_keys.c.created_at < to_db(cutoff))
+        )
+        return int(result.rowcount)
+
+
+class SqlProcessedMessages:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def mark(self, consumer_group: str, message_key: str, now: datetime) -> bool:
+        result = await self._conn.execute(
+            mysql.insert(processed_messages)
+            .values(consumer_group=consumer_group, message_key=message_key, processed_at=to_db(now))
+            .prefix_with("IGNORE")
+        )
+        return bool(result.rowcount == 1)

@@ -1,0 +1,232 @@
+"""The ledger repository: applies domain ``Transfer``s to MySQL under row locks.
+
+Accounts touched by a transfer are locked with ``SELECT … FOR UPDATE`` in code order (so two transfers never
+deadlock on each other), the pure ``penpay_domain.ledger.apply`` decides, and the counters plus the append-only
+transfer and entry rows are written. Concurrent transfers against one account are therefore serialised on its row,
+and the table's CHECK constraints refuse a broken balance rule even if code were wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from penpay.adapters.db.engine import to_db
+from penpay.adapters.db.tables import ledger_accounts, ledger_entries, ledger_transfers
+from penpay_domain import ledger as dl
+from penpay_domain.errors import NotFound, PendingTransferResolved
+from penpay_domain.money import Currency, Money
+from penpay_domain.transaction import LegState
+
+_COUNTERS = dl.COUNTERS
+
+
+def _account(row: sa.Row[tuple[object, ...]]) -> dl.Account:
+    m = row._mapping
+    return dl.Account(
+        code=str(m["code"]),
+        currency=Currency(m["currency"]),
+        rule=dl.BalanceRule(m["rule"]),
+        debits_pending=int(m["debits_pending"]),
+        debits_posted=int(m["debits_posted"]),
+        credits_pending=int(m["credits_pending"]),
+        credits_posted=int(m["credits_posted"]),
+    )
+
+
+class SqlLedgerRepository:
+    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+        self._conn = conn
+        self._now = now
+
+    async def ensure_chart(self, specs: Sequence[dl.AccountSpec] = dl.CHART) -> None:
+        """Open every account of the chart that does not exist yet (idempotent)."""
+        for spec in specs:
+            await self.open_account(spec)
+
+    async def open_account(self, spec: dl.AccountSpec) -> None:
+        stmt = (
+            mysql.insert(ledger_accounts)
+            .values(
+                code=spec.code,
+                currency=spec.currency.value,
+                rule=spec.rule.value,
+                updated_at=to_db(self._now),
+                **dict.fromkeys(_COUNTERS, 0),
+            )
+            .prefix_with("IGNORE")
+        )
+        await self._conn.execute(stmt)
+
+    async def account(self, code: str, *, for_update: bool = False) -> dl.Account:
+        stmt = sa.select(ledger_accounts).where(ledger_accounts.c.code == code)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._conn.execute(stmt)).first()
+        if row is None:
+            raise NotFound(f"ledger account {code} not found")
+        return _account(row)
+
+    async def accounts(self) -> Sequence[dl.Account]:
+        rows = await self._conn.execute(sa.select(ledger_accounts).order_by(ledger_accounts.c.code))
+        return [_account(r) for r in rows]
+
+    async def transfer(self, transfer_id: str) -> dl.Transfer | None:
+        head = (
+            await self._conn.execute(sa.select(ledger_transfers).where(ledger_transfers.c.id == transfer_id))
+        ).first()
+        if head is None:
+            return None
+        rows = (
+            await self._conn.execute(
+                sa.select(ledger_entries)
+                .where(ledger_entries.c.transfer_id == transfer_id)
+                .order_by(ledger_entries.c.posting, ledger_entries.c.direction.desc())
+            )
+        ).all()
+        legs: dict[int, dict[str, sa.Row[tuple[object, ...]]]] = {}
+        for r in rows:
+            legs.setdefault(int(r.posting), {})[str(r.direction)] = r
+        postings = tuple(
+            dl.Posting(
+                debit=str(leg["D"].account_code),
+                credit=str(leg["C"].account_code),
+                amount=Money(int(leg["D"].amount), Currency(leg["D"].currency)),
+            )
+            for _, leg in sorted(legs.items())
+        )
+        kind = dl.TransferKind(head.kind)
+        resolves = kind in (dl.TransferKind.POST_PENDING, dl.TransferKind.VOID_PENDING)
+        return dl.Transfer(
+            id=str(head.id),
+            kind=kind,
+            postings=() if resolves else postings,
+            pending_id=head.pending_id,
+            transaction_id=head.transaction_id,
+            memo=str(head.memo),
+        )
+
+    async def apply(self, transfer: dl.Transfer) -> bool:
+        """Apply ``transfer``. Returns False, writing nothing, if a transfer with this id already exists, so a
+        repeated step is harmless. Raises the domain's ledger errors (e.g. ``InsufficientFunds``)."""
+        exists = await self._conn.scalar(sa.select(ledger_transfers.c.seq).where(ledger_transfers.c.id == transfer.id))
+        if exists is not None:
+            return False
+        pending: dl.Transfer | None = None
+        resolved = False
+        postings = transfer.postings
+        if transfer.pending_id is not None:
+            pending = await self.transfer(transfer.pending_id)
+            if pending is None:
+                raise NotFound(f"pending transfer {transfer.pending_id} not found")
+            postings = pending.postings
+            resolved = (
+                await self._conn.scalar(
+                    sa.select(ledger_transfers.c.seq).where(ledger_transfers.c.pending_id == transfer.pending_id)
+                )
+                is not None
+            )
+        codes = sorted({c for p in postings for c in (p.debit, p.credit)})
+        rows = await self._conn.execute(
+            sa.select(ledger_accounts)
+            .where(ledger_accounts.c.code.in_(codes))
+            .order_by(ledger_accounts.c.code)
+            .with_for_update()
+        )
+        locked = {a.code: a for a in map(_account, rows)}
+        changed = dl.apply(locked, transfer, pending, already_resolved=resolved)
+        try:
+            await self._conn.execute(
+                ledger_transfers.insert().values(
+                    id=transfer.id,
+                    kind=transfer.kind.value,
+                    pending_id=transfer.pending_id,
+                    transaction_id=transfer.transaction_id,
+                    memo=transfer.memo[:64],
+                    created_at=to_db(self._now),
+                )
+            )
+        except IntegrityError as exc:
+            message = str(exc.orig)
+            if "uq_ledger_transfers_id" in message:
+                return False  # the same step, committed concurrently by someone else: already applied
+            if transfer.pending_id is not None and "pending_id" in message:
+                raise PendingTransferResolved(f"pending transfer {transfer.pending_id} was already resolved") from exc
+            raise
+        for account in changed.values():
+            await self._conn.execute(
+                ledger_accounts.update()
+                .where(ledger_accounts.c.code == account.code)
+                .values(**{c: getattr(account, c) for c in _COUNTERS}, updated_at=to_db(self._now))
+            )
+        await self._conn.execute(
+            ledger_entries.insert(),
+            [
+                {
+                    "transfer_id": transfer.id,
+                    "posting": i,
+                    "account_code": code,
+                    "direction": direction,
+                    "transfer_kind": transfer.kind.value,
+                    "amount": p.amount.minor,
+                    "currency": p.amount.currency.value,
+                    "created_at": to_db(self._now),
+                }
+                for i, p in enumerate(postings)
+                for direction, code in (("D", p.debit), ("C", p.credit))
+            ],
+        )
+        return True
+
+    async def leg_states(self) -> dict[str, dict[str, LegState]]:
+        """Each transaction's legs as the ledger shows them: pending unless a post or void transfer resolved it."""
+        t = ledger_transfers
+        rows = await self._conn.execute(
+            sa.select(t.c.id, t.c.kind, t.c.pending_id, t.c.transaction_id).where(t.c.transaction_id.is_not(None))
+        )
+        out: dict[str, dict[str, LegState]] = {}
+        resolutions: dict[str, LegState] = {}
+        heads: list[tuple[str, str, str]] = []
+        for r in rows:
+            kind = dl.TransferKind(r.kind)
+            if kind is dl.TransferKind.POST_PENDING:
+                resolutions[str(r.pending_id)] = LegState.POSTED
+            elif kind is dl.TransferKind.VOID_PENDING:
+                resolutions[str(r.pending_id)] = LegState.VOIDED
+            else:
+                heads.append((str(r.transaction_id), str(r.id), str(r.kind)))
+        for txn_id, transfer_id, kind_value in heads:
+            leg = transfer_id.removeprefix(f"{txn_id}:")
+            if kind_value == dl.TransferKind.POSTED.value:
+                state = LegState.POSTED
+            else:
+                state = resolutions.get(transfer_id, LegState.PENDING)
+            out.setdefault(txn_id, {})[leg] = state
+        return out
+
+    async def entry_totals(self) -> dict[str, dict[str, int]]:
+        """Each account's four counters recomputed from the entries (for the invariant check)."""
+        kind, d = ledger_entries.c.transfer_kind, ledger_entries.c.direction
+        amount = ledger_entries.c.amount
+
+        def total(direction: str, kinds: tuple[str, ...], sign: int = 1) -> sa.ColumnElement[int]:
+            return sa.func.coalesce(
+                sa.func.sum(sa.case(((d == direction) & kind.in_(kinds), amount * sign), else_=0)), 0
+            )
+
+        pend, post = dl.TransferKind.PENDING.value, dl.TransferKind.POSTED.value
+        done = (dl.TransferKind.POST_PENDING.value, dl.TransferKind.VOID_PENDING.value)
+        stmt = sa.select(
+            ledger_entries.c.account_code,
+            (total("D", (pend,)) - total("D", done)).label("debits_pending"),
+            total("D", (post, dl.TransferKind.POST_PENDING.value)).label("debits_posted"),
+            (total("C", (pend,)) - total("C", done)).label("credits_pending"),
+            total("C", (post, dl.TransferKind.POST_PENDING.value)).label("credits_posted"),
+        ).group_by(ledger_entries.c.account_code)
+        rows = await self._conn.execute(stmt)
+        return {str(r.account_code): {c: int(getattr(r, c)) for c in _COUNTERS} for r in rows}

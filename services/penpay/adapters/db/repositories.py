@@ -1,0 +1,242 @@
+"""SQL repositories for the transaction aggregate and users' linked Deriv accounts.
+
+Explicit row <-> domain mapping on the money path. ``save`` is an optimistic compare-and-set on ``version``; callers
+that change a transaction load it ``for_update`` first, so the check only fires on a genuine bug or a lost lock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from penpay.adapters.db.engine import from_db, to_db
+from penpay.adapters.db.tables import deriv_accounts, transactions
+from penpay_domain.errors import ConcurrencyConflict, NotFound
+from penpay_domain.fx import LockedRate
+from penpay_domain.ids import DerivLoginId, PayoutId, QuoteId, TransactionId, UserId
+from penpay_domain.money import Currency, Money
+from penpay_domain.msisdn import Msisdn
+from penpay_domain.ports import LinkedAccount
+from penpay_domain.transaction import Kind, LegState, Parties, Status, Transaction
+
+FAILED_STATUSES = (Status.PAYMENT_FAILED, Status.FAILED)
+
+
+def _row(txn: Transaction) -> dict[str, Any]:
+    return {
+        "id": txn.id,
+        "kind": txn.kind.value,
+        "status": txn.status.value,
+        "user_id": txn.parties.user_id,
+        "msisdn": txn.parties.msisdn,
+        "deriv_loginid": txn.parties.deriv_loginid,
+        "amount_kes": txn.amount_kes.minor,
+        "amount_usd": txn.amount_usd.minor,
+        "fee_kes": txn.fee.minor,
+        "quote_id": txn.quote.quote_id,
+        "fx_mid": txn.quote.mid,
+        "fx_spread_bps": txn.quote.spread_bps,
+        "fx_rate": txn.fx_rate,
+        "quote_issued_at": to_db(txn.quote.issued_at),
+        "quote_expires_at": to_db(txn.quote.expires_at),
+        "mpesa_checkout_request_id": txn.mpesa_checkout_request_id,
+        "mpesa_receipt": txn.mpesa_receipt,
+        "payout_id": txn.payout_id,
+        "refund_payout_id": txn.refund_payout_id,
+        "b2c_conversation_id": txn.b2c_conversation_id,
+        "b2c_receipt": txn.b2c_receipt,
+        "deriv_transaction_id": txn.deriv_transaction_id,
+        "reversal_deriv_transaction_id": txn.reversal_deriv_transaction_id,
+        "failure_code": txn.failure_code,
+        "failure_reason": (txn.failure_reason or "")[:255] or None,
+        "review_reason": (txn.review_reason or "")[:255] or None,
+        "legs": json.dumps({k: v.value for k, v in sorted(txn.legs.items())}, separators=(",", ":")),
+        "version": txn.version,
+        "created_at": to_db(txn.created_at),
+        "updated_at": to_db(txn.updated_at),
+    }
+
+
+def _transaction(row: sa.Row[tuple[object, ...]]) -> Transaction:
+    m = row._mapping
+    return Transaction(
+        id=TransactionId(m["id"]),
+        kind=Kind(m["kind"]),
+        status=Status(m["status"]),
+        parties=Parties(
+            user_id=UserId(m["user_id"]),
+            msisdn=Msisdn(m["msisdn"]),
+            deriv_loginid=DerivLoginId(m["deriv_loginid"]),
+        ),
+        amount_kes=Money(int(m["amount_kes"]), Currency.KES),
+        amount_usd=Money(int(m["amount_usd"]), Currency.USD),
+        fee=Money(int(m["fee_kes"]), Currency.KES),
+        quote=LockedRate(
+            quote_id=QuoteId(m["quote_id"]),
+            mid=Decimal(m["fx_mid"]),
+            spread_bps=int(m["fx_spread_bps"]),
+            issued_at=from_db(m["quote_issued_at"]),
+            expires_at=from_db(m["quote_expires_at"]),
+        ),
+        fx_rate=Decimal(m["fx_rate"]),
+        created_at=from_db(m["created_at"]),
+        updated_at=from_db(m["updated_at"]),
+        version=int(m["version"]),
+        mpesa_checkout_request_id=m["mpesa_checkout_request_id"],
+        mpesa_receipt=m["mpesa_receipt"],
+        payout_id=PayoutId(m["payout_id"]) if m["payout_id"] else None,
+        refund_payout_id=PayoutId(m["refund_payout_id"]) if m["refund_payout_id"] else None,
+        b2c_conversation_id=m["b2c_conversation_id"],
+        b2c_receipt=m["b2c_receipt"],
+        deriv_transaction_id=m["deriv_transaction_id"],
+        reversal_deriv_transaction_id=m["reversal_deriv_transaction_id"],
+        failure_code=m["failure_code"],
+        failure_reason=m["failure_reason"],
+        review_reason=m["review_reason"],
+        legs={k: LegState(v) for k, v in json.loads(m["legs"]).items()},
+    )
+
+
+class SqlTransactionRepository:
+    """Tracks every aggregate it hands out or receives, so the unit of work can flush their events and postings."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self.seen: list[Transaction] = []
+        self._written: dict[int, tuple[int, int]] = {}  # id(txn) -> (events, transfers) when last written
+
+    def _track(self, txn: Transaction) -> Transaction:
+        if all(t is not txn for t in self.seen):
+            self.seen.append(txn)
+            self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
+        return txn
+
+    def needs_save(self, txn: Transaction) -> bool:
+        """True if the aggregate recorded something since it was loaded, added or saved."""
+        return self._written.get(id(txn)) != (len(txn.events), len(txn.ledger_transfers))
+
+    async def add(self, txn: Transaction) -> None:
+        await self._conn.execute(transactions.insert().values(**_row(txn)))
+        self._track(txn)
+        self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
+
+    async def get(self, txn_id: TransactionId, *, for_update: bool = False) -> Transaction:
+        txn = await self._one(transactions.c.id == txn_id, for_update=for_update)
+        if txn is None:
+            raise NotFound(f"transaction {txn_id} not found")
+        return txn
+
+    async def _one(self, where: sa.ColumnElement[bool], *, for_update: bool = True) -> Transaction | None:
+        stmt = sa.select(transactions).where(where)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._conn.execute(stmt)).first()
+        return self._track(_transaction(row)) if row is not None else None
+
+    async def find_by_checkout_request_id(self, checkout_request_id: str) -> Transaction | None:
+        return await self._one(transactions.c.mpesa_checkout_request_id == checkout_request_id)
+
+    async def find_by_payout_id(self, payout_id: str) -> Transaction | None:
+        return await self._one((transactions.c.payout_id == payout_id) | (transactions.c.refund_payout_id == payout_id))
+
+    async def find_by_conversation_id(self, conversation_id: str) -> Transaction | None:
+        return await self._one(transactions.c.b2c_conversation_id == conversation_id)
+
+    async def save(self, txn: Transaction) -> None:
+        values = _row(txn)
+        values["version"] = txn.version + 1
+        result = await self._conn.execute(
+            transactions.update()
+            .where(transactions.c.id == txn.id, transactions.c.version == txn.version)
+            .values(**{k: v for k, v in values.items() if k != "id"})
+        )
+        if result.rowcount != 1:
+            raise ConcurrencyConflict(f"transaction {txn.id} changed concurrently (version {txn.version})")
+        txn.version += 1
+        self._track(txn)
+        self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
+
+    async def kes_volume(self, user_id: UserId, kind: Kind, start: datetime, end: datetime) -> Money:
+        """KES moved by the user's non-failed transactions of ``kind`` created in [start, end): what deposits took
+        from the phone, or the gross KES value (payout plus fee) of withdrawals."""
+        gross = (
+            transactions.c.amount_kes if kind is Kind.DEPOSIT else transactions.c.amount_kes + transactions.c.fee_kes
+        )
+        total = await self._conn.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(gross), 0)).where(
+                transactions.c.user_id == user_id,
+                transactions.c.kind == kind.value,
+                transactions.c.created_at >= to_db(start),
+                transactions.c.created_at < to_db(end),
+                transactions.c.status.not_in([s.value for s in FAILED_STATUSES]),
+            )
+        )
+        return Money(int(total or 0), Currency.KES)
+
+    async def list_for_user(self, user_id: UserId, *, after: TransactionId | None, limit: int) -> Sequence[Transaction]:
+        """Newest first; ``after`` is the last id of the previous page (ids sort by creation time)."""
+        stmt = sa.select(transactions).where(transactions.c.user_id == user_id)
+        if after is not None:
+            stmt = stmt.where(transactions.c.id < after)
+        rows = await self._conn.execute(stmt.order_by(transactions.c.id.desc()).limit(limit))
+        return [_transaction(r) for r in rows]
+
+    async def statuses(self) -> dict[TransactionId, tuple[Kind, Status]]:
+        rows = await self._conn.execute(sa.select(transactions.c.id, transactions.c.kind, transactions.c.status))
+        return {TransactionId(r.id): (Kind(r.kind), Status(r.status)) for r in rows}
+
+    async def list_by_status(
+        self, statuses: Sequence[Status], *, updated_before: datetime | None = None, limit: int = 100
+    ) -> Sequence[Transaction]:
+        stmt = sa.select(transactions).where(transactions.c.status.in_([s.value for s in statuses]))
+        if updated_before is not None:
+            stmt = stmt.where(transactions.c.updated_at < to_db(updated_before))
+        rows = await self._conn.execute(stmt.order_by(transactions.c.updated_at).limit(limit))
+        return [_transaction(r) for r in rows]
+
+
+class SqlLinkedAccountRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def upsert(self, account: LinkedAccount) -> None:
+        values = {
+            "user_id": account.user_id,
+            "loginid": account.loginid,
+            "currency": account.currency,
+            "token_ciphertext": account.token_ciphertext,
+            "linked_at": to_db(account.linked_at),
+            "updated_at": to_db(account.linked_at),
+        }
+        stmt = mysql.insert(deriv_accounts).values(**values)
+        stmt = stmt.on_duplicate_key_update(
+            currency=stmt.inserted.currency,
+            token_ciphertext=stmt.inserted.token_ciphertext,
+            updated_at=stmt.inserted.updated_at,
+        )
+        await self._conn.execute(stmt)
+
+    async def get(self, user_id: UserId, loginid: DerivLoginId) -> LinkedAccount | None:
+        row = (
+            await self._conn.execute(
+                sa.select(deriv_accounts).where(
+                    deriv_accounts.c.user_id == user_id, deriv_accounts.c.loginid == loginid
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return LinkedAccount(
+            user_id=UserId(row.user_id),
+            loginid=DerivLoginId(row.loginid),
+            currency=str(row.currency),
+            token_ciphertext=bytes(row.token_ciphertext),
+            linked_at=from_db(row.linked_at),
+        )

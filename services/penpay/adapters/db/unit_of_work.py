@@ -1,0 +1,138 @@
+"""The SQL unit of work: one MySQL transaction that owns the repositories, the ledger and the outbox.
+
+It rolls back unless committed. ``commit`` first flushes what the aggregates recorded — their ledger transfers (under
+row locks), their events (as outbox rows) and an audit row for each — then commits, all in the same database
+transaction, and returns the events so the caller can publish them right away (the relay catches any it misses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Self, TypeVar
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from penpay.adapters.db.audit import SqlAuditLog
+from penpay.adapters.db.idempotency import SqlIdempotencyRepository, SqlProcessedMessages
+from penpay.adapters.db.ledger import SqlLedgerRepository
+from penpay.adapters.db.outbox import SqlOutbox
+from penpay.adapters.db.repositories import SqlLinkedAccountRepository, SqlTransactionRepository
+from penpay_domain.events import TransactionEvent
+from penpay_domain.ports import Clock
+
+T = TypeVar("T")
+RETRYABLE_MYSQL_ERRORS = frozenset({1205, 1213})  # lock wait timeout, deadlock: the whole unit may be retried
+
+
+class SqlUnitOfWork:
+    transactions: SqlTransactionRepository
+    ledger: SqlLedgerRepository
+    idempotency: SqlIdempotencyRepository
+    processed: SqlProcessedMessages
+    audit: SqlAuditLog
+    linked_accounts: SqlLinkedAccountRepository
+    outbox: SqlOutbox
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, *, actor: str = "system") -> None:
+        self._engine = engine
+        self._clock = clock
+        self.actor = actor
+        self._conn: AsyncConnection | None = None
+        self._done = False
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("the unit of work is not open")
+        return self._conn
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    async def __aenter__(self) -> Self:
+        self._now = self._clock.now()
+        self._conn = await self._engine.connect()
+        await self._conn.begin()
+        conn = self._conn
+        self.transactions = SqlTransactionRepository(conn)
+        self.ledger = SqlLedgerRepository(conn, self._now)
+        self.idempotency = SqlIdempotencyRepository(conn)
+        self.processed = SqlProcessedMessages(conn)
+        self.audit = SqlAuditLog(conn)
+        self.linked_accounts = SqlLinkedAccountRepository(conn)
+        self.outbox = SqlOutbox(conn)
+        self._done = False
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not self._done:
+                await conn.rollback()
+        finally:
+            await conn.close()
+
+    async def commit(self) -> list[TransactionEvent]:
+        conn = self.connection
+        published: list[TransactionEvent] = []
+        for txn in self.transactions.seen:
+            if self.transactions.needs_save(txn):
+                await self.transactions.save(txn)
+            for transfer in txn.pull_ledger_transfers():
+                if await self.ledger.apply(transfer):
+                    await self.audit.append(
+                        actor=self.actor,
+                        action=f"ledger.{transfer.kind.value}",
+                        subject=transfer.id[:64],
+                        payload={
+                            "transaction_id": transfer.transaction_id,
+                            "pending_id": transfer.pending_id,
+                            "postings": [
+                                [p.debit, p.credit, p.amount.minor, p.amount.currency.value] for p in transfer.postings
+                            ],
+                        },
+                        now=self._now,
+                    )
+            events = txn.pull_events()
+            for event in events:
+                await self.audit.append(
+                    actor=self.actor,
+                    action=event.name,
+                    subject=event.transaction_id,
+                    payload=event.to_payload(),
+                    now=self._now,
+                )
+            published.extend(events)
+        await self.outbox.add(published, self._now)
+        await conn.commit()
+        self._done = True
+        return published
+
+    async def rollback(self) -> None:
+        await self.connection.rollback()
+        self._done = True
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError) and exc.orig is not None and exc.orig.args:
+        return exc.orig.args[0] in RETRYABLE_MYSQL_ERRORS
+    return False
+
+
+async def with_retries(attempt: Callable[[], Awaitable[T]], *, attempts: int = 3) -> T:
+    """Run a whole unit of work again after a deadlock or lock-wait timeout (nothing of the failed try was kept)."""
+    for n in range(1, attempts + 1):
+        try:
+            return await attempt()
+        except OperationalError as exc:
+            if n == attempts or not is_retryable(exc):
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,192 @@
+"""The unit of work commits the aggregate, its ledger legs, its outbox events and its audit rows together."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from penpay.adapters.db.tables import audit_log, outbox
+from penpay.bootstrap import Database
+from penpay.service_layer import admin
+from penpay_domain import ledger
+from penpay_domain.errors import ConcurrencyConflict
+from penpay_domain.fees import FeePolicy
+from penpay_domain.fx import LockedRate
+from penpay_domain.ids import UserId, new_quote_id, new_transaction_id, parse_deriv_loginid
+from penpay_domain.money import Currency, Money
+from penpay_domain.msisdn import parse_msisdn
+from penpay_domain.transaction import Kind, LegState, Parties, Status, Transaction
+
+pytestmark = pytest.mark.integration
+
+
+def _deposit(amount: int = 1_000, user: str | None = None) -> Transaction:
+    now = datetime.now(UTC)
+    quote = LockedRate(
+        quote_id=new_quote_id(now),
+        mid=Decimal("129.50"),
+        spread_bps=150,
+        issued_at=now,
+        expires_at=now + timedelta(seconds=60),
+    )
+    parties = Parties(
+        user_id=UserId(user or f"u-{secrets.token_hex(4)}"),
+        msisdn=parse_msisdn("0712345678"),
+        deriv_loginid=parse_deriv_loginid("CR1234567"),
+    )
+    return Transaction.new_deposit(
+        id=new_transaction_id(now),
+        parties=parties,
+        amount_kes=Money.kes(amount),
+        quote=quote,
+        fee_policy=FeePolicy(bps=100),
+        now=now,
+    )
+
+
+async def _fund_agent(db: Database, cents: int) -> None:
+    async with db.uow() as uow:
+        await uow.ledger.apply(
+            ledger.funding(f"fund:{secrets.token_hex(6)}", ledger.DERIV_AGENT, Money.usd_cents(cents))
+        )
+        await uow.commit()
+
+
+async def _outbox_types(db: Database, txn_id: str) -> list[str]:
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(outbox.c.event_type).where(outbox.c.transaction_id == txn_id).order_by(outbox.c.id)
+        )
+        return [r[0] for r in rows]
+
+
+class TestUnitOfWork:
+    async def test_a_new_deposit_is_stored_with_its_pending_legs_event_and_audit_row(self, db: Database) -> None:
+        await _fund_agent(db, 100_00)
+        txn = _deposit()
+        async with db.uow(actor="test") as uow:
+            await uow.transactions.add(txn)
+            events = await uow.commit()
+
+        assert [e.name for e in events] == ["deposit.requested"]
+        assert await _outbox_types(db, txn.id) == ["deposit.requested"]
+        async with db.uow() as uow:
+            stored = await uow.transactions.get(txn.id)
+            legs = (await uow.ledger.leg_states())[txn.id]
+        assert stored.status is Status.PENDING
+        assert stored.amount_kes == Money.kes(1_000) and stored.fee == Money.kes(10)
+        assert stored.amount_usd == txn.amount_usd and stored.fx_rate == txn.fx_rate
+        assert legs == {"kes": LegState.PENDING, "usd": LegState.PENDING}
+        async with db.engine.connect() as conn:
+            actions = [
+                r[0]
+                for r in await conn.execute(sa.select(audit_log.c.action).where(audit_log.c.subject.like(f"{txn.id}%")))
+            ]
+        assert "deposit.requested" in actions and "ledger.pending" in actions
+
+    async def test_the_full_deposit_lifecycle_leaves_a_balanced_ledger(self, db: Database) -> None:
+        await _fund_agent(db, 100_00)
+        txn = _deposit(2_000)
+        async with db.uow() as uow:
+            await uow.transactions.add(txn)
+            await uow.commit()
+        steps = [
+            lambda t, now: t.stk_push_accepted(f"ws_CO_{t.id}", now),
+            lambda t, now: t.confirm_payment(receipt=f"R{t.id[-9:]}", amount=Money.kes(2_000), now=now),
+            lambda t, now: t.start_credit(now),
+            lambda t, now: t.complete_credit(deriv_transaction_id="900001", now=now),
+        ]
+        for step in steps:
+            async with db.uow() as uow:
+                loaded = await uow.transactions.get(txn.id, for_update=True)
+                step(loaded, uow.now)
+                await uow.commit()
+
+        async with db.uow() as uow:
+            final = await uow.transactions.get(txn.id)
+        assert final.status is Status.COMPLETED and final.version == 4
+        assert await _outbox_types(db, txn.id) == [
+            "deposit.requested",
+            "deposit.stk_push_accepted",
+            "deposit.payment_received",
+            "deposit.credit_started",
+            "deposit.completed",
+        ]
+        check = await admin.check_ledger(db.uow)
+        assert check.ok, check.problems
+        assert (await admin.verify_audit(db.uow)).ok
+
+    async def test_nothing_is_kept_without_commit(self, db: Database) -> None:
+        txn = _deposit()
+        async with db.uow() as uow:
+            await uow.transactions.add(txn)
+        async with db.uow() as uow:
+            assert await uow.transactions.find_by_checkout_request_id("nope") is None
+            with pytest.raises(Exception, match="not found"):
+                await uow.transactions.get(txn.id)
+        assert await _outbox_types(db, txn.id) == []
+
+    async def test_a_stale_copy_cannot_overwrite_a_newer_state(self, db: Database) -> None:
+        await _fund_agent(db, 100_00)
+        txn = _deposit()
+        async with db.uow() as uow:
+            await uow.transactions.add(txn)
+            await uow.commit()
+        async with db.uow() as uow:
+            stale = await uow.transactions.get(txn.id)
+        async with db.uow() as uow:
+            fresh = await uow.transactions.get(txn.id, for_update=True)
+            fresh.stk_push_accepted("ws_CO_fresh", uow.now)
+            await uow.commit()
+        stale.fail_payment(code="1032", reason="cancelled", now=datetime.now(UTC))
+        async with db.uow() as uow:
+            with pytest.raises(ConcurrencyConflict):
+                await uow.transactions.save(stale)
+
+    async def test_daily_volume_counts_todays_live_transactions_of_one_user(self, db: Database) -> None:
+        await _fund_agent(db, 1_000_00)
+        user = f"u-{secrets.token_hex(4)}"
+        live, failed = _deposit(1_000, user), _deposit(3_000, user)
+        failed.fail_payment(code="1032", reason="cancelled", now=datetime.now(UTC))
+        async with db.uow() as uow:
+            await uow.transactions.add(live)
+            await uow.transactions.add(failed)
+            await uow.commit()
+        now = datetime.now(UTC)
+        async with db.uow() as uow:
+            volume = await uow.transactions.kes_volume(
+                UserId(user), Kind.DEPOSIT, now - timedelta(hours=1), now + timedelta(hours=1)
+            )
+        assert volume == Money(1_000, Currency.KES)
+
+
+class TestAuditChain:
+    async def test_the_chain_verifies_and_names_the_first_tampered_row(self, db: Database) -> None:
+        async with db.uow() as uow:
+            first = await uow.audit.append(actor="t", action="a", subject="s1", payload={"n": 1}, now=uow.now)
+            second = await uow.audit.append(actor="t", action="a", subject="s2", payload={"n": 2}, now=uow.now)
+            await uow.commit()
+        assert second.prev_hash == first.hash
+        assert (await admin.verify_audit(db.uow)).ok
+
+        restore = sa.text(
+            "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log FOR EACH ROW SIGNAL SQLSTATE "
+            "'45000' SET MESSAGE_TEXT = 'audit_log is append-only: UPDATE is not allowed'"
+        )
+        edit = sa.text("UPDATE audit_log SET payload = :payload WHERE seq = :seq")
+        async with db.engine.begin() as conn:  # an attacker with DDL rights disables the guard and edits a row
+            await conn.execute(sa.text("DROP TRIGGER audit_log_no_update"))
+            await conn.execute(edit, {"payload": '{"n":99}', "seq": first.seq})
+        try:
+            report = await admin.verify_audit(db.uow)
+            assert not report.ok
+            assert report.first_bad_row == first.seq
+        finally:
+            async with db.engine.begin() as conn:
+                await conn.execute(edit, {"payload": '{"n":1}', "seq": first.seq})
+                await conn.execute(restore)
+        assert (await admin.verify_audit(db.uow)).ok
