@@ -1,0 +1,197 @@
+"""The gRPC servicer of ``penpay.gateway.v1.DerivGateway``: maps the executor's results and errors to the wire.
+
+Status codes: UNAVAILABLE = nothing was sent (standby, Deriv socket down, rate limited; retry with the same
+reference), INVALID_ARGUMENT = malformed request, FAILED_PRECONDITION = reference reused for other money.
+Money outcomes (DONE / REJECTED / UNKNOWN) travel in the response, never as a status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import structlog
+
+from penpay._proto.penpay.gateway.v1 import gateway_pb2 as pb
+from penpay._proto.penpay.gateway.v1 import gateway_pb2_grpc
+from penpay.gateway.balances import BalanceTracker
+from penpay.gateway.connection import DerivConnection, client_session
+from penpay.gateway.lease import RedisLease
+from penpay.gateway.records import LeaseLostError, MoneyResult, Outcome
+from penpay.gateway.tokens import TokenDecryptionError, TokenVault
+from penpay.gateway.transfers import (
+    InvalidRequestError,
+    ReferenceConflictError,
+    TransferExecutor,
+    UnavailableError,
+)
+from penpay.gateway.wire import DerivCallError, DerivRejectedError
+from penpay.logging import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_OUTCOMES = {
+    Outcome.DONE: pb.OUTCOME_DONE,
+    Outcome.REJECTED: pb.OUTCOME_REJECTED,
+    Outcome.UNKNOWN: pb.OUTCOME_UNKNOWN,
+}
+
+
+class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
+    def __init__(
+        self,
+        *,
+        executor: TransferExecutor,
+        balances: BalanceTracker,
+        connection: DerivConnection,
+        lease: RedisLease,
+        tokens: TokenVault,
+    ) -> None:
+        self._executor = executor
+        self._balances = balances
+        self._connection = connection
+        self._lease = lease
+        self._tokens = tokens
+
+    @property
+    def active(self) -> bool:
+        """Serving money calls: the lease is held and the agent socket is authorised."""
+        return self._lease.is_held() and self._connection.ready
+
+    async def Transfer(self, request: pb.TransferRequest, context: Context) -> pb.TransferResponse:  # noqa: N802
+        async def run() -> pb.TransferResponse:
+            result = await self._executor.transfer(
+                reference=request.reference,
+                loginid=request.loginid,
+                amount_cents=request.amount_cents,
+                currency=request.currency,
+            )
+            return pb.TransferResponse(client_full_name=result.client_full_name, **_money_fields(result))
+
+        return await self._serve(context, run, reference=request.reference, rpc="Transfer")
+
+    async def Withdraw(self, request: pb.WithdrawRequest, context: Context) -> pb.WithdrawResponse:  # noqa: N802
+        async def run() -> pb.WithdrawResponse:
+            result = await self._executor.withdraw(
+                reference=request.reference,
+                loginid=request.loginid,
+                encrypted_token=request.encrypted_token,
+                amount_cents=request.amount_cents,
+                currency=request.currency,
+                verification_code=request.verification_code,
+            )
+            return pb.WithdrawResponse(**_money_fields(result))
+
+        return await self._serve(context, run, reference=request.reference, rpc="Withdraw")
+
+    async def RequestWithdrawalCode(  # noqa: N802
+        self, request: pb.RequestWithdrawalCodeRequest, context: Context
+    ) -> pb.RequestWithdrawalCodeResponse:
+        async def run() -> pb.RequestWithdrawalCodeResponse:
+            token = self._tokens.decrypt(request.encrypted_token)
+            timeout_s = self._connection.call_timeout_s
+            try:
+                async with client_session(
+                    self._connection.url, token, timeout_s=timeout_s, loginid=request.loginid or None
+                ) as (socket, account):
+                    await socket.call(
+                        {"verify_email": account["email"], "type": "paymentagent_withdraw"}, timeout_s=timeout_s
+                    )
+            except DerivRejectedError as exc:
+                return pb.RequestWithdrawalCodeResponse(
+                    outcome=pb.OUTCOME_REJECTED, error_code=exc.code, error_message=exc.message
+                )
+            return pb.RequestWithdrawalCodeResponse(outcome=pb.OUTCOME_DONE)
+
+        return await self._serve(context, run, rpc="RequestWithdrawalCode")
+
+    async def GetBalance(self, request: pb.GetBalanceRequest, context: Context) -> pb.GetBalanceResponse:  # noqa: N802
+        async def run() -> pb.GetBalanceResponse:
+            balance = await self._balances.get(self._connection)
+            return pb.GetBalanceResponse(
+                loginid=balance.loginid,
+                currency=balance.currency,
+                balance_cents=balance.balance_cents,
+                as_of_unix_ms=balance.as_of_unix_ms,
+            )
+
+        return await self._serve(context, run, rpc="GetBalance")
+
+    async def FindTransfer(  # noqa: N802
+        self, request: pb.FindTransferRequest, context: Context
+    ) -> pb.FindTransferResponse:
+        async def run() -> pb.FindTransferResponse:
+            found = await self._executor.settle(request.reference)
+            if found is None:
+                return pb.FindTransferResponse(found=False)
+            return pb.FindTransferResponse(
+                found=True,
+                transaction_id=found.transaction_id,
+                amount_cents=found.amount_cents,
+                transaction_time=found.transaction_time,
+                longcode=found.longcode,
+            )
+
+        return await self._serve(context, run, reference=request.reference, rpc="FindTransfer")
+
+    async def LinkAccount(  # noqa: N802
+        self, request: pb.LinkAccountRequest, context: Context
+    ) -> pb.LinkAccountResponse:
+        async def run() -> pb.LinkAccountResponse:
+            if not request.token:
+                raise InvalidRequestError("token is required")
+            try:
+                async with client_session(
+                    self._connection.url, request.token, timeout_s=self._connection.call_timeout_s
+                ) as (_, account):
+                    pass
+            except DerivRejectedError as exc:
+                return pb.LinkAccountResponse(
+                    outcome=pb.OUTCOME_REJECTED, error_code=exc.code, error_message=exc.message
+                )
+            return pb.LinkAccountResponse(
+                outcome=pb.OUTCOME_DONE,
+                loginid=str(account.get("loginid", "")),
+                currency=str(account.get("currency", "")),
+                email=str(account.get("email", "")),
+                fullname=str(account.get("fullname", "")),
+                is_virtual=bool(account.get("is_virtual", 0)),
+                scopes=[str(s) for s in account.get("scopes", [])],
+                encrypted_token=self._tokens.encrypt(request.token),
+            )
+
+        return await self._serve(context, run, rpc="LinkAccount")
+
+    async def _serve(self, context: Context, run: Callable[[], Awaitable[T]], *, rpc: str, reference: str = "") -> T:
+        with structlog.contextvars.bound_contextvars(transaction_id=reference or None, rpc=rpc):
+            if self._lease.is_held() and not self._connection.ready:
+                # A reconnect takes well under a second; ride it out rather than bounce the caller.
+                await self._connection.wait_ready(min(self._connection.call_timeout_s, 2.0))
+            if not self.active:
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, "the gateway is not active (standby or Deriv down)")
+            try:
+                return await run()
+            except (InvalidRequestError, TokenDecryptionError) as exc:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except ReferenceConflictError as exc:
+                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except (UnavailableError, LeaseLostError, DerivCallError) as exc:
+                log.warning("gateway.unavailable", error=str(exc))
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+
+
+async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
+    await context.abort(code, details)
+    raise AssertionError("abort() returned")  # pragma: no cover
+
+
+def _money_fields(result: MoneyResult) -> dict[str, Any]:
+    return {
+        "outcome": _OUTCOMES[result.outcome],
+        "transaction_id": result.transaction_id,
+        "error_code": result.error_code,
+        "error_message": result.error_message,
+    }

@@ -1,0 +1,54 @@
+"""The sandbox's stand-in for Safaricom's B2C certificate: an RSA key pair and a self-signed X.509 certificate.
+
+Daraja's SecurityCredential is the initiator password encrypted (RSA, PKCS#1 v1.5) with the public key of a
+certificate Safaricom publishes. The sandbox makes its own pair at start-up and serves the certificate (PEM) on the
+control API, so a client encrypts with it exactly as it would with Safaricom's, and the simulator checks the result
+by decrypting with the private key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+
+class SandboxCertificate:
+    def __init__(self, private_key: rsa.RSAPrivateKey | None = None) -> None:
+        self._key = private_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "KE"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "PenPay Sandbox"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "sandbox.daraja.penpay.local"),
+            ]
+        )
+        now = dt.datetime.now(dt.UTC)
+        self._certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .sign(self._key, hashes.SHA256())
+        )
+
+    @property
+    def pem(self) -> bytes:
+        return self._certificate.public_bytes(serialization.Encoding.PEM)
+
+    def decrypt_credential(self, security_credential: str) -> str | None:
+        """The plaintext behind a SecurityCredential, or None when it is not one made with our certificate."""
+        try:
+            blob = base64.b64decode(security_credential, validate=True)
+            plain = self._key.decrypt(blob, padding.PKCS1v15())
+            return plain.decode("utf-8")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return None

@@ -1,0 +1,85 @@
+"""``penpay-sandbox``: the Daraja simulator, the Deriv simulator, the SMTP sink and the control HTTP app.
+
+All four run in one asyncio loop; SIGINT or SIGTERM stops them together and the process exits 0. Ports come from
+the settings (``PENPAY_SANDBOX_DARAJA_PORT``, ``PENPAY_SANDBOX_DERIV_PORT``, ``PENPAY_SMTP_PORT``,
+``PENPAY_SANDBOX_HTTP_PORT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from urllib.parse import urlsplit
+
+from penpay.logging import configure_logging, get_logger
+from penpay.sandbox.control import AppServer, create_control_app
+from penpay.sandbox.daraja import DarajaSimulator
+from penpay.sandbox.daraja_control import create_daraja_control_router
+from penpay.sandbox.deriv import DerivSimulator, create_deriv_control_router
+from penpay.sandbox.smtp import MailSink
+from penpay.settings import Settings
+
+log = get_logger(__name__)
+
+
+def _host_of(url: str, default: str) -> str:
+    return urlsplit(url).hostname or default
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Start every sandbox server, log where each listens, wait for ``stop``, then stop them all."""
+    daraja = DarajaSimulator.from_settings(settings)
+    deriv = DerivSimulator(agent_token=settings.deriv_agent_token.get_secret_value())
+    mail = MailSink()
+    daraja_server = AppServer(daraja.app, name="daraja")
+    control_server = AppServer(
+        create_control_app(
+            mail=mail, daraja=create_daraja_control_router(daraja), deriv=create_deriv_control_router(deriv)
+        ),
+        name="control",
+    )
+    daraja_host = _host_of(settings.daraja_base_url, "127.0.0.1")
+    deriv_host = _host_of(settings.deriv_ws_url, "127.0.0.1")
+    started: list[str] = []
+    try:
+        await daraja_server.start(daraja_host, settings.sandbox_daraja_port)
+        started.append("daraja")
+        log.info("sandbox_listening", service="daraja", url=daraja_server.url)
+        await deriv.start(deriv_host, settings.sandbox_deriv_port)
+        started.append("deriv")
+        log.info("sandbox_listening", service="deriv", url=deriv.url)
+        await mail.start(settings.smtp_host, settings.smtp_port)
+        started.append("smtp")
+        log.info("sandbox_listening", service="smtp", url=f"smtp://{settings.smtp_host}:{mail.port}")
+        await control_server.start(daraja_host, settings.sandbox_http_port)
+        started.append("control")
+        log.info("sandbox_listening", service="control", url=control_server.url)
+        await stop.wait()
+    finally:
+        log.info("sandbox_stopping", running=started)
+        if "control" in started:
+            await control_server.stop()
+        await mail.stop()
+        await deriv.stop()
+        await daraja.aclose()
+        if "daraja" in started:
+            await daraja_server.stop()
+        log.info("sandbox_stopped")
+
+
+async def _main() -> None:
+    settings = Settings()
+    configure_logging("sandbox", settings.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(settings, stop)
+
+
+def main() -> None:
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""The Deriv gateway (gRPC server in-process) against the real Deriv simulator and real Redis.
+
+The client is PenPay's own adapter (``GrpcDerivGateway``), so these tests also pin the adapter's mapping of
+gateway answers to domain outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from penpay.adapters.deriv_gateway import DerivGatewayRequestError, DerivGatewayUnavailable, DerivTokenRejected
+from penpay.sandbox.deriv import DerivSimulator
+from penpay_domain.ids import DerivLoginId
+from penpay_domain.money import Money
+from penpay_domain.providers import Outcome
+from tests.contract.deriv_fixtures import AGENT, eventually, gateways, prefix, redis, sim, user_token
+
+__all__ = ["gateways", "prefix", "redis", "sim"]  # fixtures used here
+
+pytestmark = pytest.mark.contract
+
+
+def ref() -> str:
+    return f"T-{uuid.uuid4().hex[:16]}"
+
+
+def usd(cents: int) -> Money:
+    return Money.usd_cents(cents)
+
+
+def entries_for(sim: DerivSimulator, reference: str) -> list[int]:
+    return [e.transaction_id for e in sim.statement(AGENT) if f"PenPay {reference}" in e.longcode]
+
+
+class TestTransfer:
+    async def test_a_transfer_is_done_and_carries_our_reference_in_the_deriv_description(self, sim, gateways):
+        _, client = await gateways()
+        reference = ref()
+        result = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(1250))
+        assert result.outcome is Outcome.DONE
+        assert entries_for(sim, reference) == [int(result.deriv_transaction_id or 0)]
+        assert sim.balance_cents("CR1234567") == 1_000_000 + 1250
+
+    async def test_concurrent_transfers_on_one_socket_are_matched_to_their_own_answers(self, sim, gateways):
+        sim.response_delay_ms = (0, 40)
+        runtime, client = await gateways()
+        references = [ref() for _ in range(12)]
+        results = await asyncio.gather(
+            *[
+                client.transfer(reference=r, loginid=DerivLoginId(f"CR55{i:05d}"), amount=usd(100 + i))
+                for i, r in enumerate(references)
+            ]
+        )
+        assert all(r.outcome is Outcome.DONE for r in results)
+        for i, (reference, result) in enumerate(zip(references, results, strict=True)):
+            assert entries_for(sim, reference) == [int(result.deriv_transaction_id or 0)]
+            assert sim.balance_cents(f"CR55{i:05d}") == 1_000_000 + 100 + i
+        assert runtime.connection.connects == 1  # one socket carried them all
+
+    async def test_a_repeated_reference_returns_the_recorded_result_and_moves_money_once(self, sim, gateways):
+        _, client = await gateways()
+        reference = ref()
+        first = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(500))
+        again = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(500))
+        assert again == first
+        assert len(entries_for(sim, reference)) == 1
+
+    async def test_a_reference_reused_for_other_money_is_refused(self, gateways):
+        _, client = await gateways()
+        reference = ref()
+        await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(500))
+        with pytest.raises(DerivGatewayRequestError):
+            await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(501))
+
+    async def test_a_rejection_carries_derivs_code_and_is_recorded(self, sim, gateways):
+        _, client = await gateways()
+        reference = ref()
+        result = await client.transfer(reference=reference, loginid=DerivLoginId("CR9000001"), amount=usd(100))
+        assert result.outcome is Outcome.REJECTED
+        assert result.error_code == "PaymentAgentTransferError"
+        assert await client.transfer(reference=reference, loginid=DerivLoginId("CR9000001"), amount=usd(100)) == result
+        assert entries_for(sim, reference) == []
+
+    async def test_a_malformed_request_is_invalid(self, gateways):
+        _, client = await gateways()
+        with pytest.raises(DerivGatewayRequestError):
+            await client.transfer(reference="bad ref!", loginid=DerivLoginId("CR1234567"), amount=usd(100))
+
+
+class TestUnknownOutcomes:
+    async def test_cr9000002_is_unknown_then_found_in_the_statement_and_never_repeated(self, sim, gateways):
+        _, client = await gateways()
+        reference = ref()
+        first = await client.transfer(reference=reference, loginid=DerivLoginId("CR9000002"), amount=usd(1000))
+        assert first.outcome is Outcome.UNKNOWN
+        found = await client.find_transfer(reference=reference)
+        assert found.outcome is Outcome.DONE
+        again = await client.transfer(reference=reference, loginid=DerivLoginId("CR9000002"), amount=usd(1000))
+        assert again.outcome is Outcome.DONE
+        assert again.deriv_transaction_id == found.deriv_transaction_id
+        assert len(entries_for(sim, reference)) == 1
+        assert sim.balance_cents("CR9000002") == 1_000_000 + 1000
+
+    async def test_a_repeat_after_a_drop_settles_from_the_statement_without_find_transfer(self, sim, gateways):
+        _, client = await gateways()
+        reference = ref()
+        await client.transfer(reference=reference, loginid=DerivLoginId("CR9000002"), amount=usd(700))
+        again = await client.transfer(reference=reference, loginid=DerivLoginId("CR9000002"), amount=usd(700))
+        assert again.outcome is Outcome.DONE
+        assert len(entries_for(sim, reference)) == 1
+
+    async def test_a_socket_dropped_mid_call_answers_unknown_and_the_next_call_works_after_reconnect(
+        self, sim, gateways
+    ):
+        runtime, client = await gateways()
+        sim.drop_on_next("paymentagent_transfer")
+        lost = ref()
+        result = await client.transfer(reference=lost, loginid=DerivLoginId("CR1234567"), amount=usd(300))
+        assert result.outcome is Outcome.UNKNOWN
+        assert await runtime.wait_active(5)
+        assert runtime.connection.connects == 2  # reconnected and re-authorised
+        nxt = await client.transfer(reference=ref(), loginid=DerivLoginId("CR1234567"), amount=usd(300))
+        assert nxt.outcome is Outcome.DONE
+        # The dropped call never executed: the statement says so, and within the settle window a repeat
+        # stays UNKNOWN instead of guessing.
+        assert (await client.find_transfer(reference=lost)).error_code == "NotFound"
+        repeat = await client.transfer(reference=lost, loginid=DerivLoginId("CR1234567"), amount=usd(300))
+        assert repeat.outcome is Outcome.UNKNOWN
+        assert entries_for(sim, lost) == []
+
+    async def test_after_the_settle_window_a_never_executed_attempt_is_sent_again_exactly_once(self, sim, gateways):
+        _, client = await gateways(reconcile_after_s=0)
+        sim.drop_on_next("paymentagent_transfer")
+        reference = ref()
+        first = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(300))
+        assert first.outcome is Outcome.UNKNOWN
+        repeat = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(300))
+        assert repeat.outcome is Outcome.DONE
+        third = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(300))
+        assert third == repeat
+        assert len(entries_for(sim, reference)) == 1
+
+    async def test_a_restarted_gateway_settles_the_in_flight_record_and_transfers_once(self, sim, gateways):
+        runtime, client = await gateways()
+        reference = ref()
+        first = await client.transfer(reference=reference, loginid=DerivLoginId("CR9000002"), amount=usd(900))
+        assert first.outcome is Outcome.UNKNOWN
+        await runtime.stop()  # "crash": the record stays in_flight in Redis
+        _, restarted = await gateways()
+        again = await restarted.transfer(reference=reference, loginid=DerivLoginId("CR9000002"), amount=usd(900))
+        assert again.outcome is Outcome.DONE
+        assert len(entries_for(sim, reference)) == 1
+
+
+class TestRateLimit:
+    async def test_a_rate_limit_is_retried_because_deriv_refused_before_executing(self, sim, gateways):
+        _, client = await gateways()
+        sim.inject_rate_limit(1)
+        reference = ref()
+        result = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(100))
+        assert result.outcome is Outcome.DONE
+        assert len(entries_for(sim, reference)) == 1
+
+    async def test_a_persistent_rate_limit_is_unavailable_and_the_same_reference_works_later(self, sim, gateways):
+        _, client = await gateways()
+        sim.inject_rate_limit(100)
+        reference = ref()
+        limited = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(100))
+        assert limited.outcome is Outcome.UNAVAILABLE
+        assert entries_for(sim, reference) == []
+        sim.clear_faults()
+        later = await client.transfer(reference=reference, loginid=DerivLoginId("CR1234567"), amount=usd(100))
+        assert later.outcome is Outcome.DONE
+        assert len(entries_for(sim, reference)) == 1
+
+
+class TestWithdraw:
+    async def _linked(self, client, loginid: str) -> bytes:
+        account, ciphertext = await client.link_account(token=user_token(loginid))
+        assert account.loginid == loginid
+        assert user_token(loginid).encode() not in ciphertext
+        return ciphertext
+
+    async def test_link_request_code_and_withdraw_once(self, sim, gateways):
+        _, client = await gateways()
+        ciphertext = await self._linked(client, "CR4000001")
+        loginid = DerivLoginId("CR4000001")
+        assert await client.request_withdrawal_code(loginid=loginid, token_ciphertext=ciphertext) is Outcome.DONE
+        code = sim.verification_code("CR4000001")
+        assert code is not None
+        reference = ref()
+        kwargs = {"reference": reference, "loginid": loginid, "token_ciphertext": ciphertext, "amount": usd(2000)}
+        result = await client.withdraw(verification_code=code, **kwargs)
+        assert result.outcome is Outcome.DONE
+        assert await client.withdraw(verification_code=code, **kwargs) == result
+        assert sim.balance_cents("CR4000001") == 1_000_000 - 2000
+        assert len(entries_for(sim, reference)) == 1
+        assert (await client.find_transfer(reference=reference)).outcome is Outcome.DONE
+
+    async def test_a_bad_token_cannot_be_linked(self, gateways):
+        _, client = await gateways()
+        with pytest.raises(DerivTokenRejected):
+            await client.link_account(token="not-a-deriv-token")
+
+    async def test_cr9000003_is_rejected(self, sim, gateways):
+        _, client = await gateways()
+        ciphertext = await self._linked(client, "CR9000003")
+        loginid = DerivLoginId("CR9000003")
+        await client.request_withdrawal_code(loginid=loginid, token_ciphertext=ciphertext)
+        result = await client.withdraw(
+            reference=ref(),
+            loginid=loginid,
+            token_ciphertext=ciphertext,
+            amount=usd(100),
+            verification_code=sim.verification_code("CR9000003") or "",
+        )
+        assert result.outcome is Outcome.REJECTED
+        assert result.error_code == "PaymentAgentWithdrawError"
+
+    async def test_cr9000004_is_unknown_then_found_and_never_repeated(self, sim, gateways):
+        _, client = await gateways()
+        ciphertext = await self._linked(client, "CR9000004")
+        loginid = DerivLoginId("CR9000004")
+        await client.request_withdrawal_code(loginid=loginid, token_ciphertext=ciphertext)
+        reference = ref()
+        kwargs = {
+            "reference": reference,
+            "loginid": loginid,
+            "token_ciphertext": ciphertext,
+            "amount": usd(300),
+            "verification_code": sim.verification_code("CR9000004") or "",
+        }
+        assert (await client.withdraw(**kwargs)).outcome is Outcome.UNKNOWN
+        assert (await client.withdraw(**kwargs)).outcome is Outcome.DONE
+        assert len(entries_for(sim, reference)) == 1
+        assert sim.balance_cents("CR9000004") == 1_000_000 - 300
+
+    async def test_a_token_for_another_login_id_is_rejected(self, sim, gateways):
+        _, client = await gateways()
+        ciphertext = await self._linked(client, "CR4000002")
+        result = await client.withdraw(
+            reference=ref(),
+            loginid=DerivLoginId("CR4000003"),
+            token_ciphertext=ciphertext,
+            amount=usd(100),
+            verification_code="X",
+        )
+        assert result.outcome is Outcome.REJECTED
+        assert result.error_code == "LoginidMismatch"
+
+
+class TestBalance:
+    async def test_get_balance_and_balance_changes_are_published_to_the_stream(self, sim, gateways, redis, prefix):
+        runtime, client = await gateways()
+        assert await client.balance() == usd(100_000_000)
+        await client.transfer(reference=ref(), loginid=DerivLoginId("CR1234567"), amount=usd(250))
+        await eventually(
+            lambda: runtime.balances.last is not None and runtime.balances.last.balance_cents < 100_000_000
+        )
+        assert await client.balance() == usd(100_000_000 - 250)
+        await runtime.balances.drain()
+        events = await redis.xrange(f"{prefix}:deriv:balance")
+        assert [int(fields[b"balance_cents"]) for _, fields in events][-1] == 100_000_000 - 250
+        assert events[-1][1][b"type"] == b"deriv.balance_changed"
+
+    async def test_after_a_drop_the_gateway_reconnects_and_resubscribes(self, sim, gateways):
+        runtime, client = await gateways()
+        await eventually(lambda: sim.subscription_count == 1)
+        await sim.drop_connections()
+        await eventually(lambda: runtime.connection.connects == 2 and sim.subscription_count == 1)
+        assert await runtime.wait_active(5)
+        assert (
+            await client.transfer(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1))
+        ).outcome is Outcome.DONE
+
+
+class TestSingleLiveGateway:
+    async def test_a_standby_does_not_serve_until_the_active_one_stops(self, sim, gateways):
+        active, _ = await gateways()
+        standby, standby_client = await gateways(wait_active=False)
+        await asyncio.sleep(1.2)  # longer than the lease TTL: the active one keeps renewing
+        assert not standby.service.active
+        with pytest.raises(DerivGatewayUnavailable):
+            await standby_client.balance()
+        limited = await standby_client.transfer(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1))
+        assert limited.outcome is Outcome.UNAVAILABLE
+        async with httpx.AsyncClient(timeout=3) as http:
+            assert (await http.get(f"http://127.0.0.1:{active.health_http.port}/readyz")).status_code == 200
+            assert (await http.get(f"http://127.0.0.1:{standby.health_http.port}/readyz")).status_code == 503
+            assert (await http.get(f"http://127.0.0.1:{standby.health_http.port}/healthz")).status_code == 200
+        assert await _grpc_health(standby.grpc_port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await _grpc_health(active.grpc_port) == health_pb2.HealthCheckResponse.SERVING
+
+        await active.stop()
+        assert await standby.wait_active(5)
+        assert standby.lease.fencing_token > active.lease.fencing_token or active.lease.fencing_token == 0
+        result = await standby_client.transfer(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1))
+        assert result.outcome is Outcome.DONE
+
+    async def test_a_gateway_that_loses_its_lease_stops_serving_money_calls(self, gateways, redis):
+        runtime, client = await gateways()
+        await redis.delete(runtime.lease.key)
+        await redis.set(runtime.lease.key, "someone-else:999", px=5000)
+        await eventually(lambda: not runtime.service.active, timeout_s=3)
+        result = await client.transfer(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1))
+        assert result.outcome is Outcome.UNAVAILABLE
+
+
+async def _grpc_health(port: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = await stub.Check(health_pb2.HealthCheckRequest(service="penpay.gateway.v1.DerivGateway"), timeout=3)
+        return int(answer.status)
