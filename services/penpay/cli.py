@@ -5,6 +5,8 @@
     penpay ledger balances                     the chart of accounts with balances
     penpay ledger fund ACCOUNT AMOUNT --ref R  owner's money into an asset account (e.g. deriv:agent 5000.00)
     penpay audit verify                        re-walk the audit hash chain; exit 1 and name the first bad row
+    penpay token --sub USER [--role admin] [--ttl 3600]   mint an API token (sandbox only; refused in production)
+    penpay demo                                one deposit and one withdrawal through the running sandbox platform
 
 Bad input exits 2 with one readable line; a failed check exits 1.
 """
@@ -16,9 +18,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
 
 from penpay.adapters.db import schema
 from penpay.bootstrap import database
+from penpay.demo import DemoPlan, run_demo
 from penpay.logging import configure_logging
 from penpay.service_layer import admin
 from penpay.settings import Settings
@@ -45,7 +52,62 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="action", required=True)
     audit.add_parser("verify", help="verify the hash chain")
+
+    token = sub.add_parser("token", help="mint an API token with the configured key (sandbox only)")
+    token.add_argument("--sub", required=True, help="the user id")
+    token.add_argument("--role", default=None, help="e.g. admin")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+
+    defaults = DemoPlan()
+    demo_cmd = sub.add_parser("demo", help="one deposit and one withdrawal through the running sandbox platform")
+    demo_cmd.add_argument("--amount-kes", type=int, default=defaults.amount_kes, help="the deposit, whole KES")
+    demo_cmd.add_argument("--amount-usd", default=defaults.amount_usd, help='the withdrawal, e.g. "5.00"')
+    demo_cmd.add_argument("--msisdn", default=defaults.msisdn, help="the phone (see docs/sandbox.md)")
+    demo_cmd.add_argument("--loginid", default=defaults.loginid, help="the Deriv account (see docs/sandbox.md)")
+    demo_cmd.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds per transaction")
     return parser
+
+
+def mint_token(settings: Settings, *, sub: str, role: str | None = None, ttl_s: int = 3600) -> str:
+    """A JWT for the configured algorithm, issuer and audience, with exp, nbf and iat (the API requires them)."""
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + timedelta(seconds=ttl_s),
+    }
+    if role:
+        claims["role"] = role
+    if settings.jwt_algorithm.startswith("HS"):
+        key = settings.jwt_secret.get_secret_value()
+    elif settings.jwt_private_key is not None and settings.jwt_private_key.get_secret_value().strip():
+        key = settings.jwt_private_key.get_secret_value()
+    else:
+        raise DomainError(f"minting {settings.jwt_algorithm} tokens needs PENPAY_JWT_PRIVATE_KEY")
+    return jwt.encode(claims, key, algorithm=settings.jwt_algorithm)
+
+
+def _token(settings: Settings, sub: str, role: str | None, ttl: int) -> int:
+    if settings.is_production:
+        raise DomainError("refusing to mint tokens in production (PENPAY_ENV=production)")
+    if ttl <= 0:
+        raise DomainError("--ttl must be a positive number of seconds")
+    sys.stdout.write(mint_token(settings, sub=sub, role=role, ttl_s=ttl) + "\n")
+    return 0
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    plan = DemoPlan(
+        msisdn=args.msisdn,
+        loginid=args.loginid,
+        amount_kes=args.amount_kes,
+        amount_usd=args.amount_usd,
+        timeout_s=args.timeout,
+    )
+    return await run_demo(settings, plan, mint=mint_token)
 
 
 def _out(payload: object) -> None:
@@ -109,6 +171,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
     configure_logging("cli", settings.log_level)
+    if args.command == "token":
+        return _token(settings, args.sub, args.role, args.ttl)
+    if args.command == "demo":
+        return asyncio.run(_demo(settings, args))
     if args.command == "migrate":
         if args.down:
             schema.downgrade(settings.database_url, args.revision or "base")

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     withdraw_max_kes: int = 250_000
 
     reconcile_after_s: int = 30
+    ops_email: str = ""
+    worker_claim_idle_ms: int = 60_000
+    worker_max_deliveries: int = 8
+    worker_block_ms: int = 1_000
 
     sandbox_http_port: int = 8092
     sandbox_daraja_port: int = 8090

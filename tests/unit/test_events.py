@@ -72,6 +72,7 @@ class TestPayload:
             "from_status": "PENDING",
             "to_status": "AWAITING_PAYMENT",
             "detail": "1032",
+            "event_id": None,
         }
 
     def test_the_time_keeps_its_offset(self) -> None:

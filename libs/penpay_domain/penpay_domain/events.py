@@ -37,6 +37,9 @@ class TransactionEvent(DomainEvent):
     from_status: str | None
     to_status: str
     detail: str = ""
+    # The outbox row's id, assigned when the event is persisted: the message's identity on every stream, so
+    # consumers deduplicate a message published twice (right after commit, and again by the relay).
+    event_id: int | None = None
 
 
 # --- deposits --------------------------------------------------------------------------------------------------

@@ -94,6 +94,8 @@ class ProcessedMessages(Protocol):
         """Record that a message was handled; False if it already was (the handler must then do nothing)."""
         ...
 
+    async def seen(self, consumer_group: str, message_key: str) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry:
@@ -129,6 +131,7 @@ class LinkedAccount:
     currency: str
     token_ciphertext: bytes
     linked_at: datetime
+    email: str = ""  # the Deriv account's e-mail (from authorize): where notifications go
 
 
 class LinkedAccountRepository(Protocol):

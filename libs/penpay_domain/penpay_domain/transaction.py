@@ -133,6 +133,7 @@ class Transaction:
     failure_code: str | None = None
     failure_reason: str | None = None
     review_reason: str | None = None
+    stk_requested_at: datetime | None = None
     refund_payout_id: PayoutId | None = None
     b2c_receipt: str | None = None
     reversal_deriv_transaction_id: str | None = None
@@ -232,6 +233,25 @@ class Transaction:
         return out
 
     # ------------------------------------------------------------------------------------------ deposit
+    def request_stk_push(self, now: datetime) -> None:
+        """Record, before calling Daraja, that a push is being sent. STK Push has no idempotency key, so a push whose
+        outcome is unknown must never be sent again: a second attempt finds this mark and stops."""
+        self._require_kind(Kind.DEPOSIT)
+        if self.status is not S.PENDING:
+            raise IllegalTransition(f"{self.id} is {self.status.value}; only a PENDING deposit is pushed")
+        if self.stk_requested_at is not None:
+            raise IllegalTransition(
+                f"an STK push for {self.id} was already sent at {self.stk_requested_at.isoformat()}"
+            )
+        self.stk_requested_at = now
+        self.updated_at = max(now, self.updated_at)
+
+    def stk_push_outcome_unknown(self, now: datetime) -> None:
+        """The push may have reached the phone but Daraja's answer was lost: wait for the callback (its URL names this
+        transaction), never re-push. Without a CheckoutRequestID there is nothing to query."""
+        self._require_kind(Kind.DEPOSIT)
+        self._transition(S.AWAITING_PAYMENT, ev.StkPushAccepted, now, detail="outcome unknown")
+
     def stk_push_accepted(self, checkout_request_id: str, now: datetime) -> None:
         self._require_kind(Kind.DEPOSIT)
         if not checkout_request_id:
@@ -248,6 +268,21 @@ class Transaction:
             raise InvalidInput("an M-Pesa receipt is required")
         self._transition(S.PAYMENT_RECEIVED, ev.DepositPaymentReceived, now)
         self.mpesa_receipt = receipt
+
+    def confirm_payment_by_query(self, now: datetime) -> None:
+        """STK Push Query says paid (no callback came). The query carries no receipt or amount; Daraja charges exactly
+        the amount pushed, and the receipt is recorded if the callback arrives later."""
+        self._require_kind(Kind.DEPOSIT)
+        self._transition(S.PAYMENT_RECEIVED, ev.DepositPaymentReceived, now, detail="confirmed by STK Push Query")
+
+    def record_receipt(self, receipt: str) -> bool:
+        """A late callback brings the receipt of a payment confirmed by query. False if one was already recorded."""
+        if not receipt:
+            raise InvalidInput("an M-Pesa receipt is required")
+        if self.mpesa_receipt is not None:
+            return False
+        self.mpesa_receipt = receipt
+        return True
 
     def fail_payment(self, *, code: str, reason: str, now: datetime) -> None:
         self._require_kind(Kind.DEPOSIT)
@@ -268,6 +303,16 @@ class Transaction:
         self._require_kind(Kind.DEPOSIT)
         self._transition(S.REFUNDING, ev.DerivCreditRejected, now, detail=code)
         self._set_failure(code, reason)
+
+    def prepare_refund(self, payout_id: PayoutId) -> PayoutId:
+        """Fix the refund's OriginatorConversationID before the first B2C request, so every resend carries the same
+        one (Daraja refuses a duplicate instead of paying twice). Returns the id in force."""
+        self._require_kind(Kind.DEPOSIT)
+        if self.status is not S.REFUNDING:
+            raise IllegalTransition(f"{self.id} is not refunding")
+        if self.refund_payout_id is None:
+            self.refund_payout_id = payout_id
+        return self.refund_payout_id
 
     def refund_accepted(self, *, payout_id: PayoutId, conversation_id: str) -> None:
         """Daraja accepted the refund B2C: remember its ids (no state change; the result callback finishes it)."""
@@ -296,6 +341,22 @@ class Transaction:
         self._require_kind(Kind.WITHDRAWAL)
         self._transition(S.FAILED, ev.WithdrawalFailed, now, detail=code)
         self._set_failure(code, reason)
+
+    def prepare_payout(self, payout_id: PayoutId) -> PayoutId:
+        """Fix the payout's OriginatorConversationID before the first B2C request (see ``prepare_refund``)."""
+        self._require_kind(Kind.WITHDRAWAL)
+        if self.status is not S.DEBITED:
+            raise IllegalTransition(f"{self.id} is {self.status.value}; only a DEBITED withdrawal is paid out")
+        if self.payout_id is None:
+            self.payout_id = payout_id
+        return self.payout_id
+
+    def payout_outcome_unknown(self, now: datetime) -> None:
+        """The B2C request may have reached Daraja: treat it as sent and let the result (or Transaction Status) say."""
+        self._require_kind(Kind.WITHDRAWAL)
+        if self.payout_id is None:
+            raise IllegalTransition(f"{self.id} has no payout id")
+        self._transition(S.PAYING_OUT, ev.PayoutAccepted, now, detail="outcome unknown")
 
     def payout_accepted(self, *, payout_id: PayoutId, conversation_id: str, now: datetime) -> None:
         self._require_kind(Kind.WITHDRAWAL)

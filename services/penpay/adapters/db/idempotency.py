@@ -73,3 +73,11 @@ class SqlProcessedMessages:
             .prefix_with("IGNORE")
         )
         return bool(result.rowcount == 1)
+
+    async def seen(self, consumer_group: str, message_key: str) -> bool:
+        found = await self._conn.scalar(
+            sa.select(processed_messages.c.message_key).where(
+                processed_messages.c.consumer_group == consumer_group, processed_messages.c.message_key == message_key
+            )
+        )
+        return found is not None

@@ -5,7 +5,6 @@ The relay claims unpublished rows with ``FOR UPDATE SKIP LOCKED`` so several rel
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import to_db
 from penpay.adapters.db.tables import outbox
+from penpay.adapters.stream_codec import payload_json
 from penpay_domain.events import TransactionEvent
 
 
@@ -25,10 +25,6 @@ class OutboxRow:
     event_type: str
     transaction_id: str | None
     payload: str
-
-
-def encode_event(event: TransactionEvent) -> str:
-    return json.dumps(event.to_payload(), separators=(",", ":"), sort_keys=True)
 
 
 class SqlOutbox:
@@ -43,7 +39,7 @@ class SqlOutbox:
                     stream=event.stream,
                     event_type=event.name,
                     transaction_id=event.transaction_id,
-                    payload=encode_event(event),
+                    payload=payload_json(event),
                     created_at=to_db(now),
                 )
             )

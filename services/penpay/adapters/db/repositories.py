@@ -57,6 +57,7 @@ def _row(txn: Transaction) -> dict[str, Any]:
         "failure_code": txn.failure_code,
         "failure_reason": (txn.failure_reason or "")[:255] or None,
         "review_reason": (txn.review_reason or "")[:255] or None,
+        "stk_requested_at": to_db(txn.stk_requested_at) if txn.stk_requested_at else None,
         "legs": json.dumps({k: v.value for k, v in sorted(txn.legs.items())}, separators=(",", ":")),
         "version": txn.version,
         "created_at": to_db(txn.created_at),
@@ -100,6 +101,7 @@ def _transaction(row: sa.Row[tuple[object, ...]]) -> Transaction:
         failure_code=m["failure_code"],
         failure_reason=m["failure_reason"],
         review_reason=m["review_reason"],
+        stk_requested_at=from_db(m["stk_requested_at"]) if m["stk_requested_at"] else None,
         legs={k: LegState(v) for k, v in json.loads(m["legs"]).items()},
     )
 
@@ -212,6 +214,7 @@ class SqlLinkedAccountRepository:
             "loginid": account.loginid,
             "currency": account.currency,
             "token_ciphertext": account.token_ciphertext,
+            "email": account.email,
             "linked_at": to_db(account.linked_at),
             "updated_at": to_db(account.linked_at),
         }
@@ -219,6 +222,7 @@ class SqlLinkedAccountRepository:
         stmt = stmt.on_duplicate_key_update(
             currency=stmt.inserted.currency,
             token_ciphertext=stmt.inserted.token_ciphertext,
+            email=stmt.inserted.email,
             updated_at=stmt.inserted.updated_at,
         )
         await self._conn.execute(stmt)
@@ -239,4 +243,5 @@ class SqlLinkedAccountRepository:
             currency=str(row.currency),
             token_ciphertext=bytes(row.token_ciphertext),
             linked_at=from_db(row.linked_at),
+            email=str(row.email),
         )

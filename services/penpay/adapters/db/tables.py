@@ -65,6 +65,7 @@ transactions = _table(
     sa.Column("failure_code", sa.String(32), nullable=True),
     sa.Column("failure_reason", sa.String(255), nullable=True),
     sa.Column("review_reason", sa.String(255), nullable=True),
+    _ts("stk_requested_at", nullable=True),
     sa.Column("legs", sa.String(255), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     _ts("created_at"),
@@ -185,6 +186,7 @@ deriv_accounts = _table(
     sa.Column("loginid", sa.String(20), primary_key=True),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("token_ciphertext", sa.LargeBinary(4096), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False, server_default=""),
     _ts("linked_at"),
     _ts("updated_at"),
 )
@@ -198,6 +200,21 @@ mpesa_callbacks = _table(
     sa.Column("token_valid", sa.Boolean, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     _ts("received_at"),
+    sa.Column("source_allowed", sa.Boolean, nullable=False, server_default=sa.true()),  # migration 0002
+)
+
+# Migration 0002: a row per user, locked to serialise limit checks; single-use withdrawal codes (encrypted).
+user_limits = _table(
+    "user_limits",
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    _ts("locked_at"),
+)
+
+withdrawal_codes = _table(
+    "withdrawal_codes",
+    sa.Column("transaction_id", sa.String(26), primary_key=True),
+    sa.Column("code_ciphertext", sa.LargeBinary(1024), nullable=False),
+    _ts("created_at"),
 )
 
 APPEND_ONLY_TABLES = ("ledger_transfers", "ledger_entries", "audit_log", "mpesa_callbacks")

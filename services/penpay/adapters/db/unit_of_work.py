@@ -8,6 +8,7 @@ transaction, and returns the events so the caller can publish them right away (t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeVar
@@ -111,10 +112,10 @@ class SqlUnitOfWork:
                     now=self._now,
                 )
             published.extend(events)
-        await self.outbox.add(published, self._now)
+        ids = await self.outbox.add(published, self._now)
         await conn.commit()
         self._done = True
-        return published
+        return [replace(event, event_id=event_id) for event, event_id in zip(published, ids, strict=True)]
 
     async def rollback(self) -> None:
         await self.connection.rollback()

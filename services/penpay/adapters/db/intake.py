@@ -1,0 +1,125 @@
+"""The API's unit of work: the SQL unit of work plus the intake repositories (``penpay.service_layer.intake``).
+
+Same connection, same database transaction: the per-user limit lock, the withdrawal code and the stored callback
+commit (or roll back) together with the transaction rows, ledger legs, outbox and audit rows.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from penpay.adapters.db.engine import from_db, to_db
+from penpay.adapters.db.tables import mpesa_callbacks, user_limits, withdrawal_codes
+from penpay.adapters.db.unit_of_work import SqlUnitOfWork
+from penpay.adapters.tokens import SecretBox
+from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, ReceivedCallback, StoredCallback
+from penpay_domain.errors import NotFound
+from penpay_domain.ids import TransactionId, UserId
+from penpay_domain.ports import Clock
+
+
+class SqlUserLimits:
+    def __init__(self, conn: AsyncConnection, clock: Clock) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    async def lock(self, user_id: UserId) -> None:
+        # INSERT … ON DUPLICATE KEY UPDATE takes the row's exclusive lock straight away (a plain INSERT IGNORE
+        # followed by SELECT … FOR UPDATE would take a shared lock first, and two waiters would deadlock upgrading).
+        stmt = mysql.insert(user_limits).values(user_id=user_id, locked_at=to_db(self._clock.now()))
+        await self._conn.execute(stmt.on_duplicate_key_update(locked_at=stmt.inserted.locked_at))
+
+
+class SqlWithdrawalCodes:
+    def __init__(self, conn: AsyncConnection, box: SecretBox, clock: Clock) -> None:
+        self._conn = conn
+        self._box = box
+        self._clock = clock
+
+    async def put(self, txn_id: TransactionId, code: str) -> None:
+        await self._conn.execute(
+            withdrawal_codes.insert().values(
+                transaction_id=txn_id, code_ciphertext=self._box.seal(code), created_at=to_db(self._clock.now())
+            )
+        )
+
+    async def take(self, txn_id: TransactionId) -> str | None:
+        row = (
+            await self._conn.execute(
+                sa.select(withdrawal_codes.c.code_ciphertext)
+                .where(withdrawal_codes.c.transaction_id == txn_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            return None
+        await self._conn.execute(withdrawal_codes.delete().where(withdrawal_codes.c.transaction_id == txn_id))
+        return self._box.open(bytes(row.code_ciphertext))
+
+
+class SqlCallbackInbox:
+    def __init__(self, conn: AsyncConnection, clock: Clock) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    async def add(self, callback: ReceivedCallback) -> StoredCallback:
+        received_at = from_db(to_db(self._clock.now()))
+        result = await self._conn.execute(
+            mpesa_callbacks.insert().values(
+                kind=callback.kind.value,
+                transaction_id=callback.transaction_id,
+                source_ip=callback.source_ip[:45],
+                source_allowed=callback.source_allowed,
+                token_valid=callback.token_valid,
+                body=callback.body,
+                received_at=to_db(received_at),
+            )
+        )
+        key = result.inserted_primary_key
+        if key is None:
+            raise RuntimeError("the callback insert returned no id")
+        return StoredCallback(id=int(key[0]), received_at=received_at, callback=callback)
+
+    async def get(self, callback_id: int) -> StoredCallback:
+        row = (await self._conn.execute(sa.select(mpesa_callbacks).where(mpesa_callbacks.c.id == callback_id))).first()
+        if row is None:
+            raise NotFound(f"callback {callback_id} not found")
+        return StoredCallback(
+            id=int(row.id),
+            received_at=from_db(row.received_at),
+            callback=ReceivedCallback(
+                kind=CallbackKind(row.kind),
+                transaction_id=TransactionId(row.transaction_id) if row.transaction_id else None,
+                source_ip=str(row.source_ip),
+                source_allowed=bool(row.source_allowed),
+                token_valid=bool(row.token_valid),
+                body=str(row.body),
+            ),
+        )
+
+
+class SqlIntakeUnitOfWork(SqlUnitOfWork):
+    user_limits: SqlUserLimits
+    withdrawal_codes: SqlWithdrawalCodes
+    callbacks: SqlCallbackInbox
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, box: SecretBox, *, actor: str = "system") -> None:
+        super().__init__(engine, clock, actor=actor)
+        self._box = box
+        self._intake_clock = clock
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        conn = self.connection
+        self.user_limits = SqlUserLimits(conn, self._intake_clock)
+        self.withdrawal_codes = SqlWithdrawalCodes(conn, self._box, self._intake_clock)
+        self.callbacks = SqlCallbackInbox(conn, self._intake_clock)
+        return self
+
+
+def _conforms(engine: AsyncEngine, clock: Clock, box: SecretBox) -> IntakeUnitOfWork:
+    return SqlIntakeUnitOfWork(engine, clock, box)  # mypy checks the protocol

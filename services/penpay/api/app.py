@@ -1,0 +1,78 @@
+"""The API's composition root: ``create_app(settings, adapters=None)``.
+
+With ``adapters`` (tests), the app uses them as given and needs no startup. Without, its lifespan builds the real
+ones from settings (MySQL engine, Redis client with timeouts, the Deriv gateway's gRPC client, the static FX
+provider) and closes them at shutdown. Nothing connects at import or at ``create_app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from penpay.adapters.fx import StaticFxQuotes
+from penpay.api import problems
+from penpay.api.deps import Adapters, ApiState
+from penpay.api.middleware import ApiMiddleware, Metrics
+from penpay.api.routes import admin, deposits, deriv_link, fx, health, mpesa, transactions, withdrawals
+from penpay.bootstrap import database
+from penpay.settings import Settings
+
+REDIS_TIMEOUT_S = 5.0
+
+
+@asynccontextmanager
+async def real_adapters(settings: Settings) -> AsyncIterator[Adapters]:
+    from penpay.adapters.deriv_gateway import GrpcDerivGateway  # noqa: PLC0415 - needs the generated gRPC code
+
+    redis = aioredis.from_url(
+        settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
+    gateway = GrpcDerivGateway(settings.gateway_grpc_addr)
+    try:
+        async with database(settings) as db:
+            yield Adapters(db=db, redis=redis, fx=StaticFxQuotes.from_settings(settings), gateway=gateway)
+    finally:
+        await gateway.close()
+        await redis.aclose()
+
+
+def create_app(settings: Settings, adapters: Adapters | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if adapters is not None:
+            yield
+            return
+        async with real_adapters(settings) as built:
+            app.state.penpay = ApiState.build(settings, built)
+            yield
+
+    app = FastAPI(
+        title="PenPay API",
+        version="1.0.0",
+        summary="M-Pesa <-> Deriv deposits and withdrawals",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.metrics = Metrics()
+    if adapters is not None:
+        app.state.penpay = ApiState.build(settings, adapters)
+    problems.install(app)
+    for router in (
+        deposits.router,
+        withdrawals.router,
+        transactions.router,
+        fx.router,
+        deriv_link.router,
+        admin.router,
+        health.router,
+        mpesa.build_router(settings.callback_public_prefix),
+    ):
+        app.include_router(router)
+    public = "/" + settings.callback_public_prefix.strip("/") + "/"
+    app.add_middleware(ApiMiddleware, metrics=app.state.metrics, exempt_prefixes=("/mpesa/", public))
+    return app

@@ -1,0 +1,175 @@
+"""The API's wiring: the adapters it is given (or builds), what it derives from settings, and the dependencies
+that routes declare (the caller, the admin gate, rate limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Header, Request
+
+from penpay.adapters.db.intake import SqlIntakeUnitOfWork
+from penpay.adapters.rate_limit import RateLimiter
+from penpay.adapters.streams import RedisStreamPublisher
+from penpay.adapters.tokens import SecretBox
+from penpay.api.idempotency import IdempotencyGate
+from penpay.api.problems import ApiProblem
+from penpay.api.security import BEARER_CHALLENGE, Network, Principal, TokenVerifier, client_ip, contains, networks
+from penpay.bootstrap import Database
+from penpay.logging import get_logger
+from penpay.service_layer.callbacks import CallbackUrls
+from penpay.service_layer.deposits import DepositPolicy
+from penpay.settings import Settings
+from penpay_domain.fees import NO_FEE, FeePolicy
+from penpay_domain.limits import LimitPolicy
+from penpay_domain.ports import DerivGateway, FxQuotes
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True, kw_only=True)
+class Adapters:
+    """What the API talks to. Tests pass real MySQL/Redis and a fake of the Deriv gateway (a provider)."""
+
+    db: Database
+    redis: aioredis.Redis
+    fx: FxQuotes
+    gateway: DerivGateway | None = None
+    deposit_fees: FeePolicy = NO_FEE
+    withdrawal_fees: FeePolicy = NO_FEE
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiState:
+    settings: Settings
+    adapters: Adapters
+    verifier: TokenVerifier
+    box: SecretBox
+    callback_urls: CallbackUrls
+    trusted_proxies: tuple[Network, ...]
+    admin_networks: tuple[Network, ...]
+    callback_networks: tuple[Network, ...]
+    limiter: RateLimiter = field(init=False)
+    publisher: RedisStreamPublisher = field(init=False)
+    idempotency: IdempotencyGate = field(init=False)
+    deposit_policy: DepositPolicy = field(init=False)
+    withdrawal_policy: DepositPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.limiter = RateLimiter(self.adapters.redis, prefix=s.stream_prefix)
+        self.publisher = RedisStreamPublisher(
+            self.adapters.redis, prefix=s.stream_prefix, mark_published=self._mark_published
+        )
+        self.idempotency = IdempotencyGate(lambda: self.uow("api"))
+        self.deposit_policy = DepositPolicy(
+            limits=LimitPolicy(min_kes=s.deposit_min_kes, max_kes=s.deposit_max_kes, daily_kes=s.daily_limit_kes),
+            fees=self.adapters.deposit_fees,
+        )
+        self.withdrawal_policy = DepositPolicy(
+            limits=LimitPolicy(min_kes=s.withdraw_min_kes, max_kes=s.withdraw_max_kes, daily_kes=s.daily_limit_kes),
+            fees=self.adapters.withdrawal_fees,
+        )
+
+    @classmethod
+    def build(cls, settings: Settings, adapters: Adapters) -> ApiState:
+        return cls(
+            settings=settings,
+            adapters=adapters,
+            verifier=TokenVerifier(settings),
+            box=SecretBox.from_settings(settings),
+            callback_urls=CallbackUrls(
+                base_url=settings.public_base_url,
+                prefix=settings.callback_public_prefix,
+                secret=settings.callback_secret.get_secret_value(),
+            ),
+            trusted_proxies=networks(settings.trusted_proxies),
+            admin_networks=networks(settings.admin_allowed_cidrs),
+            callback_networks=networks(settings.callback_allowed_ips),
+        )
+
+    def uow(self, actor: str) -> SqlIntakeUnitOfWork:
+        return SqlIntakeUnitOfWork(self.adapters.db.engine, self.adapters.db.clock, self.box, actor=actor[:64])
+
+    def uow_factory(self, actor: str) -> Callable[[], SqlIntakeUnitOfWork]:
+        return lambda: self.uow(actor)
+
+    async def _mark_published(self, event_ids: Sequence[int]) -> None:
+        async with self.uow("api") as uow:
+            await uow.outbox.mark_published(event_ids, uow.now)
+            await uow.commit()
+
+    def require_gateway(self) -> DerivGateway:
+        if self.adapters.gateway is None:
+            raise ApiProblem(503, "deriv_unavailable", "the Deriv gateway is not configured")
+        return self.adapters.gateway
+
+    def client_ip(self, request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_ip(peer, request.headers.get("x-forwarded-for"), self.trusted_proxies)
+
+    async def rate_limit(self, bucket: str, subject: str, limit: int) -> None:
+        try:
+            decision = await self.limiter.hit(bucket, subject, limit=limit)
+        except Exception:  # Redis trouble must not take payments down: fail open, loudly
+            log.warning("rate limiter unavailable; request let through", bucket=bucket, exc_info=True)
+            return
+        if not decision.allowed:
+            raise ApiProblem(
+                429,
+                "rate_limited",
+                f"too many requests; retry in {decision.retry_after_s} s",
+                headers={"Retry-After": str(decision.retry_after_s)},
+            )
+
+
+def get_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.penpay
+    return state
+
+
+State = Annotated[ApiState, Depends(get_state)]
+
+
+async def limit_by_ip(request: Request, state: State) -> str:
+    """Every public route: a budget per client address (``PENPAY_RATE_LIMIT_IP_PER_MIN``)."""
+    ip = state.client_ip(request)
+    await state.rate_limit("ip", ip, state.settings.rate_limit_ip_per_min)
+    return ip
+
+
+ClientIp = Annotated[str, Depends(limit_by_ip)]
+
+
+async def current_user(state: State, _ip: ClientIp, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """The bearer token's user, then a budget per user (``PENPAY_RATE_LIMIT_USER_PER_MIN``)."""
+    if not authorization:
+        raise ApiProblem(401, "unauthenticated", "send Authorization: Bearer <token>", headers=BEARER_CHALLENGE)
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiProblem(401, "unauthenticated", "send Authorization: Bearer <token>", headers=BEARER_CHALLENGE)
+    principal = state.verifier.verify(token.strip())
+    await state.rate_limit("user", principal.user_id, state.settings.rate_limit_user_per_min)
+    return principal
+
+
+User = Annotated[Principal, Depends(current_user)]
+
+
+async def current_admin(state: State, principal: User, ip: ClientIp) -> Principal:
+    """Admins: ``role=admin`` AND a client address inside ``PENPAY_ADMIN_ALLOWED_CIDRS``; either alone is 403."""
+    if not principal.is_admin:
+        raise ApiProblem(403, "admin_only", "this route is for administrators")
+    if not contains(state.admin_networks, ip):
+        raise ApiProblem(403, "admin_address_not_allowed", "administration is not allowed from this address")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(current_admin)]
+
+
+def sees_everything(state: ApiState, principal: Principal, ip: str) -> bool:
+    """An admin reading any transaction must also come from an allowed address."""
+    return principal.is_admin and contains(state.admin_networks, ip)

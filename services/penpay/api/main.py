@@ -1,0 +1,32 @@
+"""``penpay-api``: serve the API with uvicorn on ``PENPAY_API_HOST``:``PENPAY_API_PORT``.
+
+uvicorn's own proxy-header handling is off: the API decides itself which ``X-Forwarded-For`` to believe
+(``PENPAY_TRUSTED_PROXIES``), and an address rewritten earlier would defeat the admin and callback allowlists.
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from penpay.api.app import create_app
+from penpay.logging import configure_logging
+from penpay.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("api", settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        proxy_headers=False,
+        server_header=False,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

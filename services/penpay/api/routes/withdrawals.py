@@ -1,0 +1,87 @@
+"""``POST /withdraw`` (202, idempotent) and ``POST /withdraw/code`` (ask Deriv to e-mail the verification code).
+
+``/withdraw/code`` moves no money and needs no ``Idempotency-Key``: repeating it sends another e-mail, which is what
+a user pressing "resend" wants. The verification code is a secret: it is never logged and is stored encrypted.
+"""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from penpay.api.deps import State, User
+from penpay.api.idempotency import request_hash, require_key
+from penpay.api.problems import PROBLEM_JSON, domain_problem
+from penpay.api.routes.deposits import IdempotencyHeader
+from penpay.api.schemas import (
+    CodeRequestedOut,
+    TransactionOut,
+    WithdrawalCodeRequest,
+    WithdrawRequest,
+    render_transaction,
+)
+from penpay.service_layer import linking, withdrawals
+from penpay_domain.commands import InitiateWithdrawal
+from penpay_domain.errors import DomainError
+from penpay_domain.ids import UserId, parse_deriv_loginid
+from penpay_domain.money import Currency, Money
+from penpay_domain.msisdn import parse_msisdn
+
+router = APIRouter(tags=["withdrawals"])
+
+
+@router.post(
+    "/withdraw",
+    status_code=202,
+    response_model=TransactionOut,
+    summary="Debit USD from a linked Deriv account and receive KES by M-Pesa (B2C)",
+)
+async def create_withdrawal(
+    body: WithdrawRequest, request: Request, state: State, user: User, idempotency_key: IdempotencyHeader = None
+) -> Response:
+    key = require_key(user.user_id, idempotency_key)
+    cmd = InitiateWithdrawal(
+        user_id=UserId(user.user_id),
+        amount=Money.parse(body.amount_usd, Currency.USD),
+        msisdn=parse_msisdn(body.msisdn),
+        deriv_loginid=parse_deriv_loginid(body.deriv_loginid),
+        verification_code=body.verification_code,
+        idempotency_key=key,
+    )
+    replay = await state.idempotency.claim(key, request_hash("POST", "/withdraw", await request.body()))
+    if replay is not None:
+        return replay.response()
+    try:
+        txn = await withdrawals.initiate_withdrawal(
+            cmd,
+            uow=state.uow(f"user:{user.user_id}"),
+            fx=state.adapters.fx,
+            policy=state.withdrawal_policy,
+            publisher=state.publisher,
+            render=render_transaction,
+        )
+    except DomainError as exc:
+        status, problem = domain_problem(exc)
+        await state.idempotency.settle_rejection(key, status, problem)
+        return Response(content=problem, status_code=status, media_type=PROBLEM_JSON)
+    except BaseException:
+        await state.idempotency.release(key)
+        raise
+    structlog.contextvars.bind_contextvars(transaction_id=txn.id)
+    return Response(content=render_transaction(txn), status_code=202, media_type="application/json")
+
+
+@router.post(
+    "/withdraw/code",
+    status_code=202,
+    response_model=CodeRequestedOut,
+    summary="Ask Deriv to e-mail the withdrawal verification code to the owner of a linked account",
+)
+async def request_code(body: WithdrawalCodeRequest, state: State, user: User) -> JSONResponse:
+    loginid = parse_deriv_loginid(body.deriv_loginid)
+    gateway = state.require_gateway()
+    await linking.request_withdrawal_code(
+        state.uow_factory(f"user:{user.user_id}"), gateway, user_id=UserId(user.user_id), loginid=loginid
+    )
+    return JSONResponse({"status": "sent", "deriv_loginid": loginid}, status_code=202)

@@ -1,0 +1,252 @@
+"""M-Pesa callbacks: signed callback URLs, the durable intake, and applying a stored callback to its transaction.
+
+Daraja does not sign callbacks, so PenPay signs its callback URLs: each carries the transaction id and
+``token = hex(HMAC-SHA256(PENPAY_CALLBACK_SECRET, "<kind>:<transaction id>"))``. Paths (under
+``PENPAY_CALLBACK_PUBLIC_PREFIX``, default ``/hooks``, because Daraja refuses URLs containing "mpesa"):
+
+    {prefix}/stk/{txn_id}/{token}   {prefix}/b2c/result/{txn_id}/{token}   {prefix}/b2c/timeout/{txn_id}/{token}
+
+The same handlers answer at ``/mpesa/callback``, ``/mpesa/b2c/result`` and ``/mpesa/b2c/timeout`` with the same
+``/{txn_id}/{token}`` suffix. The token is hex, whose alphabet cannot spell any word Daraja refuses.
+
+Intake (the API): every callback, forged or not, is stored raw and audited before the acknowledgement; only one from
+an allowed address with a valid token is queued for the callback worker. Application (the worker, through
+``process_callback``): the callback must match a transaction by CheckoutRequestID / ConversationID, be bound by its
+token to that same transaction, and carry the expected amount. Duplicates and late callbacks change nothing; a
+mismatch changes no money, is audited, and a paid-but-wrong-amount is sent to review. The payer's phone in a
+callback is recorded (in the raw body), never trusted: Safaricom masks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, ReceivedCallback, StoredCallback
+from penpay_domain.ids import TransactionId
+from penpay_domain.ports import UnitOfWork
+from penpay_domain.providers import PaymentResult, PaymentStatus
+from penpay_domain.transaction import Kind, Status, Transaction
+
+_PATHS = {
+    CallbackKind.STK: "stk",
+    CallbackKind.B2C_RESULT: "b2c/result",
+    CallbackKind.B2C_TIMEOUT: "b2c/timeout",
+}
+LEGACY_PATHS = {
+    CallbackKind.STK: "/mpesa/callback",
+    CallbackKind.B2C_RESULT: "/mpesa/b2c/result",
+    CallbackKind.B2C_TIMEOUT: "/mpesa/b2c/timeout",
+}
+ACTOR = "mpesa"
+
+
+# ------------------------------------------------------------------------------------------------ signed URLs
+class CallbackUrls:
+    """Builds and checks the per-transaction callback URLs handed to Daraja."""
+
+    def __init__(self, *, base_url: str, prefix: str, secret: str) -> None:
+        self._base = base_url.rstrip("/")
+        self._prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self._key = secret.encode()
+
+    def token(self, kind: CallbackKind, txn_id: str) -> str:
+        return hmac.new(self._key, f"{kind.value}:{txn_id}".encode(), hashlib.sha256).hexdigest()
+
+    def verify(self, kind: CallbackKind, txn_id: str, token: str) -> bool:
+        return hmac.compare_digest(self.token(kind, txn_id).encode(), token.encode("utf-8", "replace"))
+
+    def path(self, kind: CallbackKind) -> str:
+        return f"{self._prefix}/{_PATHS[kind]}"
+
+    def url(self, kind: CallbackKind, txn_id: str) -> str:
+        return f"{self._base}{self.path(kind)}/{txn_id}/{self.token(kind, txn_id)}"
+
+    def stk(self, txn_id: str) -> str:
+        return self.url(CallbackKind.STK, txn_id)
+
+    def b2c_result(self, txn_id: str) -> str:
+        return self.url(CallbackKind.B2C_RESULT, txn_id)
+
+    def b2c_timeout(self, txn_id: str) -> str:
+        return self.url(CallbackKind.B2C_TIMEOUT, txn_id)
+
+
+# ------------------------------------------------------------------------------------------------ intake
+async def receive_callback(uow: IntakeUnitOfWork, callback: ReceivedCallback) -> StoredCallback:
+    """Store the raw callback and audit it, in one commit. The caller acknowledges only after this returns."""
+    async with uow:
+        stored = await uow.callbacks.add(callback)
+        await uow.audit.append(
+            actor=ACTOR,
+            action="mpesa.callback_received" if callback.verified else "mpesa.callback_rejected",
+            subject=callback.transaction_id or f"callback:{stored.id}",
+            payload={
+                "callback_id": stored.id,
+                "kind": callback.kind.value,
+                "source_ip": callback.source_ip,
+                "source_allowed": callback.source_allowed,
+                "token_valid": callback.token_valid,
+                "body_sha256": hashlib.sha256(callback.body.encode()).hexdigest(),
+            },
+            now=uow.now,
+        )
+        await uow.commit()
+    return stored
+
+
+# ------------------------------------------------------------------------------------------------ application
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StkNotice:
+    """An STK callback in domain terms (decoded by the Daraja adapter from the stored raw body)."""
+
+    checkout_request_id: str
+    result: PaymentResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class B2cNotice:
+    """A B2C result or queue-timeout notice; a timeout's result is UNKNOWN whatever its code says."""
+
+    originator_conversation_id: str
+    conversation_id: str
+    result: PaymentResult
+
+
+class CallbackDecoder(Protocol):
+    """Decodes stored raw bodies; raises ``ValueError`` for a body without the documented shape."""
+
+    def stk(self, body: str) -> StkNotice: ...
+    def b2c(self, kind: CallbackKind, body: str) -> B2cNotice: ...
+
+
+class Verdict(StrEnum):
+    APPLIED = "applied"  # the transaction moved
+    DUPLICATE = "duplicate"  # already applied (or the transaction moved on): nothing changed
+    PENDING = "pending"  # no final answer in it (e.g. a queue timeout): the reconciler asks the provider
+    EARLY = "early"  # the transaction has not recorded its CheckoutRequestID yet: retry the message later
+    UNMATCHED = "unmatched"  # no transaction has this CheckoutRequestID / ConversationID
+    MISMATCH = "mismatch"  # wrong transaction for its token, or wrong amount: no money moved, audited
+    REJECTED = "rejected"  # unverified (address or token) or malformed: never applied
+
+
+async def process_callback(
+    uow_factory: Callable[[], IntakeUnitOfWork], callback_id: int, decoder: CallbackDecoder
+) -> Verdict:
+    """What the callback worker runs for each queued callback id: load, decode, apply, commit (one transaction)."""
+    async with uow_factory() as uow:
+        stored = await uow.callbacks.get(callback_id)
+        verdict = await apply_callback(uow, stored, decoder)
+        await uow.commit()
+    return verdict
+
+
+async def apply_callback(uow: UnitOfWork, stored: StoredCallback, decoder: CallbackDecoder) -> Verdict:
+    """Decode and apply within the caller's open unit of work (the caller commits)."""
+    callback = stored.callback
+    if not callback.verified:
+        return await _note(uow, stored, Verdict.REJECTED, "unverified callback (source address or token)")
+    try:
+        if callback.kind is CallbackKind.STK:
+            return await apply_stk_callback(uow, stored, decoder.stk(callback.body))
+        return await apply_b2c_callback(uow, stored, decoder.b2c(callback.kind, callback.body))
+    except ValueError as exc:
+        return await _note(uow, stored, Verdict.REJECTED, f"malformed body: {exc}")
+
+
+async def apply_stk_callback(uow: UnitOfWork, stored: StoredCallback, notice: StkNotice) -> Verdict:
+    if not stored.callback.verified:
+        return await _note(uow, stored, Verdict.REJECTED, "unverified callback (source address or token)")
+    txn = await uow.transactions.find_by_checkout_request_id(notice.checkout_request_id)
+    if txn is None:
+        return await _unmatched(uow, stored, f"CheckoutRequestID {notice.checkout_request_id}")
+    if txn.id != stored.callback.transaction_id:
+        return await _note(uow, stored, Verdict.MISMATCH, f"token is bound to another transaction than {txn.id}")
+    result = notice.result
+    if txn.status is not Status.AWAITING_PAYMENT:
+        return await _note(uow, stored, Verdict.DUPLICATE, f"{txn.id} is already {txn.status.value}", txn)
+    now = uow.now
+    if result.status is PaymentStatus.PAID:
+        if result.amount != txn.amount_kes or not result.receipt:
+            paid = result.amount.to_str() if result.amount is not None else "no amount"
+            reason = f"STK callback paid {paid} (receipt {result.receipt}), expected {txn.amount_kes.to_str()}"
+            txn.flag_for_review(reason=reason[:255], now=now)
+            return await _note(uow, stored, Verdict.MISMATCH, reason, txn)
+        txn.confirm_payment(receipt=result.receipt, amount=result.amount, now=now)
+        return await _note(uow, stored, Verdict.APPLIED, "payment confirmed", txn)
+    if result.status.is_final_failure:
+        txn.fail_payment(code=result.result_code, reason=result.description or result.status.value, now=now)
+        return await _note(uow, stored, Verdict.APPLIED, f"payment failed ({result.result_code})", txn)
+    return await _note(uow, stored, Verdict.PENDING, f"no final outcome ({result.status.value})", txn)
+
+
+async def apply_b2c_callback(uow: UnitOfWork, stored: StoredCallback, notice: B2cNotice) -> Verdict:
+    if not stored.callback.verified:
+        return await _note(uow, stored, Verdict.REJECTED, "unverified callback (source address or token)")
+    txn = None
+    if notice.conversation_id:
+        txn = await uow.transactions.find_by_conversation_id(notice.conversation_id)
+    if txn is None and notice.originator_conversation_id:
+        txn = await uow.transactions.find_by_payout_id(notice.originator_conversation_id)
+    if txn is None:
+        ids = f"ConversationID {notice.conversation_id} / {notice.originator_conversation_id}"
+        return await _unmatched(uow, stored, ids)
+    if txn.id != stored.callback.transaction_id:
+        return await _note(uow, stored, Verdict.MISMATCH, f"token is bound to another transaction than {txn.id}")
+    result = notice.result
+    if stored.callback.kind is CallbackKind.B2C_TIMEOUT or result.status in (
+        PaymentStatus.PENDING,
+        PaymentStatus.UNKNOWN,
+    ):
+        return await _note(uow, stored, Verdict.PENDING, "outcome unknown: ask Transaction Status", txn)
+    expected = Status.PAYING_OUT if txn.kind is Kind.WITHDRAWAL else Status.REFUNDING
+    if txn.status is not expected:
+        return await _note(uow, stored, Verdict.DUPLICATE, f"{txn.id} is already {txn.status.value}", txn)
+    now = uow.now
+    if result.status is PaymentStatus.PAID:
+        if result.amount != txn.amount_kes or not result.receipt:
+            paid = result.amount.to_str() if result.amount is not None else "no amount"
+            reason = f"B2C result paid {paid} (receipt {result.receipt}), expected {txn.amount_kes.to_str()}"
+            txn.flag_for_review(reason=reason[:255], now=now)
+            return await _note(uow, stored, Verdict.MISMATCH, reason, txn)
+        if txn.kind is Kind.WITHDRAWAL:
+            txn.complete_payout(receipt=result.receipt, now=now)
+        else:
+            txn.complete_refund(receipt=result.receipt, now=now)
+        return await _note(uow, stored, Verdict.APPLIED, "payout confirmed", txn)
+    reason = result.description or result.status.value
+    if txn.kind is Kind.WITHDRAWAL:
+        txn.fail_payout(code=result.result_code, reason=reason, now=now)
+    else:  # a refund that M-Pesa refused: the payer is still owed; a human decides how to pay them
+        txn.flag_for_review(reason=f"refund B2C failed ({result.result_code}): {reason}"[:255], now=now)
+    return await _note(uow, stored, Verdict.APPLIED, f"payout failed ({result.result_code})", txn)
+
+
+async def _unmatched(uow: UnitOfWork, stored: StoredCallback, what: str) -> Verdict:
+    """No transaction has these provider ids. One still waiting for its CheckoutRequestID is retried, not dropped."""
+    claimed: TransactionId | None = stored.callback.transaction_id
+    if claimed is not None and stored.callback.kind is CallbackKind.STK:
+        try:
+            txn = await uow.transactions.get(claimed)
+        except Exception:
+            txn = None
+        if txn is not None and txn.status is Status.PENDING and txn.mpesa_checkout_request_id is None:
+            return await _note(uow, stored, Verdict.EARLY, f"{what} not recorded yet on {txn.id}", txn)
+    return await _note(uow, stored, Verdict.UNMATCHED, f"no transaction has {what}")
+
+
+async def _note(
+    uow: UnitOfWork, stored: StoredCallback, verdict: Verdict, detail: str, txn: Transaction | None = None
+) -> Verdict:
+    await uow.audit.append(
+        actor=ACTOR,
+        action=f"mpesa.callback_{verdict.value}",
+        subject=(txn.id if txn is not None else stored.callback.transaction_id) or f"callback:{stored.id}",
+        payload={"callback_id": stored.id, "kind": stored.callback.kind.value, "detail": detail},
+        now=uow.now,
+    )
+    return verdict

@@ -1,0 +1,50 @@
+"""What the workers' use cases share: their dependencies, and how a step says "try me again later".
+
+Every step is re-entrant: it loads the transaction under a row lock, does nothing unless the status says the step is
+due, records its intent before any external effect, calls the provider, and records the answer in a second unit of
+work. A crash at any line leaves a status from which running the same step again (a redelivered message, or the
+reconciler) finishes the job or settles an unknown outcome with the provider first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from penpay.service_layer.intake import IntakeUnitOfWork
+from penpay_domain.errors import DomainError
+from penpay_domain.ids import TransactionId
+from penpay_domain.ports import Clock, DerivGateway, Mailer, Mpesa
+
+
+class CallbackUrls(Protocol):
+    """The URLs handed to Daraja; each carries the transaction id and a token bound to it."""
+
+    def stk(self, txn_id: TransactionId) -> str: ...
+    def b2c_result(self, txn_id: TransactionId) -> str: ...
+    def b2c_timeout(self, txn_id: TransactionId) -> str: ...
+
+
+class ProviderUnavailable(DomainError):
+    """Nothing was sent (provider or gateway down, throttled): the step is retried later, with backoff."""
+
+    code = "provider_unavailable"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowDeps:
+    uow: Callable[[], IntakeUnitOfWork]
+    mpesa: Mpesa
+    deriv: DerivGateway
+    mailer: Mailer
+    clock: Clock
+    callback_urls: CallbackUrls
+    reconcile_after: timedelta = timedelta(seconds=30)
+    ops_email: str = ""
+
+    @property
+    def give_up_after(self) -> timedelta:
+        """How long an outcome may stay unknown, re-asked every sweep, before a human is asked to decide."""
+        return self.reconcile_after * 20

@@ -1,0 +1,60 @@
+"""The whole flow on one screen: which stream, which consumer group, which event, which step.
+
+A step takes the worker's dependencies and the event; it is re-entrant and idempotent (see ``flow.py``), so a
+message delivered twice, or after a crash, does no harm. Callbacks arrive on their own stream (raw bodies stored by
+the API) and are applied by ``callbacks.apply_stored_callback``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from penpay.service_layer import collection, crediting, debiting, notifications, payouts
+from penpay.service_layer.flow import FlowDeps
+from penpay_domain import events as ev
+from penpay_domain.ids import TransactionId
+
+Step = Callable[[FlowDeps, ev.TransactionEvent], Awaitable[object]]
+
+
+def _by_id(step: Callable[[FlowDeps, TransactionId], Awaitable[object]]) -> Step:
+    async def run(deps: FlowDeps, event: ev.TransactionEvent) -> object:
+        return await step(deps, TransactionId(event.transaction_id))
+
+    run.__name__ = step.__name__
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    stream: str  # the event's ``stream`` (key: <prefix>:<stream>)
+    group: str  # one consumer group per worker type
+    steps: Mapping[str, Step]  # event name -> step; other events on the stream are acknowledged and skipped
+
+
+SUBSCRIPTIONS: Mapping[str, Subscription] = {
+    "deposit": Subscription("deposits", "deposit", {ev.DepositRequested.name: _by_id(collection.push_stk)}),
+    "deriv": Subscription(
+        "deriv_transfers",
+        "deriv",
+        {
+            ev.DepositPaymentReceived.name: _by_id(crediting.credit_deposit),
+            ev.PayoutFailed.name: _by_id(crediting.reverse_withdrawal),
+        },
+    ),
+    "withdrawal": Subscription(
+        "withdrawals",
+        "withdrawal",
+        {
+            ev.WithdrawalRequested.name: _by_id(debiting.debit_withdrawal),
+            ev.WithdrawalDebited.name: _by_id(payouts.pay_out),
+            ev.DerivCreditRejected.name: _by_id(payouts.refund_deposit),
+        },
+    ),
+    "notifier": Subscription(
+        "notifications",
+        "notifier",
+        dict.fromkeys((*notifications.SUBJECTS, ev.TransactionNeedsReview.name), notifications.notify),
+    ),
+}

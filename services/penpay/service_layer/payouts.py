@@ -1,0 +1,132 @@
+"""Paying shillings out over B2C: a withdrawal's payout and a failed deposit's refund, and settling their results.
+
+The OriginatorConversationID (PenPay's payout id) is fixed and committed before the first request, so any resend
+carries the same id and Daraja refuses it as a duplicate instead of paying twice. A queue timeout or a lost answer
+is an unknown outcome, settled by the result callback or by Transaction Status, never by resending blindly.
+"""
+
+from __future__ import annotations
+
+from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
+from penpay.service_layer.intake import IntakeUnitOfWork
+from penpay_domain.ids import PayoutId, TransactionId, new_payout_id
+from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus, PayoutRequestResult
+from penpay_domain.transaction import Kind, Status, Transaction
+
+PAYOUT_REMARKS = "PenPay withdrawal"
+REFUND_REMARKS = "PenPay refund"
+
+
+async def pay_out(deps: FlowDeps, txn_id: TransactionId) -> str:
+    """withdrawal.debited: send the withdrawal's shillings to the user's phone."""
+    async with deps.uow() as uow:
+        txn = await uow.transactions.get(txn_id, for_update=True)
+        if txn.status is not Status.DEBITED:
+            return "not due"
+        payout_id = txn.prepare_payout(new_payout_id(uow.now))
+        await uow.transactions.save(txn)
+        await uow.commit()
+
+    result = await _send(deps, txn, payout_id, PAYOUT_REMARKS)
+
+    async with deps.uow() as uow:
+        txn = await uow.transactions.get(txn_id, for_update=True)
+        if txn.status is not Status.DEBITED:
+            return "already settled"
+        if result.outcome is Outcome.DONE and result.conversation_id:
+            txn.payout_accepted(payout_id=payout_id, conversation_id=result.conversation_id, now=uow.now)
+        elif result.outcome is Outcome.REJECTED and not result.duplicate:
+            txn.fail_payout(
+                code=result.error_code or "b2c_rejected", reason=result.message or "B2C refused", now=uow.now
+            )
+        else:  # unknown, or a duplicate of an earlier request that did reach Daraja: its result will tell
+            txn.payout_outcome_unknown(uow.now)
+        await uow.transactions.save(txn)
+        await uow.commit()
+    return "duplicate" if result.duplicate else result.outcome.value
+
+
+async def refund_deposit(deps: FlowDeps, txn_id: TransactionId) -> str:
+    """deposit.credit_rejected: Deriv refused the credit, so the payer gets their shillings back over B2C."""
+    async with deps.uow() as uow:
+        txn = await uow.transactions.get(txn_id, for_update=True)
+        if txn.status is not Status.REFUNDING or txn.b2c_conversation_id is not None:
+            return "not due"
+        payout_id = txn.prepare_refund(new_payout_id(uow.now))
+        await uow.transactions.save(txn)
+        await uow.commit()
+
+    result = await _send(deps, txn, payout_id, REFUND_REMARKS)
+
+    async with deps.uow() as uow:
+        txn = await uow.transactions.get(txn_id, for_update=True)
+        if txn.status is not Status.REFUNDING:
+            return "already settled"
+        if result.outcome is Outcome.DONE and result.conversation_id:
+            txn.refund_accepted(payout_id=payout_id, conversation_id=result.conversation_id)
+        elif result.outcome is Outcome.REJECTED and not result.duplicate:
+            txn.flag_for_review(
+                reason=f"the refund B2C was refused: {result.error_code} {result.message}".strip(), now=uow.now
+            )
+        await uow.transactions.save(txn)
+        await uow.commit()
+    return "duplicate" if result.duplicate else result.outcome.value
+
+
+async def _send(deps: FlowDeps, txn: Transaction, payout_id: PayoutId, remarks: str) -> PayoutRequestResult:
+    result = await deps.mpesa.b2c_payout(
+        payout_id=payout_id,
+        amount=txn.amount_kes,
+        msisdn=txn.parties.msisdn,
+        remarks=remarks,
+        result_url=deps.callback_urls.b2c_result(txn.id),
+        timeout_url=deps.callback_urls.b2c_timeout(txn.id),
+    )
+    if result.outcome is Outcome.UNAVAILABLE:
+        raise ProviderUnavailable(f"Daraja unavailable for the B2C of {txn.id}: {result.message}")
+    return result
+
+
+async def apply_payout_result(uow: IntakeUnitOfWork, txn: Transaction, result: PaymentResult) -> str:
+    """Apply a B2C result (callback, queue timeout or Transaction Status) to a payout or a refund. Returns what was
+    done. The caller has loaded ``txn`` for update and commits."""
+    now = uow.now
+    if txn.kind is Kind.WITHDRAWAL:
+        if txn.status is Status.DEBITED and txn.payout_id is not None:
+            txn.payout_outcome_unknown(now)  # the result overtook the request's own answer
+        if txn.status is Status.PAYING_OUT:
+            if result.status is PaymentStatus.PAID:
+                txn.complete_payout(receipt=result.receipt or f"B2C-{txn.payout_id}", now=now)
+                return "paid"
+            if result.status.is_final_failure:
+                txn.fail_payout(code=result.result_code, reason=result.description or result.status.value, now=now)
+                return "failed"
+            return "pending"
+        return "duplicate" if txn.status in (Status.COMPLETED, Status.REVERSING, Status.REVERSED) else "ignored"
+    if txn.status is Status.REFUNDING:
+        if result.status is PaymentStatus.PAID:
+            txn.complete_refund(receipt=result.receipt or f"B2C-{txn.refund_payout_id}", now=now)
+            return "paid"
+        if result.status.is_final_failure:
+            txn.flag_for_review(reason=f"the refund B2C failed: {result.result_code} {result.description}", now=now)
+            return "failed"
+        return "pending"
+    return "duplicate"
+
+
+async def ask_payout_status(deps: FlowDeps, txn_id: TransactionId) -> str:
+    """The reconciler's question for a payout or refund whose result is late: Transaction Status (the answer comes
+    to the result URL, like the B2C result itself)."""
+    async with deps.uow() as uow:
+        txn = await uow.transactions.get(txn_id)
+    payout_id = txn.payout_id if txn.kind is Kind.WITHDRAWAL else txn.refund_payout_id
+    if payout_id is None:
+        return "not applicable"
+    outcome = await deps.mpesa.transaction_status(
+        payout_id=payout_id,
+        result_url=deps.callback_urls.b2c_result(txn.id),
+        timeout_url=deps.callback_urls.b2c_timeout(txn.id),
+    )
+    if outcome is Outcome.UNAVAILABLE:
+        raise ProviderUnavailable(f"Daraja unavailable for the status of {txn_id}")
+    return outcome.value

@@ -1,0 +1,165 @@
+"""``penpay-worker``: the composition root of the worker process.
+
+    penpay-worker                          every worker type in one process
+    penpay-worker --workers deposit,deriv  a subset; run several processes of a type to split its work
+
+Worker types: deposit (STK pushes), deriv (Deriv credits and reversals), withdrawal (Deriv debits, B2C payouts and
+refunds), callbacks (stored M-Pesa callbacks), notifier (e-mail), relay (the outbox relay), reconciler (the sweep).
+SIGTERM/SIGINT: stop reading, finish the message in hand, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+
+from penpay.adapters.daraja.client import DarajaClient
+from penpay.adapters.daraja.mpesa import DarajaMpesa
+from penpay.adapters.db.intake import SqlIntakeUnitOfWork
+from penpay.adapters.deriv_gateway import GrpcDerivGateway
+from penpay.adapters.mailer import SmtpMailer
+from penpay.adapters.mpesa_callbacks import DarajaCallbackDecoder
+from penpay.adapters.stream_codec import DEAD_LETTER, stream_key
+from penpay.adapters.stream_consumer import StreamConsumer
+from penpay.adapters.streams import MPESA_CALLBACKS_STREAM
+from penpay.adapters.tokens import SecretBox
+from penpay.bootstrap import Database, database
+from penpay.logging import configure_logging, get_logger
+from penpay.service_layer.callbacks import CallbackUrls
+from penpay.service_layer.flow import FlowDeps
+from penpay.service_layer.handlers import SUBSCRIPTIONS
+from penpay.service_layer.reconciliation import sweep
+from penpay.settings import Settings
+from penpay.worker.relay import run_relay
+from penpay.worker.subscriptions import callback_handler, event_handler
+
+log = get_logger(__name__)
+
+WORKER_TYPES = (*SUBSCRIPTIONS, "callbacks", "relay", "reconciler")
+
+
+def parse_workers(text: str) -> list[str]:
+    chosen = list(WORKER_TYPES) if text.strip() in ("", "all") else [w.strip() for w in text.split(",") if w.strip()]
+    unknown = sorted(set(chosen) - set(WORKER_TYPES))
+    if unknown:
+        raise ValueError(f"unknown worker type(s) {', '.join(unknown)}; choose from {', '.join(WORKER_TYPES)} or all")
+    return chosen
+
+
+@contextlib.asynccontextmanager
+async def _flow_deps(settings: Settings, db: Database) -> AsyncIterator[FlowDeps]:
+    box = SecretBox.from_settings(settings)
+    daraja = DarajaClient.from_settings(settings)
+    gateway = GrpcDerivGateway(settings.gateway_grpc_addr)
+    try:
+        yield FlowDeps(
+            uow=lambda: SqlIntakeUnitOfWork(db.engine, db.clock, box, actor="worker"),
+            mpesa=DarajaMpesa(daraja),
+            deriv=gateway,
+            mailer=SmtpMailer.from_settings(settings),
+            clock=db.clock,
+            callback_urls=CallbackUrls(
+                base_url=settings.public_base_url,
+                prefix=settings.callback_public_prefix,
+                secret=settings.callback_secret.get_secret_value(),
+            ),
+            reconcile_after=timedelta(seconds=settings.reconcile_after_s),
+            ops_email=settings.ops_email,
+        )
+    finally:
+        await gateway.close()
+        await daraja.aclose()
+
+
+async def _reconcile_forever(deps: FlowDeps, stop: asyncio.Event) -> None:
+    interval = max(1.0, deps.reconcile_after.total_seconds() / 3)
+    while not stop.is_set():
+        try:
+            done = await sweep(deps)
+            if done:
+                log.info("reconciled", **{k.replace(" ", "_"): v for k, v in done.items()})
+        except Exception as exc:  # the sweep must outlive any one failure; the next pass tries again
+            log.warning("reconcile_failed", error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -> None:
+    consumer_name = f"{socket.gethostname()}-{os.getpid()}"
+    redis = aioredis.from_url(
+        settings.redis_url, socket_timeout=settings.worker_block_ms / 1000 + 10, socket_connect_timeout=5
+    )
+    try:
+        async with database(settings) as db, _flow_deps(settings, db) as deps:
+            tasks: list[Callable[[], Awaitable[None]]] = []
+
+            def consumer(stream: str, group: str, handle: Callable[..., Awaitable[None]], *, events: bool) -> None:
+                c = StreamConsumer(
+                    redis,
+                    stream_key=stream_key(settings.stream_prefix, stream),
+                    group=group,
+                    consumer_name=consumer_name,
+                    handle=handle,
+                    dead_letter_key=stream_key(settings.stream_prefix, DEAD_LETTER),
+                    decode_events=events,
+                    block_ms=settings.worker_block_ms,
+                    claim_idle_ms=settings.worker_claim_idle_ms,
+                    max_deliveries=settings.worker_max_deliveries,
+                )
+                tasks.append(lambda: c.run(stop))
+
+            for name in workers:
+                if name in SUBSCRIPTIONS:
+                    sub = SUBSCRIPTIONS[name]
+                    consumer(sub.stream, sub.group, event_handler(sub, deps), events=True)
+                elif name == "callbacks":
+                    consumer(
+                        MPESA_CALLBACKS_STREAM,
+                        "callbacks",
+                        callback_handler(deps, DarajaCallbackDecoder()),
+                        events=False,
+                    )
+                elif name == "relay":
+                    tasks.append(lambda: run_relay(db, redis, stop, prefix=settings.stream_prefix))
+                elif name == "reconciler":
+                    tasks.append(lambda: _reconcile_forever(deps, stop))
+            log.info("worker_started", workers=list(workers), consumer=consumer_name)
+            await asyncio.gather(*(t() for t in tasks))
+    finally:
+        await redis.aclose()
+    log.info("worker_stopped", consumer=consumer_name)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="penpay-worker", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--workers", default="all", help=f"comma-separated: {', '.join(WORKER_TYPES)}, or all")
+    args = parser.parse_args(argv)
+    try:
+        workers = parse_workers(args.workers)
+    except ValueError as exc:
+        sys.stderr.write(f"penpay-worker: {exc}\n")
+        sys.exit(2)
+    settings = Settings()
+    configure_logging("worker", settings.log_level)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, workers, stop)
+
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

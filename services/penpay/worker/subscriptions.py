@@ -1,0 +1,68 @@
+"""Turning the service layer's subscriptions (``service_layer.handlers``) into stream handlers.
+
+Each handler skips a message whose ``dedupe_key`` (the outbox event id) its group already processed, runs the step,
+then records the key. Steps are idempotent by their state guards, so the short window between a step's own commit
+and the record (a crash there) only means the step runs again and finds nothing to do. Callback messages carry the
+stored callback's id; applying one is a single unit of work that records the key in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from penpay.adapters.stream_consumer import PoisonMessage, StreamMessage
+from penpay.logging import get_logger
+from penpay.service_layer.callbacks import CallbackDecoder, Verdict, apply_callback
+from penpay.service_layer.flow import FlowDeps
+from penpay.service_layer.handlers import Subscription
+
+log = get_logger(__name__)
+
+Handler = Callable[[StreamMessage], Awaitable[None]]
+
+
+class CallbackNotReady(Exception):
+    """The callback overtook Daraja's answer to our request; the message is retried shortly."""
+
+
+def event_handler(sub: Subscription, deps: FlowDeps) -> Handler:
+    async def handle(message: StreamMessage) -> None:
+        event = message.event
+        if event is None:
+            raise PoisonMessage("no event in the message")
+        step = sub.steps.get(event.name)
+        if step is None:
+            return  # another group's business on a shared stream
+        async with deps.uow() as uow:
+            if await uow.processed.seen(sub.group, message.dedupe_key):
+                return
+        outcome = await step(deps, event)
+        async with deps.uow() as uow:
+            await uow.processed.mark(sub.group, message.dedupe_key, uow.now)
+            await uow.commit()
+        log.info(
+            "step_done", step=event.name, group=sub.group, outcome=str(outcome), transaction_id=event.transaction_id
+        )
+
+    return handle
+
+
+def callback_handler(deps: FlowDeps, decoder: CallbackDecoder, group: str = "callbacks") -> Handler:
+    async def handle(message: StreamMessage) -> None:
+        try:
+            callback_id = int(message.fields["callback_id"])
+        except (KeyError, ValueError) as exc:
+            raise PoisonMessage(f"no callback id in the message: {exc}") from exc
+        async with deps.uow() as uow:
+            if not await uow.processed.mark(group, message.dedupe_key, uow.now):
+                return
+            stored = await uow.callbacks.get(callback_id)
+            verdict = await apply_callback(uow, stored, decoder)
+            if verdict is Verdict.EARLY:
+                raise CallbackNotReady(f"callback {callback_id} arrived before its CheckoutRequestID was recorded")
+            await uow.commit()
+        log.info(
+            "callback_applied", callback_id=callback_id, verdict=verdict.value, transaction_id=message.transaction_id
+        )
+
+    return handle

@@ -1,0 +1,357 @@
+"""The workers' steps against the real MariaDB, with fake *providers*: every path of a deposit and a withdrawal,
+re-running steps (redelivery), unknown outcomes, and the reconciler. After each test the ledger invariants hold."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from penpay.adapters.db.intake import SqlIntakeUnitOfWork
+from penpay.adapters.tokens import SecretBox
+from penpay.bootstrap import Database
+from penpay.service_layer import admin, collection, crediting, debiting, payouts, reconciliation
+from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
+from penpay.settings import Settings
+from penpay_domain import ledger
+from penpay_domain.fees import FeePolicy
+from penpay_domain.fx import LockedRate
+from penpay_domain.ids import TransactionId, UserId, new_quote_id, new_transaction_id, parse_deriv_loginid
+from penpay_domain.money import Money
+from penpay_domain.msisdn import parse_msisdn
+from penpay_domain.ports import LinkedAccount
+from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus
+from penpay_domain.transaction import Parties, Status, Transaction
+from tests.fakes import FakeCallbackUrls, FakeDeriv, FakeMailer, FakeMpesa
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class ShiftedClock:
+    offset: timedelta = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+@dataclass
+class World:
+    deps: FlowDeps
+    mpesa: FakeMpesa
+    deriv: FakeDeriv
+    clock: ShiftedClock
+    db: Database
+    box: SecretBox
+
+    async def store(self, txn: Transaction) -> None:
+        async with self.deps.uow() as uow:
+            await uow.transactions.add(txn)
+            await uow.commit()
+
+    async def get(self, txn_id: TransactionId) -> Transaction:
+        async with self.deps.uow() as uow:
+            return await uow.transactions.get(txn_id)
+
+    async def settle_stk(self, txn_id: TransactionId, result: PaymentResult) -> str:
+        async with self.deps.uow() as uow:
+            txn = await uow.transactions.get(txn_id, for_update=True)
+            done = await collection.settle_stk_result(uow, txn, result, from_query=False)
+            await uow.transactions.save(txn)
+            await uow.commit()
+        return done
+
+    async def settle_payout(self, txn_id: TransactionId, result: PaymentResult) -> str:
+        async with self.deps.uow() as uow:
+            txn = await uow.transactions.get(txn_id, for_update=True)
+            done = await payouts.apply_payout_result(uow, txn, result)
+            await uow.transactions.save(txn)
+            await uow.commit()
+        return done
+
+
+@pytest.fixture
+async def world(db: Database, settings: Settings) -> World:
+    clock = ShiftedClock()
+    box = SecretBox.from_settings(settings)
+    deps = FlowDeps(
+        uow=lambda: SqlIntakeUnitOfWork(db.engine, clock, box, actor="worker"),
+        mpesa=FakeMpesa(),
+        deriv=FakeDeriv(),
+        mailer=FakeMailer(),
+        clock=clock,
+        callback_urls=FakeCallbackUrls(),
+        reconcile_after=timedelta(seconds=30),
+    )
+    async with deps.uow() as uow:
+        for spec, amount in (
+            (ledger.DERIV_AGENT, Money.usd_cents(1_000_000_00)),
+            (ledger.MPESA_DISBURSEMENTS, Money.kes(10_000_000)),
+        ):
+            await uow.ledger.apply(ledger.funding(f"fund:{secrets.token_hex(6)}", spec, amount))
+        await uow.commit()
+    w = World(deps, deps.mpesa, deps.deriv, clock, db, box)  # type: ignore[arg-type]
+    yield w
+    check = await admin.check_ledger(db.uow)
+    assert check.ok, check.problems
+
+
+def _quote(now: datetime) -> LockedRate:
+    return LockedRate(
+        quote_id=new_quote_id(now),
+        mid=Decimal("129.50"),
+        spread_bps=150,
+        issued_at=now,
+        expires_at=now + timedelta(minutes=1),
+    )
+
+
+def _parties(msisdn: str = "0712345678") -> Parties:
+    return Parties(
+        user_id=UserId(f"u-{secrets.token_hex(4)}"),
+        msisdn=parse_msisdn(msisdn),
+        deriv_loginid=parse_deriv_loginid("CR1234567"),
+    )
+
+
+def deposit(kes: int = 1_000) -> Transaction:
+    now = datetime.now(UTC)
+    return Transaction.new_deposit(
+        id=new_transaction_id(now),
+        parties=_parties(),
+        amount_kes=Money.kes(kes),
+        quote=_quote(now),
+        fee_policy=FeePolicy(),
+        now=now,
+    )
+
+
+def withdrawal(cents: int = 10_00) -> Transaction:
+    now = datetime.now(UTC)
+    return Transaction.new_withdrawal(
+        id=new_transaction_id(now),
+        parties=_parties(),
+        amount_usd=Money.usd_cents(cents),
+        quote=_quote(now),
+        fee_policy=FeePolicy(bps=100),
+        now=now,
+    )
+
+
+PAID = PaymentResult(status=PaymentStatus.PAID, result_code="0", receipt="", amount=None)
+
+
+def paid(receipt: str, amount: Money | None = None) -> PaymentResult:
+    return PaymentResult(status=PaymentStatus.PAID, result_code="0", receipt=receipt, amount=amount)
+
+
+class TestDeposit:
+    async def test_happy_path_pushes_once_credits_once_and_completes(self, world: World) -> None:
+        txn = deposit()
+        await world.store(txn)
+
+        await collection.push_stk(world.deps, txn.id)
+        await collection.push_stk(world.deps, txn.id)  # redelivered message
+        assert len(world.mpesa.pushes) == 1
+        assert (await world.get(txn.id)).status is Status.AWAITING_PAYMENT
+
+        assert await world.settle_stk(txn.id, paid(f"R{secrets.token_hex(4).upper()}", Money.kes(1_000))) == "paid"
+        assert await world.settle_stk(txn.id, paid("DUPLICATE", Money.kes(1_000))) == "duplicate"
+
+        assert await crediting.credit_deposit(world.deps, txn.id) == "done"
+        assert await crediting.credit_deposit(world.deps, txn.id) == "not due"
+        final = await world.get(txn.id)
+        assert final.status is Status.COMPLETED
+        assert world.deriv.executed == {txn.id: txn.amount_usd}
+
+    async def test_a_cancelled_push_fails_the_deposit_and_releases_the_reservation(self, world: World) -> None:
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+
+        result = PaymentResult(
+            status=PaymentStatus.CANCELLED, result_code="1032", description="Request cancelled by user"
+        )
+        assert await world.settle_stk(txn.id, result) == "failed"
+
+        final = await world.get(txn.id)
+        assert final.status is Status.PAYMENT_FAILED
+        assert final.failure_code == "1032"
+
+    async def test_a_push_refused_by_daraja_fails_at_once(self, world: World) -> None:
+        world.mpesa.stk_outcome = Outcome.REJECTED
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        assert (await world.get(txn.id)).status is Status.PAYMENT_FAILED
+
+    async def test_a_push_that_never_reached_daraja_may_be_sent_again(self, world: World) -> None:
+        world.mpesa.stk_outcome = Outcome.UNAVAILABLE
+        txn = deposit()
+        await world.store(txn)
+        with pytest.raises(ProviderUnavailable):
+            await collection.push_stk(world.deps, txn.id)
+        world.mpesa.stk_outcome = Outcome.DONE
+        await collection.push_stk(world.deps, txn.id)
+        assert len(world.mpesa.pushes) == 2
+        assert (await world.get(txn.id)).status is Status.AWAITING_PAYMENT
+
+    async def test_a_push_with_a_lost_answer_is_never_sent_again_and_the_callback_still_settles_it(
+        self, world: World
+    ) -> None:
+        world.mpesa.stk_outcome = Outcome.UNKNOWN
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        await collection.push_stk(world.deps, txn.id)
+        assert len(world.mpesa.pushes) == 1
+        assert (await world.get(txn.id)).status is Status.AWAITING_PAYMENT
+        assert await world.settle_stk(txn.id, paid("RLATE00001", Money.kes(1_000))) == "paid"
+
+    async def test_a_wrong_amount_goes_to_review_and_suspense_not_to_deriv(self, world: World) -> None:
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        assert await world.settle_stk(txn.id, paid("RWRONG0001", Money.kes(999))) == "amount mismatch"
+        assert (await world.get(txn.id)).status is Status.NEEDS_REVIEW
+
+    async def test_a_late_success_after_a_failure_is_kept_in_suspense(self, world: World) -> None:
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        await world.settle_stk(txn.id, PaymentResult(status=PaymentStatus.TIMED_OUT, result_code="1037"))
+        assert await world.settle_stk(txn.id, paid("RLATE00002", Money.kes(1_000))) == "late success"
+        assert (await world.get(txn.id)).status is Status.PAYMENT_FAILED
+
+    async def test_deriv_rejects_the_credit_so_the_payer_is_refunded(self, world: World) -> None:
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        await world.settle_stk(txn.id, paid(f"R{secrets.token_hex(4).upper()}", Money.kes(1_000)))
+        world.deriv.outcome = Outcome.REJECTED
+
+        assert await crediting.credit_deposit(world.deps, txn.id) == "rejected"
+        assert (await world.get(txn.id)).status is Status.REFUNDING
+        assert await payouts.refund_deposit(world.deps, txn.id) == "done"
+        assert await payouts.refund_deposit(world.deps, txn.id) == "not due"
+        assert len(world.mpesa.payouts) == 1
+        assert await world.settle_payout(txn.id, paid("RREFUND001")) == "paid"
+        final = await world.get(txn.id)
+        assert final.status is Status.REFUNDED
+        assert world.mpesa.payouts[0][1] == Money.kes(1_000)
+
+    async def test_an_unknown_credit_stays_crediting_until_the_reconciler_settles_it(self, world: World) -> None:
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        await world.settle_stk(txn.id, paid(f"R{secrets.token_hex(4).upper()}", Money.kes(1_000)))
+        world.deriv.outcome = Outcome.UNKNOWN
+        assert await crediting.credit_deposit(world.deps, txn.id) == "unknown"
+        assert (await world.get(txn.id)).status is Status.CREDITING
+
+        world.deriv.outcome = Outcome.DONE
+        world.clock.offset = timedelta(minutes=2)
+        done = await reconciliation.sweep(world.deps)
+        assert done["done"] >= 1
+        assert (await world.get(txn.id)).status is Status.COMPLETED
+        assert world.deriv.executed[txn.id] == txn.amount_usd  # the gateway executes a reference once
+
+
+class TestWithdrawal:
+    async def _linked(self, world: World, txn: Transaction, code: str = "ABC123") -> None:
+        async with world.deps.uow() as uow:
+            await uow.linked_accounts.upsert(
+                LinkedAccount(
+                    user_id=txn.parties.user_id,
+                    loginid=txn.parties.deriv_loginid,
+                    currency="USD",
+                    token_ciphertext=b"sealed",
+                    linked_at=uow.now,
+                    email="user@example.test",
+                )
+            )
+            await uow.withdrawal_codes.put(txn.id, code)
+            await uow.commit()
+
+    async def test_happy_path_debits_once_pays_out_once_and_completes(self, world: World) -> None:
+        txn = withdrawal()
+        await world.store(txn)
+        await self._linked(world, txn)
+
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "done"
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "not due"
+        assert await payouts.pay_out(world.deps, txn.id) == "done"
+        assert await payouts.pay_out(world.deps, txn.id) == "not due"
+        assert await world.settle_payout(txn.id, paid("RPAYOUT001")) == "paid"
+        final = await world.get(txn.id)
+        assert final.status is Status.COMPLETED
+        assert final.mpesa_receipt == "RPAYOUT001"
+        assert len(world.mpesa.payouts) == 1
+
+    async def test_without_a_code_the_withdrawal_fails_and_nothing_moves(self, world: World) -> None:
+        txn = withdrawal()
+        await world.store(txn)
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "failed"
+        assert (await world.get(txn.id)).status is Status.FAILED
+        assert world.deriv.calls == []
+
+    async def test_deriv_refuses_the_debit(self, world: World) -> None:
+        txn = withdrawal()
+        await world.store(txn)
+        await self._linked(world, txn)
+        world.deriv.outcome = Outcome.REJECTED
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "rejected"
+        assert (await world.get(txn.id)).status is Status.FAILED
+
+    async def test_a_failed_payout_is_reversed_to_the_deriv_account(self, world: World) -> None:
+        txn = withdrawal()
+        await world.store(txn)
+        await self._linked(world, txn)
+        await debiting.debit_withdrawal(world.deps, txn.id)
+        await payouts.pay_out(world.deps, txn.id)
+
+        failure = PaymentResult(status=PaymentStatus.FAILED, result_code="2040", description="not registered")
+        assert await world.settle_payout(txn.id, failure) == "failed"
+        assert (await world.get(txn.id)).status is Status.REVERSING
+        assert await crediting.reverse_withdrawal(world.deps, txn.id) == "done"
+        assert await crediting.reverse_withdrawal(world.deps, txn.id) == "not due"
+        assert (await world.get(txn.id)).status is Status.REVERSED
+        assert world.deriv.executed[crediting.reversal_reference(txn.id)] == txn.amount_usd
+
+    async def test_a_duplicate_payout_waits_for_its_result_instead_of_paying_twice(self, world: World) -> None:
+        txn = withdrawal()
+        await world.store(txn)
+        await self._linked(world, txn)
+        await debiting.debit_withdrawal(world.deps, txn.id)
+        world.mpesa.b2c_duplicate = True
+        assert await payouts.pay_out(world.deps, txn.id) == "duplicate"
+        assert (await world.get(txn.id)).status is Status.PAYING_OUT
+
+        world.clock.offset = timedelta(minutes=2)
+        await reconciliation.sweep(world.deps)
+        assert world.mpesa.status_queries
+        assert await world.settle_payout(txn.id, paid("RPAYOUT002")) == "paid"
+
+
+class TestReconciler:
+    async def test_an_outcome_unknown_for_too_long_goes_to_review(self, world: World) -> None:
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        world.clock.offset = world.deps.give_up_after + timedelta(minutes=1)
+        done = await reconciliation.sweep(world.deps)
+        assert done["needs review"] >= 1
+        assert (await world.get(txn.id)).status is Status.NEEDS_REVIEW
+
+    async def test_a_late_callback_is_asked_for_with_stk_push_query(self, world: World) -> None:
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        world.mpesa.query_result = PaymentResult(status=PaymentStatus.PAID, result_code="0")
+        world.clock.offset = timedelta(minutes=2)
+        await reconciliation.sweep(world.deps)
+        after = await world.get(txn.id)
+        assert after.status in (Status.PAYMENT_RECEIVED, Status.CREDITING, Status.COMPLETED)
