@@ -90,8 +90,10 @@ def service_urls() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def worker_id_suffix(request: pytest.FixtureRequest) -> str:
+    """The xdist worker plus a per-run tag, so two runs on one server (a developer's and CI's) never share a
+    database or a Redis key."""
     worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
-    return str(worker)
+    return f"{worker}_{os.getpid()}"
 
 
 @pytest.fixture(scope="session")

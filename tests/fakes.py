@@ -124,6 +124,12 @@ class FakeCallbackUrls:
     def b2c_timeout(self, txn_id: TransactionId) -> str:
         return f"http://127.0.0.1:8000/hooks/b2c/timeout/{txn_id}/token"
 
+    def status_result(self, txn_id: TransactionId) -> str:
+        return f"http://127.0.0.1:8000/hooks/status/result/{txn_id}/token"
+
+    def status_timeout(self, txn_id: TransactionId) -> str:
+        return f"http://127.0.0.1:8000/hooks/status/timeout/{txn_id}/token"
+
 
 _m: ports.Mpesa = FakeMpesa()
 _d: ports.DerivGateway = FakeDeriv()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 import uuid
@@ -273,6 +274,7 @@ async def run_demo(
     if settings.is_production:
         err.write("penpay demo: the demo drives the sandbox; refusing with PENPAY_ENV=production\n")
         return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo prints its own steps; not a line per poll
     timeout = httpx.Timeout(10.0, connect=3.0)
     async with (
         httpx.AsyncClient(base_url=api_url(settings), timeout=timeout) as api,

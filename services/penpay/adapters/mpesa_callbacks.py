@@ -1,29 +1,16 @@
 """Decoding stored Daraja callback bodies into the service layer's notices (``service_layer.callbacks``).
 
-The wire shapes and their quirks live in ``adapters/daraja/wire.py``; this module only maps Daraja's outcomes onto
-``penpay_domain.providers.PaymentResult``. A body without the documented shape raises ``ValueError``.
+The wire shapes and their quirks live in ``adapters/daraja/wire.py`` and the outcome mapping in
+``adapters/daraja/mpesa.py``; this module only picks the parser for each kind of callback. A body without the
+documented shape raises ``ValueError``.
 """
 
 from __future__ import annotations
 
-from penpay.adapters.daraja import wire
-from penpay.adapters.daraja.codes import Outcome
+from penpay.adapters.daraja import mpesa, wire
 from penpay.service_layer.callbacks import B2cNotice, CallbackDecoder, StkNotice
 from penpay.service_layer.intake import CallbackKind
-from penpay_domain.money import Money
 from penpay_domain.providers import PaymentResult, PaymentStatus
-
-_STATUS = {
-    Outcome.PAID: PaymentStatus.PAID,
-    Outcome.CANCELLED: PaymentStatus.CANCELLED,
-    Outcome.TIMED_OUT: PaymentStatus.TIMED_OUT,
-    Outcome.WRONG_PIN: PaymentStatus.WRONG_PIN,
-    Outcome.INSUFFICIENT_FUNDS: PaymentStatus.INSUFFICIENT_FUNDS,
-    Outcome.REJECTED: PaymentStatus.FAILED,
-    Outcome.FAILED: PaymentStatus.FAILED,
-    Outcome.PENDING: PaymentStatus.PENDING,
-    Outcome.UNKNOWN: PaymentStatus.UNKNOWN,
-}
 
 
 class DarajaCallbackDecoder:
@@ -33,14 +20,7 @@ class DarajaCallbackDecoder:
         except wire.DarajaPayloadError as exc:
             raise ValueError(str(exc)) from exc
         return StkNotice(
-            checkout_request_id=parsed.checkout_request_id,
-            result=PaymentResult(
-                status=_STATUS[parsed.outcome],
-                result_code=parsed.result_code,
-                description=parsed.result_desc,
-                receipt=parsed.receipt,
-                amount=Money.kes(parsed.amount_kes) if parsed.amount_kes is not None else None,
-            ),
+            checkout_request_id=parsed.checkout_request_id, result=mpesa.payment_result_from_stk_callback(parsed)
         )
 
     def b2c(self, kind: CallbackKind, body: str) -> B2cNotice:
@@ -50,9 +30,7 @@ class DarajaCallbackDecoder:
                 return B2cNotice(
                     originator_conversation_id=timeout.originator_conversation_id,
                     conversation_id=timeout.conversation_id,
-                    result=PaymentResult(
-                        status=PaymentStatus.UNKNOWN, result_code=timeout.result_code, description=timeout.result_desc
-                    ),
+                    result=mpesa.payment_result_from_queue_timeout(timeout),
                 )
             parsed = wire.parse_b2c_result(body.encode())
         except wire.DarajaPayloadError as exc:
@@ -60,14 +38,19 @@ class DarajaCallbackDecoder:
         return B2cNotice(
             originator_conversation_id=parsed.originator_conversation_id,
             conversation_id=parsed.conversation_id,
-            result=PaymentResult(
-                status=_STATUS[parsed.outcome],
-                result_code=parsed.result_code,
-                description=parsed.result_desc,
-                receipt=parsed.receipt,
-                amount=Money.kes(parsed.amount_kes) if parsed.amount_kes is not None else None,
-            ),
+            result=mpesa.payment_result_from_b2c_result(parsed),
         )
+
+    def status(self, kind: CallbackKind, body: str) -> PaymentResult:
+        if kind is CallbackKind.STATUS_TIMEOUT:
+            return PaymentResult(
+                status=PaymentStatus.UNKNOWN, result_code="timeout", description="status query timed out"
+            )
+        try:
+            parsed = wire.parse_transaction_status_result(body.encode())
+        except wire.DarajaPayloadError as exc:
+            raise ValueError(str(exc)) from exc
+        return mpesa.payment_result_from_transaction_status(parsed)
 
 
 _: type[CallbackDecoder] = DarajaCallbackDecoder

@@ -5,6 +5,7 @@ Daraja does not sign callbacks, so PenPay signs its callback URLs: each carries 
 ``PENPAY_CALLBACK_PUBLIC_PREFIX``, default ``/hooks``, because Daraja refuses URLs containing "mpesa"):
 
     {prefix}/stk/{txn_id}/{token}   {prefix}/b2c/result/{txn_id}/{token}   {prefix}/b2c/timeout/{txn_id}/{token}
+    {prefix}/status/result/{txn_id}/{token}   {prefix}/status/timeout/{txn_id}/{token}   (Transaction Status answers)
 
 The same handlers answer at ``/mpesa/callback``, ``/mpesa/b2c/result`` and ``/mpesa/b2c/timeout`` with the same
 ``/{txn_id}/{token}`` suffix. The token is hex, whose alphabet cannot spell any word Daraja refuses.
@@ -26,7 +27,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from penpay.service_layer.collection import settle_stk_result
 from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, ReceivedCallback, StoredCallback
+from penpay.service_layer.payouts import apply_payout_result
+from penpay_domain.errors import NotFound
 from penpay_domain.ids import TransactionId
 from penpay_domain.ports import UnitOfWork
 from penpay_domain.providers import PaymentResult, PaymentStatus
@@ -36,11 +40,15 @@ _PATHS = {
     CallbackKind.STK: "stk",
     CallbackKind.B2C_RESULT: "b2c/result",
     CallbackKind.B2C_TIMEOUT: "b2c/timeout",
+    CallbackKind.STATUS_RESULT: "status/result",
+    CallbackKind.STATUS_TIMEOUT: "status/timeout",
 }
 LEGACY_PATHS = {
     CallbackKind.STK: "/mpesa/callback",
     CallbackKind.B2C_RESULT: "/mpesa/b2c/result",
     CallbackKind.B2C_TIMEOUT: "/mpesa/b2c/timeout",
+    CallbackKind.STATUS_RESULT: "/mpesa/status/result",
+    CallbackKind.STATUS_TIMEOUT: "/mpesa/status/timeout",
 }
 ACTOR = "mpesa"
 
@@ -74,6 +82,12 @@ class CallbackUrls:
 
     def b2c_timeout(self, txn_id: str) -> str:
         return self.url(CallbackKind.B2C_TIMEOUT, txn_id)
+
+    def status_result(self, txn_id: str) -> str:
+        return self.url(CallbackKind.STATUS_RESULT, txn_id)
+
+    def status_timeout(self, txn_id: str) -> str:
+        return self.url(CallbackKind.STATUS_TIMEOUT, txn_id)
 
 
 # ------------------------------------------------------------------------------------------------ intake
@@ -122,6 +136,9 @@ class CallbackDecoder(Protocol):
 
     def stk(self, body: str) -> StkNotice: ...
     def b2c(self, kind: CallbackKind, body: str) -> B2cNotice: ...
+    def status(self, kind: CallbackKind, body: str) -> PaymentResult:
+        """A Transaction Status answer about a payout (a failed or timed-out query is UNKNOWN, never FAILED)."""
+        ...
 
 
 class Verdict(StrEnum):
@@ -153,6 +170,8 @@ async def apply_callback(uow: UnitOfWork, stored: StoredCallback, decoder: Callb
     try:
         if callback.kind is CallbackKind.STK:
             return await apply_stk_callback(uow, stored, decoder.stk(callback.body))
+        if callback.kind in (CallbackKind.STATUS_RESULT, CallbackKind.STATUS_TIMEOUT):
+            return await apply_status_answer(uow, stored, decoder.status(callback.kind, callback.body))
         return await apply_b2c_callback(uow, stored, decoder.b2c(callback.kind, callback.body))
     except ValueError as exc:
         return await _note(uow, stored, Verdict.REJECTED, f"malformed body: {exc}")
@@ -163,25 +182,16 @@ async def apply_stk_callback(uow: UnitOfWork, stored: StoredCallback, notice: St
         return await _note(uow, stored, Verdict.REJECTED, "unverified callback (source address or token)")
     txn = await uow.transactions.find_by_checkout_request_id(notice.checkout_request_id)
     if txn is None:
-        return await _unmatched(uow, stored, f"CheckoutRequestID {notice.checkout_request_id}")
+        txn = await _awaiting_without_checkout_id(uow, stored)
+        if txn is None:
+            return await _unmatched(uow, stored, f"CheckoutRequestID {notice.checkout_request_id}")
+        # Daraja's answer to our push was lost; the token-bound URL names this deposit, so the callback is its own
+        txn.mpesa_checkout_request_id = notice.checkout_request_id
     if txn.id != stored.callback.transaction_id:
         return await _note(uow, stored, Verdict.MISMATCH, f"token is bound to another transaction than {txn.id}")
-    result = notice.result
-    if txn.status is not Status.AWAITING_PAYMENT:
-        return await _note(uow, stored, Verdict.DUPLICATE, f"{txn.id} is already {txn.status.value}", txn)
-    now = uow.now
-    if result.status is PaymentStatus.PAID:
-        if result.amount != txn.amount_kes or not result.receipt:
-            paid = result.amount.to_str() if result.amount is not None else "no amount"
-            reason = f"STK callback paid {paid} (receipt {result.receipt}), expected {txn.amount_kes.to_str()}"
-            txn.flag_for_review(reason=reason[:255], now=now)
-            return await _note(uow, stored, Verdict.MISMATCH, reason, txn)
-        txn.confirm_payment(receipt=result.receipt, amount=result.amount, now=now)
-        return await _note(uow, stored, Verdict.APPLIED, "payment confirmed", txn)
-    if result.status.is_final_failure:
-        txn.fail_payment(code=result.result_code, reason=result.description or result.status.value, now=now)
-        return await _note(uow, stored, Verdict.APPLIED, f"payment failed ({result.result_code})", txn)
-    return await _note(uow, stored, Verdict.PENDING, f"no final outcome ({result.status.value})", txn)
+    before = txn.status
+    done = await settle_stk_result(uow, txn, notice.result, from_query=False)
+    return await _note(uow, stored, _VERDICTS.get(done, Verdict.DUPLICATE), f"{done} ({before.value})", txn)
 
 
 async def apply_b2c_callback(uow: UnitOfWork, stored: StoredCallback, notice: B2cNotice) -> Verdict:
@@ -198,32 +208,60 @@ async def apply_b2c_callback(uow: UnitOfWork, stored: StoredCallback, notice: B2
     if txn.id != stored.callback.transaction_id:
         return await _note(uow, stored, Verdict.MISMATCH, f"token is bound to another transaction than {txn.id}")
     result = notice.result
-    if stored.callback.kind is CallbackKind.B2C_TIMEOUT or result.status in (
-        PaymentStatus.PENDING,
-        PaymentStatus.UNKNOWN,
-    ):
-        return await _note(uow, stored, Verdict.PENDING, "outcome unknown: ask Transaction Status", txn)
-    expected = Status.PAYING_OUT if txn.kind is Kind.WITHDRAWAL else Status.REFUNDING
-    if txn.status is not expected:
-        return await _note(uow, stored, Verdict.DUPLICATE, f"{txn.id} is already {txn.status.value}", txn)
-    now = uow.now
-    if result.status is PaymentStatus.PAID:
-        if result.amount != txn.amount_kes or not result.receipt:
-            paid = result.amount.to_str() if result.amount is not None else "no amount"
-            reason = f"B2C result paid {paid} (receipt {result.receipt}), expected {txn.amount_kes.to_str()}"
-            txn.flag_for_review(reason=reason[:255], now=now)
-            return await _note(uow, stored, Verdict.MISMATCH, reason, txn)
-        if txn.kind is Kind.WITHDRAWAL:
-            txn.complete_payout(receipt=result.receipt, now=now)
-        else:
-            txn.complete_refund(receipt=result.receipt, now=now)
-        return await _note(uow, stored, Verdict.APPLIED, "payout confirmed", txn)
-    reason = result.description or result.status.value
-    if txn.kind is Kind.WITHDRAWAL:
-        txn.fail_payout(code=result.result_code, reason=reason, now=now)
-    else:  # a refund that M-Pesa refused: the payer is still owed; a human decides how to pay them
-        txn.flag_for_review(reason=f"refund B2C failed ({result.result_code}): {reason}"[:255], now=now)
-    return await _note(uow, stored, Verdict.APPLIED, f"payout failed ({result.result_code})", txn)
+    if stored.callback.kind is CallbackKind.B2C_TIMEOUT:
+        result = PaymentResult(
+            status=PaymentStatus.UNKNOWN, result_code=result.result_code, description="queue timeout"
+        )
+    return await _apply_payout(uow, stored, txn, result)
+
+
+async def apply_status_answer(uow: UnitOfWork, stored: StoredCallback, result: PaymentResult) -> Verdict:
+    """A Transaction Status answer names its own query, not the payout, so it is matched by the transaction its
+    token-bound URL names (the URL was made for that transaction's query)."""
+    if not stored.callback.verified or stored.callback.transaction_id is None:
+        return await _note(uow, stored, Verdict.REJECTED, "unverified callback (source address or token)")
+    try:
+        txn = await uow.transactions.get(stored.callback.transaction_id, for_update=True)
+    except NotFound:
+        return await _note(uow, stored, Verdict.UNMATCHED, "no such transaction")
+    if stored.callback.kind is CallbackKind.STATUS_TIMEOUT:
+        result = PaymentResult(status=PaymentStatus.UNKNOWN, result_code=result.result_code, description="timeout")
+    return await _apply_payout(uow, stored, txn, result)
+
+
+async def _apply_payout(uow: UnitOfWork, stored: StoredCallback, txn: Transaction, result: PaymentResult) -> Verdict:
+    if result.status is PaymentStatus.PAID and result.amount is not None and result.amount != txn.amount_kes:
+        reason = f"B2C paid {result.amount.to_str()} (receipt {result.receipt}), expected {txn.amount_kes.to_str()}"
+        if txn.can_move_to(Status.NEEDS_REVIEW):
+            txn.flag_for_review(reason=reason[:255], now=uow.now)
+        return await _note(uow, stored, Verdict.MISMATCH, reason, txn)
+    before = txn.status
+    done = await apply_payout_result(uow, txn, result)
+    return await _note(uow, stored, _VERDICTS.get(done, Verdict.DUPLICATE), f"{done} ({before.value})", txn)
+
+
+_VERDICTS = {
+    "paid": Verdict.APPLIED,
+    "failed": Verdict.APPLIED,
+    "pending": Verdict.PENDING,
+    "amount mismatch": Verdict.MISMATCH,
+    "late success": Verdict.MISMATCH,
+    "receipt recorded": Verdict.APPLIED,
+    "duplicate": Verdict.DUPLICATE,
+}
+
+
+async def _awaiting_without_checkout_id(uow: UnitOfWork, stored: StoredCallback) -> Transaction | None:
+    claimed = stored.callback.transaction_id
+    if claimed is None:
+        return None
+    try:
+        txn = await uow.transactions.get(claimed, for_update=True)
+    except NotFound:
+        return None
+    if txn.kind is Kind.DEPOSIT and txn.status is Status.AWAITING_PAYMENT and txn.mpesa_checkout_request_id is None:
+        return txn
+    return None
 
 
 async def _unmatched(uow: UnitOfWork, stored: StoredCallback, what: str) -> Verdict:
@@ -232,7 +270,7 @@ async def _unmatched(uow: UnitOfWork, stored: StoredCallback, what: str) -> Verd
     if claimed is not None and stored.callback.kind is CallbackKind.STK:
         try:
             txn = await uow.transactions.get(claimed)
-        except Exception:
+        except NotFound:
             txn = None
         if txn is not None and txn.status is Status.PENDING and txn.mpesa_checkout_request_id is None:
             return await _note(uow, stored, Verdict.EARLY, f"{what} not recorded yet on {txn.id}", txn)

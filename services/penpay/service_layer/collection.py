@@ -9,11 +9,11 @@ never dropped.
 from __future__ import annotations
 
 from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
-from penpay.service_layer.intake import IntakeUnitOfWork
 from penpay_domain import ledger
 from penpay_domain.errors import InvalidAmount
 from penpay_domain.ids import TransactionId
 from penpay_domain.money import Money
+from penpay_domain.ports import UnitOfWork
 from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus
 from penpay_domain.transaction import Kind, Status, Transaction
 
@@ -55,7 +55,7 @@ async def push_stk(deps: FlowDeps, txn_id: TransactionId) -> None:
         raise ProviderUnavailable(f"Daraja unavailable for the STK push of {txn_id}: {result.message}")
 
 
-async def settle_stk_result(uow: IntakeUnitOfWork, txn: Transaction, result: PaymentResult, *, from_query: bool) -> str:
+async def settle_stk_result(uow: UnitOfWork, txn: Transaction, result: PaymentResult, *, from_query: bool) -> str:
     """Apply what a callback (or an STK Push Query) says about a deposit's payment. Returns what was done, for the
     audit trail: "paid", "failed", "duplicate", "receipt recorded", "late success", "amount mismatch", "pending".
 
@@ -89,7 +89,7 @@ async def settle_stk_result(uow: IntakeUnitOfWork, txn: Transaction, result: Pay
     return "pending"
 
 
-async def _hold_in_suspense(uow: IntakeUnitOfWork, txn: Transaction, result: PaymentResult, why: str) -> None:
+async def _hold_in_suspense(uow: UnitOfWork, txn: Transaction, result: PaymentResult, why: str) -> None:
     """Money M-Pesa says it collected that no live deposit can take: book it to suspense, for a human."""
     amount = result.amount or txn.amount_kes
     if not isinstance(amount, Money) or not amount.is_positive:

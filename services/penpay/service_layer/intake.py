@@ -22,6 +22,8 @@ class CallbackKind(StrEnum):
     STK = "stk"
     B2C_RESULT = "b2c_result"
     B2C_TIMEOUT = "b2c_timeout"
+    STATUS_RESULT = "status_result"  # the answer to a Transaction Status query about a payout
+    STATUS_TIMEOUT = "status_timeout"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,8 +8,8 @@ is an unknown outcome, settled by the result callback or by Transaction Status, 
 from __future__ import annotations
 
 from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
-from penpay.service_layer.intake import IntakeUnitOfWork
 from penpay_domain.ids import PayoutId, TransactionId, new_payout_id
+from penpay_domain.ports import UnitOfWork
 from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus, PayoutRequestResult
 from penpay_domain.transaction import Kind, Status, Transaction
 
@@ -87,7 +87,7 @@ async def _send(deps: FlowDeps, txn: Transaction, payout_id: PayoutId, remarks: 
     return result
 
 
-async def apply_payout_result(uow: IntakeUnitOfWork, txn: Transaction, result: PaymentResult) -> str:
+async def apply_payout_result(uow: UnitOfWork, txn: Transaction, result: PaymentResult) -> str:
     """Apply a B2C result (callback, queue timeout or Transaction Status) to a payout or a refund. Returns what was
     done. The caller has loaded ``txn`` for update and commits."""
     now = uow.now
@@ -115,8 +115,8 @@ async def apply_payout_result(uow: IntakeUnitOfWork, txn: Transaction, result: P
 
 
 async def ask_payout_status(deps: FlowDeps, txn_id: TransactionId) -> str:
-    """The reconciler's question for a payout or refund whose result is late: Transaction Status (the answer comes
-    to the result URL, like the B2C result itself)."""
+    """The reconciler's question for a payout or refund whose result is late: Transaction Status. Its answer comes
+    to a URL of its own (a status answer names its query, not the payout, and must never be read as a B2C result)."""
     async with deps.uow() as uow:
         txn = await uow.transactions.get(txn_id)
     payout_id = txn.payout_id if txn.kind is Kind.WITHDRAWAL else txn.refund_payout_id
@@ -124,8 +124,8 @@ async def ask_payout_status(deps: FlowDeps, txn_id: TransactionId) -> str:
         return "not applicable"
     outcome = await deps.mpesa.transaction_status(
         payout_id=payout_id,
-        result_url=deps.callback_urls.b2c_result(txn.id),
-        timeout_url=deps.callback_urls.b2c_timeout(txn.id),
+        result_url=deps.callback_urls.status_result(txn.id),
+        timeout_url=deps.callback_urls.status_timeout(txn.id),
     )
     if outcome is Outcome.UNAVAILABLE:
         raise ProviderUnavailable(f"Daraja unavailable for the status of {txn_id}")

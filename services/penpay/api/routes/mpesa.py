@@ -90,6 +90,8 @@ def build_router(public_prefix: str) -> APIRouter:
         CallbackKind.STK: f"{prefix}/stk",
         CallbackKind.B2C_RESULT: f"{prefix}/b2c/result",
         CallbackKind.B2C_TIMEOUT: f"{prefix}/b2c/timeout",
+        CallbackKind.STATUS_RESULT: f"{prefix}/status/result",
+        CallbackKind.STATUS_TIMEOUT: f"{prefix}/status/timeout",
     }
     for kind in CallbackKind:
         bare, signed = _handlers(kind)
