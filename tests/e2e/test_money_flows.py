@@ -1,0 +1,197 @@
+"""End to end: the real processes (sandbox, gateway, API, worker) against the real MariaDB and Redis, driven only
+through the public API and the sandbox's test identities (docs/sandbox.md). After every test the ledger balances
+and the audit chain verifies, as the admin routes report them."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from penpay.adapters.db.engine import drop_database
+from tests.e2e.platform import Platform, platform, wait_for_status
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = "e2e-admin"
+
+
+@pytest.fixture(scope="module")
+def running(database_url: str, redis_url: str) -> Iterator[Platform]:
+    url = (
+        make_url(database_url).set(database=f"penpay_e2e_{uuid.uuid4().hex[:8]}").render_as_string(hide_password=False)
+    )
+    try:
+        with platform(url, redis_url) as p:
+            yield p
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@pytest.fixture
+async def client(running: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=15) as c:
+        yield c
+        check = (await c.get(f"{running.api}/admin/ledger/check", headers=running.headers(ADMIN, role="admin"))).json()
+        assert check["ok"], check
+        audit = (await c.get(f"{running.api}/admin/audit/verify", headers=running.headers(ADMIN, role="admin"))).json()
+        assert audit["ok"], audit
+
+
+async def deposit(
+    c: httpx.AsyncClient, p: Platform, user: str, *, kes: int, msisdn: str, loginid: str
+) -> dict[str, Any]:
+    response = await c.post(
+        f"{p.api}/deposit",
+        json={"amount_kes": kes, "msisdn": msisdn, "deriv_loginid": loginid},
+        headers=p.headers(user, key=uuid.uuid4().hex),
+    )
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+async def deriv_account(c: httpx.AsyncClient, p: Platform, loginid: str) -> dict[str, Any]:
+    response = await c.get(f"{p.control}/deriv/accounts/{loginid}")
+    return dict(response.json()) if response.status_code == 200 else {"balance_cents": 0, "statement": []}
+
+
+def transfers_with(account: dict[str, Any], reference: str) -> list[dict[str, Any]]:
+    return [row for row in account["statement"] if reference in str(row)]
+
+
+def cents(amount_usd: str) -> int:
+    return int(Decimal(amount_usd) * 100)
+
+
+class TestDeposits:
+    async def test_a_deposit_ends_as_dollars_on_the_deriv_account(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        before = await deriv_account(client, running, "CR1000001")
+        txn = await deposit(client, running, "alice", kes=1_000, msisdn="0712 345 678", loginid="cr1000001")
+        assert txn["status"] == "PENDING"
+        assert txn["msisdn"] == "254712345678"
+
+        done = await wait_for_status(client, running, "alice", txn["id"], {"COMPLETED"})
+
+        after = await deriv_account(client, running, "CR1000001")
+        assert after["balance_cents"] - before["balance_cents"] == cents(done["amount_usd"])
+        assert done["mpesa_receipt"]
+        assert done["deriv_transaction_id"]
+
+    @pytest.mark.parametrize(
+        ("msisdn", "code"), [("254700000001", "1032"), ("254700000002", "1037"), ("254700000003", "2001")]
+    )
+    async def test_a_failed_stk_push_fails_the_deposit_and_moves_nothing(
+        self, running: Platform, client: httpx.AsyncClient, msisdn: str, code: str
+    ) -> None:
+        txn = await deposit(client, running, "bob", kes=500, msisdn=msisdn, loginid="CR1000002")
+        done = await wait_for_status(client, running, "bob", txn["id"], {"PAYMENT_FAILED", "COMPLETED"})
+        assert done["status"] == "PAYMENT_FAILED"
+        assert code in (done["failure_reason"] or "") or done["failure_reason"]
+        assert transfers_with(await deriv_account(client, running, "CR1000002"), txn["id"]) == []
+
+    async def test_a_callback_delivered_twice_credits_once(self, running: Platform, client: httpx.AsyncClient) -> None:
+        txn = await deposit(client, running, "carol", kes=700, msisdn="254700000006", loginid="CR1000003")
+        await wait_for_status(client, running, "carol", txn["id"], {"COMPLETED"})
+        await asyncio.sleep(1)  # let the second delivery land
+        assert len(transfers_with(await deriv_account(client, running, "CR1000003"), txn["id"])) == 1
+
+    async def test_a_callback_that_never_comes_is_settled_by_stk_push_query(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        txn = await deposit(client, running, "dave", kes=800, msisdn="254700000005", loginid="CR1000004")
+        await wait_for_status(client, running, "dave", txn["id"], {"COMPLETED"}, timeout_s=60)
+
+    async def test_deriv_refusing_the_credit_refunds_the_payer(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        txn = await deposit(client, running, "erin", kes=900, msisdn="254712000001", loginid="CR9000001")
+        done = await wait_for_status(client, running, "erin", txn["id"], {"REFUNDED", "NEEDS_REVIEW"}, timeout_s=60)
+        assert done["status"] == "REFUNDED"
+        journal = (await client.get(f"{running.control}/daraja/journal")).json()
+        assert any("254712000001" in str(entry) and "b2c" in str(entry).lower() for entry in journal)
+
+    async def test_a_socket_dropped_after_the_transfer_executed_credits_exactly_once(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        txn = await deposit(client, running, "frank", kes=1_200, msisdn="254712000002", loginid="CR9000002")
+        await wait_for_status(client, running, "frank", txn["id"], {"COMPLETED"}, timeout_s=90)
+        assert len(transfers_with(await deriv_account(client, running, "CR9000002"), txn["id"])) == 1
+
+
+class TestWithdrawals:
+    async def _withdraw(
+        self, c: httpx.AsyncClient, p: Platform, user: str, loginid: str, msisdn: str, usd: str
+    ) -> dict[str, Any]:
+        linked = await c.post(
+            f"{p.api}/deriv/link", json={"token": f"sandbox-user-token-{loginid}"}, headers=p.headers(user)
+        )
+        assert linked.status_code in (200, 201), linked.text
+        asked = await c.post(f"{p.api}/withdraw/code", json={"deriv_loginid": loginid}, headers=p.headers(user))
+        assert asked.status_code in (200, 202), asked.text
+        code = (await c.get(f"{p.control}/deriv/verification-codes/{loginid}")).json()["code"]
+        response = await c.post(
+            f"{p.api}/withdraw",
+            json={"amount_usd": usd, "msisdn": msisdn, "deriv_loginid": loginid, "verification_code": code},
+            headers=p.headers(user, key=uuid.uuid4().hex),
+        )
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    async def test_a_withdrawal_ends_as_shillings_on_the_phone(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        before = await deriv_account(client, running, "CR2000001")
+        txn = await self._withdraw(client, running, "gina", "CR2000001", "0712 000 003", "12.50")
+        done = await wait_for_status(client, running, "gina", txn["id"], {"COMPLETED", "FAILED", "REVERSED"})
+        assert done["status"] == "COMPLETED"
+        after = await deriv_account(client, running, "CR2000001")
+        assert before["balance_cents"] - after["balance_cents"] == 1250
+        assert done["amount_kes"] > 0
+        assert done["mpesa_receipt"]
+
+    async def test_a_failed_payout_is_reversed_to_the_deriv_account(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        before = await deriv_account(client, running, "CR2000002")
+        txn = await self._withdraw(client, running, "hugo", "CR2000002", "254700000010", "5.00")
+        done = await wait_for_status(
+            client, running, "hugo", txn["id"], {"REVERSED", "COMPLETED", "NEEDS_REVIEW"}, timeout_s=60
+        )
+        assert done["status"] == "REVERSED"
+        after = await deriv_account(client, running, "CR2000002")
+        assert after["balance_cents"] == before["balance_cents"]
+
+
+class TestCrashes:
+    async def test_a_worker_killed_mid_handler_is_taken_over_and_the_deposit_completes_once(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        await client.post(f"{running.control}/daraja/faults", params={"response_delay_ms": 4000})
+        try:
+            txn = await deposit(client, running, "ivan", kes=1_100, msisdn="254712000004", loginid="CR1000005")
+            await asyncio.sleep(1.5)  # the worker is now inside the STK push, waiting for Daraja's answer
+            running.stop("worker", signal.SIGKILL)
+        finally:
+            await client.post(f"{running.control}/daraja/faults", params={"response_delay_ms": 0})
+        running.start("worker", "penpay-worker")
+
+        await wait_for_status(client, running, "ivan", txn["id"], {"COMPLETED"}, timeout_s=90)
+        journal = (await client.get(f"{running.control}/daraja/journal")).json()
+        pushes = [
+            e for e in journal if "stkpush/v1/processrequest" in str(e.get("path", "")) and "254712000004" in str(e)
+        ]
+        assert len(pushes) == 1
+        assert len(transfers_with(await deriv_account(client, running, "CR1000005"), txn["id"])) == 1
+
+    async def test_sigterm_stops_a_worker_cleanly(self, running: Platform) -> None:
+        assert running.stop("worker", signal.SIGTERM) == 0
+        running.start("worker", "penpay-worker")
