@@ -66,6 +66,17 @@ def transfers_with(account: dict[str, Any], reference: str) -> list[dict[str, An
     return [row for row in account["statement"] if reference in str(row)]
 
 
+async def _mail_to(c: httpx.AsyncClient, p: Platform, to: str, subject: str, timeout_s: float = 10) -> dict[str, Any]:
+    """The notifier's e-mail, as the sandbox's SMTP sink received it."""
+    for _ in range(int(timeout_s * 4)):
+        messages = (await c.get(f"{p.control}/mail", params={"to": to})).json()
+        found = [m for m in messages if subject.lower() in str(m.get("subject", "")).lower()]
+        if found:
+            return dict(found[-1])
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no mail to {to} about {subject!r}")
+
+
 def cents(amount_usd: str) -> int:
     return int(Decimal(amount_usd) * 100)
 
@@ -157,6 +168,8 @@ class TestWithdrawals:
         assert before["balance_cents"] - after["balance_cents"] == 1250
         assert done["amount_kes"] > 0
         assert done["mpesa_receipt"]
+        mail = await _mail_to(client, running, "cr2000001@sandbox.deriv.test", "withdrawal has been sent")
+        assert txn["id"] in str(mail)
 
     async def test_a_failed_payout_is_reversed_to_the_deriv_account(
         self, running: Platform, client: httpx.AsyncClient

@@ -18,17 +18,21 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import structlog
+from starlette.requests import Request
 from starlette.responses import Response
 
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
-from penpay.api.problems import PROBLEM_JSON, ApiProblem
-from penpay_domain.errors import InvalidInput
+from penpay.api.problems import PROBLEM_JSON, ApiProblem, domain_problem
+from penpay.api.schemas import render_transaction
+from penpay_domain.errors import DomainError, InvalidInput
 from penpay_domain.ids import IdempotencyKey, UserId
+from penpay_domain.transaction import Transaction
 
 HEADER = "Idempotency-Key"
 RETENTION = timedelta(hours=24)
@@ -120,3 +124,24 @@ class IdempotencyGate:
         async with self._uow() as uow:
             await uow.idempotency.release(key)
             await uow.commit()
+
+    async def run(
+        self, key: IdempotencyKey, request: Request, initiate: Callable[[], Awaitable[Transaction]]
+    ) -> Response:
+        """The whole Stripe-style exchange around a money-moving POST: claim the key (or replay its answer), run
+        ``initiate`` (which stores its own 202 response with the transaction), keep a rule's 4xx as the key's answer,
+        and release the key after anything else so the client may retry."""
+        replay = await self.claim(key, request_hash(request.method, request.url.path, await request.body()))
+        if replay is not None:
+            return replay.response()
+        try:
+            txn = await initiate()
+        except DomainError as exc:
+            status, problem = domain_problem(exc)
+            await self.settle_rejection(key, status, problem)
+            return Response(content=problem, status_code=status, media_type=PROBLEM_JSON)
+        except BaseException:
+            await self.release(key)
+            raise
+        structlog.contextvars.bind_contextvars(transaction_id=txn.id)
+        return Response(content=render_transaction(txn), status_code=202, media_type="application/json")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import structlog
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
 from penpay.api.deps import State, User
-from penpay.api.idempotency import HEADER, request_hash, require_key
-from penpay.api.problems import PROBLEM_JSON, domain_problem
+from penpay.api.idempotency import HEADER, require_key
 from penpay.api.schemas import DepositRequest, TransactionOut, render_transaction
 from penpay.service_layer import deposits
 from penpay_domain.commands import InitiateDeposit
-from penpay_domain.errors import DomainError
 from penpay_domain.ids import UserId, parse_deriv_loginid
 from penpay_domain.money import Money
 from penpay_domain.msisdn import parse_msisdn
@@ -40,24 +37,15 @@ async def create_deposit(
         deriv_loginid=parse_deriv_loginid(body.deriv_loginid),
         idempotency_key=key,
     )
-    replay = await state.idempotency.claim(key, request_hash("POST", "/deposit", await request.body()))
-    if replay is not None:
-        return replay.response()
-    try:
-        txn = await deposits.initiate_deposit(
+    return await state.idempotency.run(
+        key,
+        request,
+        lambda: deposits.initiate_deposit(
             cmd,
             uow=state.uow(f"user:{user.user_id}"),
             fx=state.adapters.fx,
             policy=state.deposit_policy,
             publisher=state.publisher,
             render=render_transaction,
-        )
-    except DomainError as exc:
-        status, problem = domain_problem(exc)
-        await state.idempotency.settle_rejection(key, status, problem)
-        return Response(content=problem, status_code=status, media_type=PROBLEM_JSON)
-    except BaseException:
-        await state.idempotency.release(key)
-        raise
-    structlog.contextvars.bind_contextvars(transaction_id=txn.id)
-    return Response(content=render_transaction(txn), status_code=202, media_type="application/json")
+        ),
+    )

@@ -6,13 +6,11 @@ a user pressing "resend" wants. The verification code is a secret: it is never l
 
 from __future__ import annotations
 
-import structlog
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from penpay.api.deps import State, User
-from penpay.api.idempotency import request_hash, require_key
-from penpay.api.problems import PROBLEM_JSON, domain_problem
+from penpay.api.idempotency import require_key
 from penpay.api.routes.deposits import IdempotencyHeader
 from penpay.api.schemas import (
     CodeRequestedOut,
@@ -23,7 +21,6 @@ from penpay.api.schemas import (
 )
 from penpay.service_layer import linking, withdrawals
 from penpay_domain.commands import InitiateWithdrawal
-from penpay_domain.errors import DomainError
 from penpay_domain.ids import UserId, parse_deriv_loginid
 from penpay_domain.money import Currency, Money
 from penpay_domain.msisdn import parse_msisdn
@@ -49,27 +46,18 @@ async def create_withdrawal(
         verification_code=body.verification_code,
         idempotency_key=key,
     )
-    replay = await state.idempotency.claim(key, request_hash("POST", "/withdraw", await request.body()))
-    if replay is not None:
-        return replay.response()
-    try:
-        txn = await withdrawals.initiate_withdrawal(
+    return await state.idempotency.run(
+        key,
+        request,
+        lambda: withdrawals.initiate_withdrawal(
             cmd,
             uow=state.uow(f"user:{user.user_id}"),
             fx=state.adapters.fx,
             policy=state.withdrawal_policy,
             publisher=state.publisher,
             render=render_transaction,
-        )
-    except DomainError as exc:
-        status, problem = domain_problem(exc)
-        await state.idempotency.settle_rejection(key, status, problem)
-        return Response(content=problem, status_code=status, media_type=PROBLEM_JSON)
-    except BaseException:
-        await state.idempotency.release(key)
-        raise
-    structlog.contextvars.bind_contextvars(transaction_id=txn.id)
-    return Response(content=render_transaction(txn), status_code=202, media_type="application/json")
+        ),
+    )
 
 
 @router.post(
