@@ -10,7 +10,7 @@ PROTO_STAMP := $(PROTO_OUT)/.generated
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto test lint fmt typecheck migrate clean
+.PHONY: help install proto test lint fmt typecheck migrate run demo clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ typecheck: install ## mypy --strict
 
 migrate: install ## apply the Alembic migrations to PENPAY_DATABASE_URL (creating the database if missing)
 	$(BIN)/penpay migrate
+
+run: install ## start api, workers, gateway and sandbox here against .env's MySQL/Redis (ONLY=a,b SCALE=worker=2)
+	$(BIN)/python -m penpay.devrun $(if $(ONLY),--only $(ONLY)) $(if $(SCALE),--scale $(SCALE))
+
+demo: install ## one deposit and one withdrawal through the running sandbox platform (after make run)
+	$(BIN)/penpay demo
 
 test: lint typecheck ## the whole suite against real MariaDB/MySQL and Redis (see README)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)

@@ -30,17 +30,19 @@ from penpay.adapters.mailer import SmtpMailer
 from penpay.adapters.mpesa_callbacks import DarajaCallbackDecoder
 from penpay.adapters.stream_codec import DEAD_LETTER, stream_key
 from penpay.adapters.stream_consumer import StreamConsumer
-from penpay.adapters.streams import MPESA_CALLBACKS_STREAM
+from penpay.adapters.streams import MPESA_CALLBACKS_STREAM, RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
 from penpay.bootstrap import Database, database
 from penpay.logging import configure_logging, get_logger
 from penpay.service_layer.callbacks import CallbackUrls
 from penpay.service_layer.flow import FlowDeps
 from penpay.service_layer.handlers import SUBSCRIPTIONS
+from penpay.service_layer.publishing import publish_quietly
 from penpay.service_layer.reconciliation import sweep
 from penpay.settings import Settings
 from penpay.worker.relay import run_relay
 from penpay.worker.subscriptions import callback_handler, event_handler
+from penpay_domain.events import TransactionEvent
 
 log = get_logger(__name__)
 
@@ -55,14 +57,36 @@ def parse_workers(text: str) -> list[str]:
     return chosen
 
 
+class PublishingUnitOfWork(SqlIntakeUnitOfWork):
+    """The worker's unit of work: right after a commit, its events go to the streams, so the next step starts at
+    once instead of waiting for the outbox relay (which still publishes anything this misses)."""
+
+    def __init__(self, db: Database, box: SecretBox, publisher: RedisStreamPublisher) -> None:
+        super().__init__(db.engine, db.clock, box, actor="worker")
+        self._publisher = publisher
+
+    async def commit(self) -> list[TransactionEvent]:
+        events = await super().commit()
+        if events:
+            await publish_quietly(self._publisher, events)
+        return events
+
+
 @contextlib.asynccontextmanager
-async def _flow_deps(settings: Settings, db: Database) -> AsyncIterator[FlowDeps]:
+async def _flow_deps(settings: Settings, db: Database, redis: aioredis.Redis) -> AsyncIterator[FlowDeps]:
     box = SecretBox.from_settings(settings)
     daraja = DarajaClient.from_settings(settings)
     gateway = GrpcDerivGateway(settings.gateway_grpc_addr)
+
+    async def mark_published(event_ids: Sequence[int]) -> None:
+        async with SqlIntakeUnitOfWork(db.engine, db.clock, box, actor="worker") as uow:
+            await uow.outbox.mark_published(event_ids, uow.now)
+            await uow.commit()
+
+    publisher = RedisStreamPublisher(redis, prefix=settings.stream_prefix, mark_published=mark_published)
     try:
         yield FlowDeps(
-            uow=lambda: SqlIntakeUnitOfWork(db.engine, db.clock, box, actor="worker"),
+            uow=lambda: PublishingUnitOfWork(db, box, publisher),
             mpesa=DarajaMpesa(daraja),
             deriv=gateway,
             mailer=SmtpMailer.from_settings(settings),
@@ -99,7 +123,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
         settings.redis_url, socket_timeout=settings.worker_block_ms / 1000 + 10, socket_connect_timeout=5
     )
     try:
-        async with database(settings) as db, _flow_deps(settings, db) as deps:
+        async with database(settings) as db, _flow_deps(settings, db, redis) as deps:
             tasks: list[Callable[[], Awaitable[None]]] = []
 
             def consumer(stream: str, group: str, handle: Callable[..., Awaitable[None]], *, events: bool) -> None:
