@@ -115,6 +115,25 @@ class TestDeposits:
         await asyncio.sleep(1)  # let the second delivery land
         assert len(transfers_with(await deriv_account(client, running, "CR1000003"), txn["id"])) == 1
 
+    async def test_a_late_redelivery_of_the_callback_changes_nothing(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        txn = await deposit(client, running, "carl", kes=650, msisdn="254712000005", loginid="CR1000006")
+        done = await wait_for_status(client, running, "carl", txn["id"], {"COMPLETED"})
+        journal = (await client.get(f"{running.control}/daraja/journal", params={"kind": "callback"})).json()
+        sent = next(e for e in journal if txn["id"] in str(e["url"]))
+
+        again = await client.post(
+            str(sent["url"]), content=str(sent["body"]), headers={"Content-Type": "application/json"}
+        )
+
+        assert again.status_code == 200
+        assert again.json()["ResultCode"] == 0
+        await asyncio.sleep(1.5)  # the callback worker has had its chance to (not) act
+        after = (await client.get(f"{running.api}/transactions/{txn['id']}", headers=running.headers("carl"))).json()
+        assert after == done
+        assert len(transfers_with(await deriv_account(client, running, "CR1000006"), txn["id"])) == 1
+
     async def test_a_callback_that_never_comes_is_settled_by_stk_push_query(
         self, running: Platform, client: httpx.AsyncClient
     ) -> None:

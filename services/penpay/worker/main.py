@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from penpay.adapters.daraja.client import DarajaClient
 from penpay.adapters.daraja.mpesa import DarajaMpesa
+from penpay.adapters.daraja.token_store import RedisTokenStore
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.adapters.deriv_gateway import GrpcDerivGateway
 from penpay.adapters.mailer import SmtpMailer
@@ -75,7 +76,9 @@ class PublishingUnitOfWork(SqlIntakeUnitOfWork):
 @contextlib.asynccontextmanager
 async def _flow_deps(settings: Settings, db: Database, redis: aioredis.Redis) -> AsyncIterator[FlowDeps]:
     box = SecretBox.from_settings(settings)
-    daraja = DarajaClient.from_settings(settings)
+    daraja = DarajaClient.from_settings(
+        settings, token_store=RedisTokenStore(redis, key=stream_key(settings.stream_prefix, "daraja:oauth"))
+    )
     gateway = GrpcDerivGateway(settings.gateway_grpc_addr)
 
     async def mark_published(event_ids: Sequence[int]) -> None:

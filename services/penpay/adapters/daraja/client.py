@@ -37,6 +37,7 @@ from penpay.adapters.daraja.codes import (
     Outcome,
     refusal,
 )
+from penpay.adapters.daraja.token_store import RedisTokenStore
 from penpay.adapters.daraja.wire import (
     Accepted,
     DarajaPayloadError,
@@ -88,6 +89,7 @@ class DarajaClient:
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        token_store: RedisTokenStore | None = None,
     ) -> None:
         """``certificate`` (PEM or DER) encrypts the initiator password; in the sandbox it may instead be fetched
         once from ``certificate_url``."""
@@ -112,11 +114,14 @@ class DarajaClient:
         self._token: str | None = None
         self._token_refresh_at = 0.0
         self._token_lock = asyncio.Lock()
+        self._token_store = token_store
         self._credential: str | None = None
         self._credential_lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, http: httpx.AsyncClient | None = None) -> Self:
+    def from_settings(
+        cls, settings: Settings, *, http: httpx.AsyncClient | None = None, token_store: RedisTokenStore | None = None
+    ) -> Self:
         """Build from the ``PENPAY_DARAJA_*`` settings. Without ``PENPAY_DARAJA_CERT_PATH`` the sandbox's own
         certificate is fetched (once, on the first B2C call) from its control API; production requires the path."""
         certificate: bytes | None = None
@@ -141,6 +146,7 @@ class DarajaClient:
             certificate_url=certificate_url,
             timeout_s=settings.daraja_timeout_s,
             http=http,
+            token_store=token_store,
         )
 
     async def aclose(self) -> None:
@@ -307,34 +313,51 @@ class DarajaClient:
             if self._token is not None and self._monotonic() < self._token_refresh_at:
                 return self._token
             self._token = None
-            try:
-                response = await self._http.get(
-                    f"{self._base_url}/oauth/v1/generate",
-                    params={"grant_type": "client_credentials"},
-                    headers={"Authorization": self._basic},
-                    timeout=self._timeout,
-                )
-            except httpx.HTTPError as exc:
-                raise DarajaTransientError(
-                    http_status=None, error_code="", error_message=f"OAuth request failed: {exc!r}"
-                ) from exc
-            if response.status_code != 200:
-                raise _auth_refusal(response)
-            try:
-                issued = parse_access_token(response.content)
-            except DarajaPayloadError as exc:
-                raise DarajaAuthError(
-                    http_status=200, error_code="", error_message=f"unreadable OAuth answer: {exc}"
-                ) from exc
-            lifetime = issued.expires_in_s
-            margin = TOKEN_REFRESH_MARGIN_S if lifetime > 2 * TOKEN_REFRESH_MARGIN_S else lifetime // 2
-            self._token = issued.token
-            self._token_refresh_at = self._monotonic() + lifetime - margin
-            return issued.token
+            if self._token_store is None:
+                return await self._fetch_token()
+            shared = await self._token_store.get()
+            if shared is None:
+                async with self._token_store.refreshing():  # one process asks Daraja; the others wait and share
+                    shared = await self._token_store.get()
+                    if shared is None:
+                        return await self._fetch_token()
+            self._token = shared.token
+            self._token_refresh_at = self._monotonic() + max(0.0, shared.refresh_at - time.time())
+            return shared.token
 
-    def _forget_token(self, token: str) -> None:
+    async def _fetch_token(self) -> str:
+        try:
+            response = await self._http.get(
+                f"{self._base_url}/oauth/v1/generate",
+                params={"grant_type": "client_credentials"},
+                headers={"Authorization": self._basic},
+                timeout=self._timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise DarajaTransientError(
+                http_status=None, error_code="", error_message=f"OAuth request failed: {exc!r}"
+            ) from exc
+        if response.status_code != 200:
+            raise _auth_refusal(response)
+        try:
+            issued = parse_access_token(response.content)
+        except DarajaPayloadError as exc:
+            raise DarajaAuthError(
+                http_status=200, error_code="", error_message=f"unreadable OAuth answer: {exc}"
+            ) from exc
+        lifetime = issued.expires_in_s
+        margin = TOKEN_REFRESH_MARGIN_S if lifetime > 2 * TOKEN_REFRESH_MARGIN_S else lifetime // 2
+        self._token = issued.token
+        self._token_refresh_at = self._monotonic() + lifetime - margin
+        if self._token_store is not None:
+            await self._token_store.put(issued.token, lifetime_s=lifetime, refresh_in_s=lifetime - margin)
+        return issued.token
+
+    async def _forget_token(self, token: str) -> None:
         if self._token == token:  # another task may already have refreshed it
             self._token = None
+        if self._token_store is not None:
+            await self._token_store.invalidate(token)  # only if no other process replaced it already
 
     # ---------------------------------------------------------------------------------- transport
 
@@ -365,7 +388,7 @@ class DarajaClient:
                     http_status=response.status_code, error_code="", error_message=response.text[:200]
                 )
             if error.error_code in _TOKEN_REFUSED and attempt == 1:
-                self._forget_token(token)
+                await self._forget_token(token)
                 continue  # refused, not executed: one retry with a fresh token is safe
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
