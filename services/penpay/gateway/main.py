@@ -40,7 +40,10 @@ class Tuning:
 def build_runtime(settings: Settings, redis: Redis, tuning: Tuning | None = None) -> GatewayRuntime:
     tuning = tuning or Tuning()
     prefix = settings.stream_prefix
-    lease = RedisLease(redis, key=f"{prefix}:gateway:lease", ttl_s=settings.gateway_lease_ttl_s)
+    # One hash tag for the lease and the reference records: their Lua scripts touch both, so on Redis Cluster they
+    # must share a slot (the gateway is a single instance, so one slot costs nothing).
+    slot = f"{{{prefix}:gateway}}"
+    lease = RedisLease(redis, key=f"{slot}:lease", ttl_s=settings.gateway_lease_ttl_s)
     tokens = TokenVault(settings.token_encryption_key.get_secret_value())
     balances = BalanceTracker(redis, stream_key=f"{prefix}:deriv:balance")
     connection = DerivConnection(
@@ -57,7 +60,7 @@ def build_runtime(settings: Settings, redis: Redis, tuning: Tuning | None = None
     )
     executor = TransferExecutor(
         connection=connection,
-        store=ReferenceStore(redis, key_prefix=prefix, lease=lease),
+        store=ReferenceStore(redis, key_prefix=slot, lease=lease),
         tokens=tokens,
         settle_after_s=float(settings.reconcile_after_s),
         rate_limit_retries=tuning.rate_limit_retries,
