@@ -54,5 +54,14 @@ demo: install ## one deposit and one withdrawal through the running sandbox plat
 test: lint typecheck ## the whole suite against real MariaDB/MySQL and Redis (see README)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
+.PHONY: bench
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e libs/penpay_domain -e '.[dev,bench]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP) ## the load benchmark: figures, targets, bench/results/<time>.json (BENCH_QUICK=1: brief)
+	$(BIN)/python -m bench
+
 clean: ## remove the venv and generated code
 	rm -rf $(VENV) $(PROTO_OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,188 @@
+"""The raw limits of this machine, measured from Python: what PenPay's throughput is compared against.
+
+- Durable ledger-style commits/s: ``connections`` asyncmy connections, autocommit off, each unit one transaction row
+  plus two entry rows and one ``COMMIT`` (``innodb_flush_log_at_trx_commit`` as the server has it), into scratch
+  tables of a scratch database that is dropped afterwards.
+- The same with a hot row: each unit also updates one shared balance row (as every deposit updates ``deriv:agent``
+  and ``audit_head``), so the row lock is held across the commit's log flush and commits serialise on it.
+- Redis ``XADD``/s, one command per round trip from 32 concurrent callers, and pipelined 100 per round trip, on a
+  private key deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncmy
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+
+CONNECT_TIMEOUT_S = 5
+REDIS_TIMEOUT_S = 5.0
+PAYLOAD = '{"amount_kes":100,"amount_usd":77,"deriv_loginid":"CR1000001","msisdn":"254712345678","v":1}' * 3
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    commits_per_s: float
+    hot_row_commits_per_s: float
+    xadd_per_s: float
+    xadd_pipelined_per_s: float
+    connections: int
+    server_version: str
+    flush_log_at_trx_commit: str
+    binlog: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "commits_per_s": round(self.commits_per_s, 1),
+            "hot_row_commits_per_s": round(self.hot_row_commits_per_s, 1),
+            "xadd_per_s": round(self.xadd_per_s, 1),
+            "xadd_pipelined_per_s": round(self.xadd_pipelined_per_s, 1),
+            "connections": self.connections,
+            "server_version": self.server_version,
+            "innodb_flush_log_at_trx_commit": self.flush_log_at_trx_commit,
+            "log_bin": self.binlog,
+        }
+
+
+def _connect_args(database_url: str) -> dict[str, Any]:
+    url = make_url(database_url)
+    return {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 3306,
+        "user": url.username or "root",
+        "password": url.password or "",
+        "connect_timeout": CONNECT_TIMEOUT_S,
+    }
+
+
+async def _connect(args: dict[str, Any], db: str | None = None) -> Any:
+    return await asyncmy.connect(**args, db=db, autocommit=False)
+
+
+async def _scalar(conn: Any, sql: str) -> str:
+    async with conn.cursor() as cur:
+        await cur.execute(sql)
+        row = await cur.fetchone()
+    return "" if row is None else str(row[-1])
+
+
+async def _commit_loop(conn: Any, deadline: float, counter: list[int], *, hot: bool) -> None:
+    async with conn.cursor() as cur:
+        while time.perf_counter() < deadline:
+            await cur.execute(
+                "INSERT INTO probe_txn (ref, amount, created_at) VALUES (%s, %s, NOW(6))", (uuid.uuid4().hex, 100)
+            )
+            txn_id = cur.lastrowid
+            await cur.execute(
+                "INSERT INTO probe_entry (txn_id, account, amount) VALUES (%s, %s, %s), (%s, %s, %s)",
+                (txn_id, "mpesa:collections", -100, txn_id, "clearing:user", 100),
+            )
+            if hot:
+                await cur.execute("UPDATE probe_account SET balance = balance + 100 WHERE code = 'deriv:agent'")
+            await conn.commit()
+            counter[0] += 1
+
+
+async def _commits(args: dict[str, Any], db: str, connections: int, seconds: float, *, hot: bool) -> float:
+    conns = [await _connect(args, db) for _ in range(connections)]
+    counter = [0]
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(*(_commit_loop(c, start + seconds, counter, hot=hot) for c in conns))
+        return counter[0] / (time.perf_counter() - start)
+    finally:
+        for c in conns:
+            c.close()
+
+
+async def mariadb_limits(database_url: str, *, connections: int, seconds: float) -> tuple[float, float, str, str, str]:
+    """(commits/s, hot-row commits/s, server version, innodb_flush_log_at_trx_commit, log_bin)."""
+    args = _connect_args(database_url)
+    db = f"penpay_bench_probe_{uuid.uuid4().hex[:8]}"
+    admin = await _connect(args)
+    try:
+        version = await _scalar(admin, "SELECT VERSION()")
+        flush = await _scalar(admin, "SHOW VARIABLES LIKE 'innodb_flush_log_at_trx_commit'")
+        binlog = await _scalar(admin, "SHOW VARIABLES LIKE 'log_bin'")
+        async with admin.cursor() as cur:
+            await cur.execute(f"CREATE DATABASE `{db}`")
+            await cur.execute(f"USE `{db}`")
+            await cur.execute(
+                "CREATE TABLE probe_txn (id BIGINT AUTO_INCREMENT PRIMARY KEY, ref CHAR(32) NOT NULL UNIQUE, "
+                "amount BIGINT NOT NULL, created_at DATETIME(6) NOT NULL) ENGINE=InnoDB"
+            )
+            await cur.execute(
+                "CREATE TABLE probe_entry (id BIGINT AUTO_INCREMENT PRIMARY KEY, txn_id BIGINT NOT NULL, "
+                "account VARCHAR(64) NOT NULL, amount BIGINT NOT NULL, KEY (txn_id), KEY (account)) ENGINE=InnoDB"
+            )
+            await cur.execute(
+                "CREATE TABLE probe_account (code VARCHAR(64) PRIMARY KEY, balance BIGINT NOT NULL) ENGINE=InnoDB"
+            )
+            await cur.execute("INSERT INTO probe_account VALUES ('deriv:agent', 0)")
+        await admin.commit()
+        plain = await _commits(args, db, connections, seconds, hot=False)
+        hot = await _commits(args, db, connections, max(0.5, seconds / 2), hot=True)
+        return plain, hot, version, flush, binlog
+    finally:
+        async with admin.cursor() as cur:
+            await cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+        admin.close()
+
+
+async def redis_limits(redis_url: str, *, seconds: float, callers: int = 32) -> tuple[float, float]:
+    """(XADD/s one per round trip, XADD/s pipelined 100 per round trip)."""
+    client = aioredis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    key = f"penpay-bench-probe-{uuid.uuid4().hex[:8]}:stream"
+    fields = {"event_id": "1", "type": "deposit.requested", "transaction_id": "01J" + "0" * 23, "payload": PAYLOAD}
+    try:
+        counter = [0]
+
+        async def single(deadline: float) -> None:
+            while time.perf_counter() < deadline:
+                await client.xadd(key, fields, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+                counter[0] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(single(start + seconds) for _ in range(callers)))
+        one_by_one = counter[0] / (time.perf_counter() - start)
+
+        counter[0] = 0
+
+        async def piped(deadline: float) -> None:
+            while time.perf_counter() < deadline:
+                pipe = client.pipeline(transaction=False)
+                for _ in range(100):
+                    pipe.xadd(key, fields, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+                await pipe.execute()
+                counter[0] += 100
+
+        start = time.perf_counter()
+        await asyncio.gather(*(piped(start + seconds) for _ in range(4)))
+        pipelined = counter[0] / (time.perf_counter() - start)
+        return one_by_one, pipelined
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+async def measure(
+    database_url: str, redis_url: str, *, connections: int, seconds: float, redis_s: float
+) -> ProbeResult:
+    plain, hot, version, flush, binlog = await mariadb_limits(database_url, connections=connections, seconds=seconds)
+    one, piped = await redis_limits(redis_url, seconds=redis_s)
+    return ProbeResult(
+        commits_per_s=plain,
+        hot_row_commits_per_s=hot,
+        xadd_per_s=one,
+        xadd_pipelined_per_s=piped,
+        connections=connections,
+        server_version=version,
+        flush_log_at_trx_commit=flush,
+        binlog=binlog,
+    )

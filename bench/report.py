@@ -1,0 +1,95 @@
+"""The benchmark's output: the machine, the targets of issue 6, a readable table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+REDIS_TIMEOUT_S = 5.0
+
+# Issue 6 on a 2-core machine running everything at once.
+TARGETS = {
+    "api_accepted_per_s": (">=", 1500.0, "accepted POST /deposit per second at saturation"),
+    "api_p99_ms_at_500": ("<=", 25.0, "p99 latency (ms) at 500 req/s offered, with no request failed"),
+    "e2e_completed_per_s": (">=", 400.0, "completed deposits per second end to end (best worker count)"),
+    "e2e_ratio_to_raw_pct": (">=", 5.0, "end-to-end throughput as % of the raw commit limit"),
+}
+
+
+def _meminfo_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+async def machine(redis_url: str, mariadb_version: str) -> dict[str, Any]:
+    client = aioredis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    try:
+        info = await client.info("server")
+        redis_version = str(info.get("redis_version", "?"))
+    finally:
+        await client.aclose()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory_mb": _meminfo_mb(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "mariadb": mariadb_version,
+        "redis": redis_version,
+    }
+
+
+def evaluate(figures: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, (op, goal, what) in TARGETS.items():
+        value = figures.get(name)
+        met = None if value is None else (value >= goal if op == ">=" else value <= goal)
+        out[name] = {"what": what, "target": f"{op} {goal:g}", "value": value, "met": met}
+    return out
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(rows: list[tuple[str, object, str]]) -> str:
+    """Three columns: what, value, note."""
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(_fmt(r[1])) for r in rows)
+    lines = []
+    for what, value, note in rows:
+        if not what and value is None:
+            lines.append("")
+            continue
+        lines.append(f"  {what.ljust(width)}  {_fmt(value).rjust(vwidth)}  {note}".rstrip())
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], results_dir: Path) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    path = results_dir / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,544 @@
+"""``make bench``: PenPay's load benchmark, in one run on this machine (issue 6).
+
+Phases, in order (durations and sizes: ``bench.config``, ``BENCH_*`` variables):
+
+1. raw limits: durable ledger-style commits/s and Redis XADD/s from Python (``bench.probe``);
+2. the platform: sandbox, gateway, API and one worker process started as ``make run`` starts them (the console
+   scripts), on free ports, against a throwaway database and a private Redis prefix, with every provider delay at 0
+   (``tests/e2e/platform.py``); or a running one when ``BENCH_API_URL`` is set;
+3. API at saturation: closed loop, ``saturation_concurrency`` clients posting deposits for ``saturation_seconds``;
+4. API latency: open loop, deposits due at ``latency_rate``/s for ``latency_seconds``; then the backlog both left
+   is drained (every transaction terminal) before anything else is measured;
+5. end to end, one worker process: ``e2e_deposits`` deposits posted as fast as the API takes them, each followed to
+   COMPLETED; then deposits paced at half that throughput (completion time without queueing); then
+   ``e2e_withdrawals`` withdrawals (accounts linked and codes fetched beforehand);
+6. scaling: the deposit burst again with two worker processes;
+7. profiles: py-spy on the API and the worker during a deposit burst (``bench.profiling``);
+8. round trips: the API and a worker restarted with every SQL statement counted, ``count_deposits`` deposits one
+   at a time (``bench.sqlcount``);
+9. checks: ``GET /admin/ledger/check``, ``GET /admin/audit/verify`` and every transaction terminal.
+
+It prints a table, writes ``bench/results/<date-time>.json`` and exits 0 whether or not the targets are met (the
+figures are the product); it exits 1 only if the harness itself failed or a check after the run failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bench import flows, probe, profiling, report, worker_logs
+from bench.config import ROOT, BenchConfig
+from bench.http import HttpPool
+from bench.load import LoadResult, closed_loop, open_loop, percentile
+from penpay.cli import mint_token
+from penpay.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.e2e.platform import Platform
+
+CHECK_TIMEOUT_S = 300.0
+READY_TIMEOUT_S = 30.0
+
+
+def say(line: str) -> None:
+    sys.stdout.write(f"bench | {line}\n")
+    sys.stdout.flush()
+
+
+class Bench:
+    """The phases against one platform (``platform`` is None when it was not started here)."""
+
+    def __init__(
+        self,
+        cfg: BenchConfig,
+        settings: Settings,
+        *,
+        api: str,
+        control: str,
+        platform: Platform | None,
+        logs: Path,
+    ) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.api = api
+        self.control = control
+        self.platform = platform
+        self.logs = logs
+        self.tag = uuid.uuid4().hex[:6]
+        self.engine: AsyncEngine = create_async_engine(
+            settings.database_url, pool_size=2, connect_args={"connect_timeout": 5}
+        )
+        self.pool = HttpPool(api, max_connections=cfg.max_connections, timeout_s=30.0)
+        self.out: dict[str, Any] = {}
+
+    def _worker_logs(self) -> list[Path]:
+        from tests.e2e.platform import LOGS  # noqa: PLC0415 - where the platform's processes log
+
+        assert self.platform is not None
+        return sorted(LOGS.glob(f"{self.platform.env['PENPAY_STREAM_PREFIX']}-worker*.log"))
+
+    def mint(self, user: str) -> str:
+        return mint_token(self.settings, sub=user, ttl_s=4 * 3600)
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            await self._api_phases()
+            await self._e2e_phases()
+            if self.platform is not None:
+                await self._scaling()
+                if self.cfg.profile:
+                    await self._profiles()
+                await self._round_trips()
+            await self._checks()
+            if self.platform is not None:
+                self.out["worker_logs"] = worker_logs.summarise(self._worker_logs())
+                say(f"  worker retries: {self.out['worker_logs']['handler_failures'] or 'none'}")
+        finally:
+            await self.pool.aclose()
+            await self.engine.dispose()
+        return self.out
+
+    # ------------------------------------------------------------------------------------------------ API
+    async def _api_phases(self) -> None:
+        cfg = self.cfg
+        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}a")
+        say(f"API at saturation: {cfg.saturation_concurrency} clients for {cfg.saturation_seconds:g} s")
+        sat = await closed_loop(
+            self.pool,
+            deposits.request,
+            concurrency=cfg.saturation_concurrency,
+            duration_s=cfg.saturation_seconds,
+        )
+        self.out["api_saturation"] = sat.summary()
+        say(f"  accepted {sat.accepted_per_s:,.1f}/s")
+
+        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}b")
+        say(f"API latency: open loop at {cfg.latency_rate:g} req/s for {cfg.latency_seconds:g} s")
+        lat = await open_loop(
+            self.pool,
+            deposits.request,
+            rate=cfg.latency_rate,
+            duration_s=cfg.latency_seconds,
+            timeout_s=cfg.request_timeout_s,
+        )
+        summary = lat.summary()
+        summary["p99_with_failures_ms"] = _p99_with_failures_ms(lat, cfg.request_timeout_s)
+        self.out["api_latency"] = summary
+        say(f"  p50 {summary['latency_ms']['p50']} ms, p99 {summary['p99_with_failures_ms']} ms, sent {lat.sent}")  # type: ignore[index]
+
+        ids = sat.created_ids + lat.created_ids
+        say(f"draining the {len(ids):,} deposits of the API phases")
+        drained = await flows.wait_terminal(self.engine, ids, timeout_s=cfg.drain_timeout_s)
+        self.out["api_backlog"] = drained.summary()
+        say(f"  {drained.completed:,} completed in {drained.span_s:,.1f} s ({drained.completed_per_s:,.1f}/s)")
+
+    # ------------------------------------------------------------------------------------------------ end to end
+    async def _deposit_burst(self, label: str) -> dict[str, Any]:
+        cfg = self.cfg
+        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}{label}")
+        say(f"end to end ({label}): {cfg.e2e_deposits:,} deposits, {cfg.e2e_concurrency} clients")
+        posted = await closed_loop(self.pool, deposits.request, concurrency=cfg.e2e_concurrency, total=cfg.e2e_deposits)
+        done = await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=cfg.drain_timeout_s)
+        out = {"posted": posted.summary(), "completion": done.summary()}
+        ms = done.summary()["completion_ms"]
+        say(f"  {done.completed_per_s:,.1f} completed/s; completion p50 {ms['p50']} ms, p99 {ms['p99']} ms")  # type: ignore[index]
+        return out
+
+    async def _e2e_phases(self) -> None:
+        cfg = self.cfg
+        self.out["e2e_deposits_1"] = await self._deposit_burst("d1")
+
+        rate = max(1.0, 0.5 * float(self.out["e2e_deposits_1"]["completion"]["completed_per_s"]))
+        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}p")
+        say(f"end to end, paced: deposits at {rate:,.1f}/s for {cfg.paced_seconds:g} s")
+        paced = await open_loop(
+            self.pool, deposits.request, rate=rate, duration_s=cfg.paced_seconds, timeout_s=cfg.request_timeout_s
+        )
+        done = await flows.wait_terminal(self.engine, paced.created_ids, timeout_s=cfg.drain_timeout_s)
+        self.out["e2e_deposits_paced"] = {
+            "rate": round(rate, 1),
+            "posted": paced.summary(),
+            "completion": done.summary(),
+        }
+        ms = done.summary()["completion_ms"]
+        say(f"  completion p50 {ms['p50']} ms, p99 {ms['p99']} ms")  # type: ignore[index]
+
+        say(f"withdrawals: linking {cfg.e2e_withdrawals:,} sandbox accounts and fetching their codes")
+        prepared = await flows.prepare_withdrawals(
+            self.api, self.control, self.mint, count=cfg.e2e_withdrawals, tag=self.tag
+        )
+        withdrawals = flows.Withdrawals(self.pool, prepared, tag=self.tag)
+        say(f"end to end: {cfg.e2e_withdrawals:,} withdrawals, {cfg.e2e_concurrency} clients")
+        posted = await closed_loop(
+            self.pool, withdrawals.request, concurrency=cfg.e2e_concurrency, total=cfg.e2e_withdrawals
+        )
+        done = await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=cfg.drain_timeout_s)
+        self.out["e2e_withdrawals"] = {"posted": posted.summary(), "completion": done.summary()}
+        ms = done.summary()["completion_ms"]
+        say(f"  {done.completed_per_s:,.1f} completed/s; completion p50 {ms['p50']} ms, p99 {ms['p99']} ms")  # type: ignore[index]
+
+    async def _scaling(self) -> None:
+        assert self.platform is not None
+        say("scaling: a second worker process")
+        self.platform.start("worker2", "penpay-worker", "--workers", "all")
+        await asyncio.sleep(2)
+        try:
+            self.out["e2e_deposits_2"] = await self._deposit_burst("d2")
+        finally:
+            self.platform.stop("worker2")
+
+    # ------------------------------------------------------------------------------------------------ profiles
+    async def _profiles(self) -> None:
+        assert self.platform is not None
+        cfg = self.cfg
+        out_dir = self.logs / "profiles"
+        api_pid, worker_pid = self.platform.procs["api"].pid, self.platform.procs["worker"].pid
+        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}f")
+        say(f"profiles: py-spy on the API ({api_pid}) and the worker ({worker_pid}) for {cfg.profile_seconds:g} s")
+        pids = {name: proc.pid for name, proc in self.platform.procs.items()} | profiling.server_pids()
+        cpu0 = {name: profiling.cpu_seconds(pid) for name, pid in pids.items()}
+        started = time.monotonic()
+        posted, api_profile, worker_profile = await asyncio.gather(
+            closed_loop(
+                self.pool, deposits.request, concurrency=cfg.saturation_concurrency, duration_s=cfg.profile_seconds
+            ),
+            profiling.record("api", api_pid, cfg.profile_seconds, out_dir),
+            profiling.record("worker", worker_pid, cfg.profile_seconds, out_dir),
+        )
+        elapsed = time.monotonic() - started
+        cpu = {name: round(100 * (profiling.cpu_seconds(pid) - cpu0[name]) / elapsed, 1) for name, pid in pids.items()}
+        self.out["profiles"] = {
+            "api": api_profile.as_dict(),
+            "worker": worker_profile.as_dict(),
+            "cpu_percent_of_one_core": cpu,
+        }
+        say(f"  CPU, % of one core: {cpu}")
+        for prof in (api_profile, worker_profile):
+            say(f"  {prof.process}: {prof.cpu_percent:.0f}% of a core, {prof.samples} samples {prof.error}".rstrip())
+        await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=cfg.drain_timeout_s)
+
+    # ------------------------------------------------------------------------------------------------ round trips
+    async def _round_trips(self) -> None:
+        """Restart the API and the worker with statement counting, post deposits one at a time, count."""
+        p = self.platform
+        assert p is not None
+        cfg = self.cfg
+        counts_dir = self.logs / "sqlcount"
+        counts_dir.mkdir(parents=True, exist_ok=True)
+        files = {name: counts_dir / f"{name}-{self.tag}.json" for name in ("api", "worker")}
+        say(f"round trips: {cfg.count_deposits} deposits, one at a time, with every SQL statement counted")
+        await self._restart(
+            lambda: (p.stop("api"), p.stop("worker")),
+            lambda: _start_counted(p, "api", files["api"]),
+        )
+        _start_counted(p, "worker", files["worker"], "--workers", "all")
+        await asyncio.sleep(2)
+        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}c")
+        posted = await closed_loop(self.pool, deposits.request, concurrency=1, total=cfg.count_deposits)
+        done = await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=cfg.drain_timeout_s)
+        await self._restart(
+            lambda: (p.stop("api"), p.stop("worker")),
+            lambda: (p.env.pop("BENCH_SQLCOUNT_FILE", None), p.start("api", "penpay-api")),
+        )
+        p.start("worker", "penpay-worker", "--workers", "all")
+        counted = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
+        n = max(1, done.completed)
+        per: dict[str, Any] = {"deposits": posted.accepted, "completed": done.completed}
+        for name, data in counted.items():
+            statements = sum(int(v) for v in data.get("statements", {}).values())
+            per[name] = {
+                "statements_per_deposit": round(statements / n, 1),
+                "commits_per_deposit": round(int(data.get("commit", 0)) / n, 2),
+                "rollbacks_per_deposit": round(int(data.get("rollback", 0)) / n, 2),
+                "by_statement_per_deposit": {k: round(int(v) / n, 2) for k, v in data.get("statements", {}).items()},
+            }
+        self.out["round_trips"] = per
+        for name in ("api", "worker"):
+            if name in per:
+                say(
+                    f"  {name}: {per[name]['statements_per_deposit']} statements, "
+                    f"{per[name]['commits_per_deposit']} commits per deposit"
+                )
+
+    async def _restart(self, stop: Callable[[], object], start: Callable[[], object]) -> None:
+        stop()
+        start()
+        await _wait_ready(f"{self.api}/readyz")
+
+    # ------------------------------------------------------------------------------------------------ checks
+    async def _checks(self) -> None:
+        say("checks: ledger, audit chain, every transaction terminal")
+        admin = {"Authorization": f"Bearer {mint_token(self.settings, sub='bench-admin', role='admin')}"}
+        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S) as client:
+            ledger = (await client.get(f"{self.api}/admin/ledger/check", headers=admin)).json()
+            audit = (await client.get(f"{self.api}/admin/audit/verify", headers=admin)).json()
+        state = await flows.database_state(self.engine)
+        self.out["checks"] = {
+            "ledger_ok": bool(ledger.get("ok")),
+            "ledger": ledger,
+            "audit_ok": bool(audit.get("ok")),
+            "audit": audit,
+            "all_terminal": state["all_terminal"],
+            "statuses": state["statuses"],
+        }
+        say(
+            f"  ledger balances: {'ok' if ledger.get('ok') else 'NOT OK'}; audit chain: "
+            f"{'ok' if audit.get('ok') else 'NOT OK'}; every transaction terminal: "
+            f"{'yes' if state['all_terminal'] else 'NO'} {state['statuses']}"
+        )
+
+
+def _p99_with_failures_ms(result: LoadResult, timeout_s: float) -> float:
+    """p99 over every request sent, a failed one counted as taking the timeout (so a lower bound when >1 % failed)."""
+    failed = result.sent - result.accepted
+    return round(percentile(result.latencies_s + [timeout_s] * failed, 99) * 1000, 2)
+
+
+def _start_counted(p: Platform, name: str, out: Path, *args: str) -> None:
+    p.env["BENCH_SQLCOUNT_FILE"] = str(out)
+    p.env["PYTHONPATH"] = str(ROOT)
+    p.start(name, "python", "-m", "bench.sqlcount", name, *args)
+
+
+async def _wait_ready(url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 within {READY_TIMEOUT_S:g} s")
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    def completion(phase: str) -> dict[str, Any]:
+        value: dict[str, Any] = out.get(phase, {}).get("completion", {})
+        return value
+
+    lat = out.get("api_latency", {})
+    d1, d2, wd, paced = (
+        completion("e2e_deposits_1"),
+        completion("e2e_deposits_2"),
+        completion("e2e_withdrawals"),
+        (completion("e2e_deposits_paced")),
+    )
+    best = max(d1.get("completed_per_s", 0.0), d2.get("completed_per_s", 0.0)) if d1 else None
+    commits = raw["commits_per_s"]
+    rt = out.get("round_trips", {})
+    checks = out.get("checks", {})
+    return {
+        "raw_commits_per_s": commits,
+        "raw_hot_row_commits_per_s": raw["hot_row_commits_per_s"],
+        "raw_xadd_per_s": raw["xadd_per_s"],
+        "raw_xadd_pipelined_per_s": raw["xadd_pipelined_per_s"],
+        "api_accepted_per_s": out.get("api_saturation", {}).get("accepted_per_s"),
+        "api_p50_ms_at_500": lat.get("latency_ms", {}).get("p50"),
+        "api_p95_ms_at_500": lat.get("latency_ms", {}).get("p95"),
+        "api_p99_ms_at_500": lat.get("p99_with_failures_ms"),
+        "api_failed_at_500": (lat["sent"] - lat["accepted"]) if lat else None,
+        "api_offered_rate": out.get("config", {}).get("latency_rate"),
+        "e2e_deposits_per_s_1_worker": d1.get("completed_per_s"),
+        "e2e_deposits_peak_5s_per_s_1_worker": d1.get("peak_5s_completed_per_s"),
+        "e2e_deposit_p50_ms": d1.get("completion_ms", {}).get("p50"),
+        "e2e_deposit_p99_ms": d1.get("completion_ms", {}).get("p99"),
+        "e2e_deposit_paced_rate": out.get("e2e_deposits_paced", {}).get("rate"),
+        "e2e_deposit_paced_p50_ms": paced.get("completion_ms", {}).get("p50"),
+        "e2e_deposit_paced_p99_ms": paced.get("completion_ms", {}).get("p99"),
+        "e2e_withdrawals_per_s": wd.get("completed_per_s"),
+        "e2e_withdrawal_p50_ms": wd.get("completion_ms", {}).get("p50"),
+        "e2e_withdrawal_p99_ms": wd.get("completion_ms", {}).get("p99"),
+        "e2e_deposits_per_s_2_workers": d2.get("completed_per_s"),
+        "e2e_deposits_peak_5s_per_s_2_workers": d2.get("peak_5s_completed_per_s"),
+        "e2e_deposit_p50_ms_2_workers": d2.get("completion_ms", {}).get("p50"),
+        "e2e_deposit_p99_ms_2_workers": d2.get("completion_ms", {}).get("p99"),
+        "e2e_completed_per_s": best,
+        "e2e_ratio_to_raw_pct": round(100 * best / commits, 2) if best is not None and commits else None,
+        "sql_statements_per_deposit_api": rt.get("api", {}).get("statements_per_deposit"),
+        "sql_commits_per_deposit_api": rt.get("api", {}).get("commits_per_deposit"),
+        "sql_statements_per_deposit_worker": rt.get("worker", {}).get("statements_per_deposit"),
+        "sql_commits_per_deposit_worker": rt.get("worker", {}).get("commits_per_deposit"),
+        "ledger_ok": checks.get("ledger_ok"),
+        "audit_ok": checks.get("audit_ok"),
+        "all_terminal": checks.get("all_terminal"),
+    }
+
+
+def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[str, Any]) -> str:
+    def mark(name: str) -> str:
+        t = targets[name]
+        verdict = "-" if t["met"] is None else ("MET" if t["met"] else "NOT MET")
+        return f"target {t['target']}: {verdict}"
+
+    rows: list[tuple[str, object, str]] = [
+        ("raw: durable commits/s (txn + 2 entries)", f["raw_commits_per_s"], "MariaDB, many connections"),
+        ("raw: same + one hot row updated", f["raw_hot_row_commits_per_s"], "commits/s serialised on one row"),
+        ("raw: Redis XADD/s", f["raw_xadd_per_s"], "one per round trip"),
+        ("raw: Redis XADD/s pipelined", f["raw_xadd_pipelined_per_s"], "100 per round trip"),
+        ("", None, ""),
+        ("API: accepted deposits/s at saturation", f["api_accepted_per_s"], mark("api_accepted_per_s")),
+        (f"API: p50 ms at {f['api_offered_rate']:g} req/s", f["api_p50_ms_at_500"], "open loop"),
+        (f"API: p95 ms at {f['api_offered_rate']:g} req/s", f["api_p95_ms_at_500"], ""),
+        (f"API: p99 ms at {f['api_offered_rate']:g} req/s", f["api_p99_ms_at_500"], mark("api_p99_ms_at_500")),
+        ("API: requests failed/timed out at that rate", f["api_failed_at_500"], ""),
+        ("", None, ""),
+        ("e2e: completed deposits/s, 1 worker", f["e2e_deposits_per_s_1_worker"], "burst, 202 -> COMPLETED"),
+        ("e2e: same, best 5 s window", f["e2e_deposits_peak_5s_per_s_1_worker"], "diagnostic: without the tail"),
+        ("e2e: deposit completion p50 ms (burst)", f["e2e_deposit_p50_ms"], "queueing included"),
+        ("e2e: deposit completion p99 ms (burst)", f["e2e_deposit_p99_ms"], ""),
+        (
+            "e2e: deposit completion p50 ms (paced)",
+            f["e2e_deposit_paced_p50_ms"],
+            f"at {f['e2e_deposit_paced_rate']}/s",
+        ),
+        ("e2e: deposit completion p99 ms (paced)", f["e2e_deposit_paced_p99_ms"], ""),
+        ("e2e: completed withdrawals/s, 1 worker", f["e2e_withdrawals_per_s"], "burst"),
+        ("e2e: withdrawal completion p50 ms", f["e2e_withdrawal_p50_ms"], ""),
+        ("e2e: withdrawal completion p99 ms", f["e2e_withdrawal_p99_ms"], ""),
+        ("e2e: completed deposits/s, 2 workers", f["e2e_deposits_per_s_2_workers"], "scaling"),
+        ("e2e: same, best 5 s window, 2 workers", f["e2e_deposits_peak_5s_per_s_2_workers"], "diagnostic"),
+        ("e2e: deposit completion p99 ms, 2 workers", f["e2e_deposit_p99_ms_2_workers"], ""),
+        ("e2e: best completed deposits/s", f["e2e_completed_per_s"], mark("e2e_completed_per_s")),
+        ("e2e / raw commit limit, %", f["e2e_ratio_to_raw_pct"], mark("e2e_ratio_to_raw_pct")),
+        ("", None, ""),
+        ("SQL statements per deposit: API", f["sql_statements_per_deposit_api"], "POST + STK callback"),
+        ("SQL commits per deposit: API", f["sql_commits_per_deposit_api"], ""),
+        ("SQL statements per deposit: worker", f["sql_statements_per_deposit_worker"], "push, credit, steps"),
+        ("SQL commits per deposit: worker", f["sql_commits_per_deposit_worker"], ""),
+        ("", None, ""),
+        ("after the run: ledger balances", _yes(f["ledger_ok"]), "GET /admin/ledger/check"),
+        ("after the run: audit chain verifies", _yes(f["audit_ok"]), "GET /admin/audit/verify"),
+        ("after the run: every transaction terminal", _yes(f["all_terminal"]), ""),
+    ]
+    head = (
+        f"PenPay benchmark: {machine['cores']} cores ({machine['cpu']}), {machine['memory_mb']:,} MB, "
+        f"MariaDB {machine['mariadb']}, Redis {machine['redis']}, Python {machine['python']}"
+    )
+    return head + "\n" + report.table(rows)
+
+
+def _yes(value: object) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+# ---------------------------------------------------------------------------------------------------- main
+@contextlib.contextmanager
+def _own_platform(settings: Settings, logs: Path, cfg: BenchConfig) -> Iterator[Platform]:
+    os.environ.setdefault("PENPAY_E2E_LOGS", str(logs))
+    from tests.e2e.platform import platform  # noqa: PLC0415 - the e2e tests' way of starting the real processes
+
+    from penpay.adapters.db.engine import drop_database  # noqa: PLC0415
+
+    url = make_url(settings.database_url).set(database=f"penpay_bench_{uuid.uuid4().hex[:8]}")
+    database_url = url.render_as_string(hide_password=False)
+    overrides = {
+        "PENPAY_SANDBOX_CALLBACK_DELAY_MS": str(cfg.callback_delay_ms),
+        "PENPAY_RATE_LIMIT_USER_PER_MIN": "1000000",
+        "PENPAY_RATE_LIMIT_IP_PER_MIN": "100000000",
+        # make run's own values (.env.example) unless BENCH_* says otherwise (quick mode: the e2e tests' short ones)
+        "PENPAY_RECONCILE_AFTER_S": str(cfg.reconcile_after_s),
+        "PENPAY_WORKER_CLAIM_IDLE_MS": str(cfg.claim_idle_ms),
+        "PENPAY_WORKER_BLOCK_MS": "1000",
+    }
+    prefixes: list[str] = []
+    try:
+        with platform(database_url, settings.redis_url, **overrides) as p:
+            prefixes.append(p.env["PENPAY_STREAM_PREFIX"])
+            yield p
+    finally:
+        asyncio.run(drop_database(database_url))
+        for prefix in prefixes:
+            asyncio.run(_drop_keys(settings.redis_url, prefix))
+
+
+async def _drop_keys(redis_url: str, prefix: str) -> None:
+    client = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    cfg = BenchConfig.from_env()
+    settings = Settings()
+    started = datetime.now(UTC)
+    logs = cfg.logs_dir / started.strftime("%Y%m%dT%H%M%SZ")
+    logs.mkdir(parents=True, exist_ok=True)
+    say(f"{'quick mode; ' if cfg.quick else ''}logs and raw profiles in {logs}")
+
+    say(f"raw limits: {cfg.probe_connections} connections for {cfg.probe_seconds:g} s, then Redis")
+    raw = asyncio.run(
+        probe.measure(
+            settings.database_url,
+            settings.redis_url,
+            connections=cfg.probe_connections,
+            seconds=cfg.probe_seconds,
+            redis_s=cfg.probe_redis_seconds,
+        )
+    ).as_dict()
+    say(f"  {raw['commits_per_s']:,.0f} commits/s, {raw['xadd_per_s']:,.0f} XADD/s")
+    machine = asyncio.run(report.machine(settings.redis_url, raw["server_version"]))
+
+    out: dict[str, Any]
+    if cfg.api_url:
+        control = cfg.control_url or f"http://127.0.0.1:{settings.sandbox_http_port}"
+        say(f"using the running platform at {cfg.api_url} (no scaling, profiles or statement counts)")
+        out = asyncio.run(
+            Bench(cfg, settings, api=cfg.api_url.rstrip("/"), control=control, platform=None, logs=logs).run()
+        )
+        mode = "external"
+    else:
+        say("starting sandbox, gateway, API and one worker (as make run does)")
+        with _own_platform(settings, logs, cfg) as p:
+            out = asyncio.run(Bench(cfg, p.settings, api=p.api, control=p.control, platform=p, logs=logs).run())
+        mode = "started"
+
+    out["config"] = _config_dict(cfg)
+    figs = figures(raw, out)
+    targets = report.evaluate(figs)
+    results = {
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "mode": mode,
+        "quick": cfg.quick,
+        "machine": machine,
+        "figures": figs,
+        "targets": targets,
+        "raw": raw,
+        "phases": out,
+        "logs": str(logs),
+    }
+    path = report.write(results, cfg.results_dir)
+    sys.stdout.write("\n" + render(figs, targets, machine) + "\n\n")
+    say(f"results: {path}")
+    checks_ok = bool(figs["ledger_ok"]) and bool(figs["all_terminal"]) and bool(figs["audit_ok"])
+    sys.exit(0 if checks_ok else 1)
+
+
+def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
+    return {f.name: (str(v) if isinstance(v := getattr(cfg, f.name), Path) else v) for f in fields(cfg)}
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    main()
