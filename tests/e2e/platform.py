@@ -49,12 +49,27 @@ class Platform:
 
     def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
         LOGS.mkdir(parents=True, exist_ok=True)
-        log = (LOGS / f"{self.env['PENPAY_STREAM_PREFIX']}-{name}.log").open("ab")
+        log = self.log_path(name).open("ab")
         proc = subprocess.Popen(
             [str(BIN / argv[0]), *argv[1:]], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        log.write(f"\n--- started pid={proc.pid}\n".encode())
+        log.flush()
         self.procs[name] = proc
         return proc
+
+    def log_path(self, name: str) -> Path:
+        return LOGS / f"{self.env['PENPAY_STREAM_PREFIX']}-{name}.log"
+
+    async def wait_for_log(self, name: str, text: str, timeout_s: float = 20) -> None:
+        """Wait until the process has logged ``text`` since it was (last) started."""
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.log_path(name).read_text(errors="replace").split(f"pid={proc.pid}")[-1]:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{name} did not log {text!r} within {timeout_s}s")
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int | None:
         proc = self.procs.pop(name, None)

@@ -225,5 +225,6 @@ class TestCrashes:
         assert len(transfers_with(await deriv_account(client, running, "CR1000005"), txn["id"])) == 1
 
     async def test_sigterm_stops_a_worker_cleanly(self, running: Platform) -> None:
+        await running.wait_for_log("worker", "worker_started")
         assert running.stop("worker", signal.SIGTERM) == 0
         running.start("worker", "penpay-worker")

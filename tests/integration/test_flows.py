@@ -355,3 +355,43 @@ class TestReconciler:
         await reconciliation.sweep(world.deps)
         after = await world.get(txn.id)
         assert after.status in (Status.PAYMENT_RECEIVED, Status.CREDITING, Status.COMPLETED)
+
+
+class TestCallbackOvertakesThePushAnswer:
+    async def test_a_callback_arriving_before_the_push_answer_is_recorded_still_settles_the_deposit(
+        self, world: World
+    ) -> None:
+        from penpay.service_layer.callbacks import StkNotice, Verdict, apply_stk_callback  # noqa: PLC0415
+        from penpay.service_layer.intake import CallbackKind, ReceivedCallback, StoredCallback  # noqa: PLC0415
+
+        txn = deposit()
+        await world.store(txn)
+        async with world.deps.uow() as uow:  # the worker recorded the push, and Daraja's answer is still on its way
+            loaded = await uow.transactions.get(txn.id, for_update=True)
+            loaded.request_stk_push(uow.now)
+            await uow.transactions.save(loaded)
+            await uow.commit()
+        stored = StoredCallback(
+            id=1,
+            received_at=datetime.now(UTC),
+            callback=ReceivedCallback(
+                kind=CallbackKind.STK,
+                transaction_id=txn.id,
+                source_ip="127.0.0.1",
+                source_allowed=True,
+                token_valid=True,
+                body="{}",
+            ),
+        )
+        async with world.deps.uow() as uow:
+            verdict = await apply_stk_callback(
+                uow,
+                stored,
+                StkNotice(checkout_request_id=f"ws_CO_{txn.id}", result=paid("RFAST00001", Money.kes(1_000))),
+            )
+            await uow.commit()
+
+        assert verdict is Verdict.APPLIED
+        after = await world.get(txn.id)
+        assert after.status is Status.PAYMENT_RECEIVED
+        assert after.mpesa_checkout_request_id == f"ws_CO_{txn.id}"

@@ -185,8 +185,12 @@ async def apply_stk_callback(uow: UnitOfWork, stored: StoredCallback, notice: St
         txn = await _awaiting_without_checkout_id(uow, stored)
         if txn is None:
             return await _unmatched(uow, stored, f"CheckoutRequestID {notice.checkout_request_id}")
-        # Daraja's answer to our push was lost; the token-bound URL names this deposit, so the callback is its own
-        txn.mpesa_checkout_request_id = notice.checkout_request_id
+        # Daraja's answer to our push was lost, or has not been recorded yet; the token-bound URL names this
+        # deposit, so the callback is its own
+        if txn.status is Status.PENDING:
+            txn.stk_push_accepted(notice.checkout_request_id, uow.now)
+        else:
+            txn.mpesa_checkout_request_id = notice.checkout_request_id
     if txn.id != stored.callback.transaction_id:
         return await _note(uow, stored, Verdict.MISMATCH, f"token is bound to another transaction than {txn.id}")
     before = txn.status
@@ -259,8 +263,12 @@ async def _awaiting_without_checkout_id(uow: UnitOfWork, stored: StoredCallback)
         txn = await uow.transactions.get(claimed, for_update=True)
     except NotFound:
         return None
-    if txn.kind is Kind.DEPOSIT and txn.status is Status.AWAITING_PAYMENT and txn.mpesa_checkout_request_id is None:
+    if txn.kind is not Kind.DEPOSIT or txn.mpesa_checkout_request_id is not None:
+        return None
+    if txn.status is Status.AWAITING_PAYMENT:
         return txn
+    if txn.status is Status.PENDING and txn.stk_requested_at is not None:
+        return txn  # the callback overtook Daraja's answer to our push (the push was sent: it is recorded)
     return None
 
 

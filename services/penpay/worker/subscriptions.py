@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from penpay.adapters.db.unit_of_work import with_retries
 from penpay.adapters.stream_consumer import PoisonMessage, StreamMessage
 from penpay.logging import get_logger
 from penpay.service_layer.callbacks import CallbackDecoder, Verdict, apply_callback
@@ -36,7 +37,7 @@ def event_handler(sub: Subscription, deps: FlowDeps) -> Handler:
         async with deps.uow() as uow:
             if await uow.processed.seen(sub.group, message.dedupe_key):
                 return
-        outcome = await step(deps, event)
+        outcome = await with_retries(lambda: step(deps, event))  # a deadlock is retried at once, not in a minute
         async with deps.uow() as uow:
             await uow.processed.mark(sub.group, message.dedupe_key, uow.now)
             await uow.commit()
@@ -53,14 +54,21 @@ def callback_handler(deps: FlowDeps, decoder: CallbackDecoder, group: str = "cal
             callback_id = int(message.fields["callback_id"])
         except (KeyError, ValueError) as exc:
             raise PoisonMessage(f"no callback id in the message: {exc}") from exc
-        async with deps.uow() as uow:
-            if not await uow.processed.mark(group, message.dedupe_key, uow.now):
-                return
-            stored = await uow.callbacks.get(callback_id)
-            verdict = await apply_callback(uow, stored, decoder)
-            if verdict is Verdict.EARLY:
-                raise CallbackNotReady(f"callback {callback_id} arrived before its CheckoutRequestID was recorded")
-            await uow.commit()
+
+        async def apply_once() -> Verdict | None:
+            async with deps.uow() as uow:
+                if not await uow.processed.mark(group, message.dedupe_key, uow.now):
+                    return None
+                stored = await uow.callbacks.get(callback_id)
+                verdict = await apply_callback(uow, stored, decoder)
+                if verdict is Verdict.EARLY:
+                    raise CallbackNotReady(f"callback {callback_id} arrived before its STK push was recorded")
+                await uow.commit()
+                return verdict
+
+        verdict = await with_retries(apply_once)
+        if verdict is None:
+            return
         log.info(
             "callback_applied", callback_id=callback_id, verdict=verdict.value, transaction_id=message.transaction_id
         )
