@@ -77,6 +77,11 @@ async def _mail_to(c: httpx.AsyncClient, p: Platform, to: str, subject: str, tim
     raise AssertionError(f"no mail to {to} about {subject!r}")
 
 
+async def _audit_rows(c: httpx.AsyncClient, p: Platform) -> int:
+    report = (await c.get(f"{p.api}/admin/audit/verify", headers=p.headers(ADMIN, role="admin"))).json()
+    return int(report["rows"])
+
+
 def cents(amount_usd: str) -> int:
     return int(Decimal(amount_usd) * 100)
 
@@ -86,6 +91,7 @@ class TestDeposits:
         self, running: Platform, client: httpx.AsyncClient
     ) -> None:
         before = await deriv_account(client, running, "CR1000001")
+        chained_before = await _audit_rows(client, running)
         txn = await deposit(client, running, "alice", kes=1_000, msisdn="0712 345 678", loginid="cr1000001")
         assert txn["status"] == "PENDING"
         assert txn["msisdn"] == "254712345678"
@@ -96,6 +102,11 @@ class TestDeposits:
         assert after["balance_cents"] - before["balance_cents"] == cents(done["amount_usd"])
         assert done["mpesa_receipt"]
         assert done["deriv_transaction_id"]
+        for _ in range(40):  # the worker's auditor links the deposit's audit rows into the chain within moments
+            if await _audit_rows(client, running) > chained_before:
+                break
+            await asyncio.sleep(0.25)
+        assert await _audit_rows(client, running) > chained_before
 
     @pytest.mark.parametrize(
         ("msisdn", "code"), [("254700000001", "1032"), ("254700000002", "1037"), ("254700000003", "2001")]

@@ -15,6 +15,7 @@ from penpay.adapters.db.engine import create_engine, drop_database
 from penpay.bootstrap import Database
 from penpay_domain import ledger
 from penpay_domain.money import Money
+from tests.integration.audit_helpers import chained_seq
 from tests.integration.ledger_fixtures import private_accounts
 
 pytestmark = pytest.mark.integration
@@ -86,10 +87,12 @@ class TestAppendOnly:
     @pytest.mark.parametrize("verb", ["UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"])
     async def test_audit_rows_cannot_be_changed_or_removed(self, db: Database, verb: str) -> None:
         async with db.uow() as uow:
-            entry = await uow.audit.append(actor="test", action="probe", subject="s", payload={}, now=uow.now)
+            subject = f"probe-{uuid.uuid4().hex[:8]}"
+            await uow.audit.append(actor="test", action="probe", subject=subject, payload={}, now=uow.now)
             await uow.commit()
+        seq = await chained_seq(db, subject)
         with pytest.raises(DBAPIError, match="append-only"):
-            await self._raw(db, f"{verb} WHERE seq = {entry.seq}")
+            await self._raw(db, f"{verb} WHERE seq = {seq}")
 
     async def test_the_database_refuses_an_overdraft_even_if_code_were_wrong(self, db: Database) -> None:
         asset, _, _ = await private_accounts(db)

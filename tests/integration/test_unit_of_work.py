@@ -20,6 +20,7 @@ from penpay_domain.ids import UserId, new_quote_id, new_transaction_id, parse_de
 from penpay_domain.money import Currency, Money
 from penpay_domain.msisdn import parse_msisdn
 from penpay_domain.transaction import Kind, LegState, Parties, Status, Transaction
+from tests.integration.audit_helpers import chain_audit, chained_seq
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +82,7 @@ class TestUnitOfWork:
         assert stored.amount_kes == Money.kes(1_000) and stored.fee == Money.kes(10)
         assert stored.amount_usd == txn.amount_usd and stored.fx_rate == txn.fx_rate
         assert legs == {"kes": LegState.PENDING, "usd": LegState.PENDING}
+        await chain_audit(db)
         async with db.engine.connect() as conn:
             actions = [
                 r[0]
@@ -167,10 +169,12 @@ class TestUnitOfWork:
 class TestAuditChain:
     async def test_the_chain_verifies_and_names_the_first_tampered_row(self, db: Database) -> None:
         async with db.uow() as uow:
-            first = await uow.audit.append(actor="t", action="a", subject="s1", payload={"n": 1}, now=uow.now)
-            second = await uow.audit.append(actor="t", action="a", subject="s2", payload={"n": 2}, now=uow.now)
+            tag = secrets.token_hex(4)
+            await uow.audit.append(actor="t", action="a", subject=f"s1-{tag}", payload={"n": 1}, now=uow.now)
+            await uow.audit.append(actor="t", action="a", subject=f"s2-{tag}", payload={"n": 2}, now=uow.now)
             await uow.commit()
-        assert second.prev_hash == first.hash
+        first_seq, second_seq = await chained_seq(db, f"s1-{tag}"), await chained_seq(db, f"s2-{tag}")
+        assert second_seq == first_seq + 1
         assert (await admin.verify_audit(db.uow)).ok
 
         restore = sa.text(
@@ -180,13 +184,13 @@ class TestAuditChain:
         edit = sa.text("UPDATE audit_log SET payload = :payload WHERE seq = :seq")
         async with db.engine.begin() as conn:  # an attacker with DDL rights disables the guard and edits a row
             await conn.execute(sa.text("DROP TRIGGER audit_log_no_update"))
-            await conn.execute(edit, {"payload": '{"n":99}', "seq": first.seq})
+            await conn.execute(edit, {"payload": '{"n":99}', "seq": first_seq})
         try:
             report = await admin.verify_audit(db.uow)
             assert not report.ok
-            assert report.first_bad_row == first.seq
+            assert report.first_bad_row == first_seq
         finally:
             async with db.engine.begin() as conn:
-                await conn.execute(edit, {"payload": '{"n":1}', "seq": first.seq})
+                await conn.execute(edit, {"payload": '{"n":1}', "seq": first_seq})
                 await conn.execute(restore)
         assert (await admin.verify_audit(db.uow)).ok

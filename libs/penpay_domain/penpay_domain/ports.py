@@ -98,18 +98,6 @@ class ProcessedMessages(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AuditEntry:
-    seq: int
-    occurred_at: datetime
-    actor: str
-    action: str
-    subject: str
-    payload: dict[str, Any]
-    prev_hash: str
-    hash: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ChainReport:
     ok: bool
     rows: int
@@ -118,9 +106,10 @@ class ChainReport:
 
 
 class AuditLog(Protocol):
-    async def append(
-        self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime
-    ) -> AuditEntry: ...
+    async def append(self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime) -> None:
+        """Record an entry in the caller's transaction; it joins the hash chain shortly after the commit."""
+        ...
+
     async def verify(self) -> ChainReport: ...
 
 
@@ -221,7 +210,6 @@ class Mailer(Protocol):
 
 
 __all__ = [
-    "AuditEntry",
     "AuditLog",
     "ChainReport",
     "Clock",

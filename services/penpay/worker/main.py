@@ -4,7 +4,8 @@
     penpay-worker --workers deposit,deriv  a subset; run several processes of a type to split its work
 
 Worker types: deposit (STK pushes), deriv (Deriv credits and reversals), withdrawal (Deriv debits, B2C payouts and
-refunds), callbacks (stored M-Pesa callbacks), notifier (e-mail), relay (the outbox relay), reconciler (the sweep).
+refunds), callbacks (stored M-Pesa callbacks), notifier (e-mail), relay (the outbox relay), reconciler (the sweep),
+auditor (links committed audit rows into the hash chain).
 SIGTERM/SIGINT: stop reading, finish the message in hand, exit 0.
 """
 
@@ -47,7 +48,7 @@ from penpay_domain.events import TransactionEvent
 
 log = get_logger(__name__)
 
-WORKER_TYPES = (*SUBSCRIPTIONS, "callbacks", "relay", "reconciler")
+WORKER_TYPES = (*SUBSCRIPTIONS, "callbacks", "relay", "reconciler", "auditor")
 
 
 def parse_workers(text: str) -> list[str]:
@@ -120,6 +121,21 @@ async def _reconcile_forever(deps: FlowDeps, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
+async def _chain_audit_forever(db: Database, stop: asyncio.Event, interval_s: float = 0.2) -> None:
+    """Link committed audit rows into the hash chain; a full batch is followed at once by the next."""
+    while not stop.is_set():
+        chained = 0
+        try:
+            async with db.uow(actor="auditor") as uow:
+                chained = await uow.audit.chain_pending(limit=1000)
+                await uow.commit()
+        except Exception as exc:  # MySQL away: try again on the next tick
+            log.warning("audit_chain_failed", error=repr(exc))
+        if chained < 1000:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+
 async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -> None:
     consumer_name = f"{socket.gethostname()}-{os.getpid()}"
     redis = aioredis.from_url(
@@ -159,6 +175,8 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                     tasks.append(lambda: run_relay(db, redis, stop, prefix=settings.stream_prefix))
                 elif name == "reconciler":
                     tasks.append(lambda: _reconcile_forever(deps, stop))
+                elif name == "auditor":
+                    tasks.append(lambda: _chain_audit_forever(db, stop))
             log.info("worker_started", workers=list(workers), consumer=consumer_name)
             await asyncio.gather(*(t() for t in tasks))
     finally:

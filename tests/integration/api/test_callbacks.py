@@ -21,6 +21,7 @@ from penpay_domain import ledger
 from penpay_domain.ids import PayoutId, TransactionId
 from penpay_domain.transaction import LegState, Status
 from tests.integration.api.conftest import Api, MakeApi, new_key, new_user, stream_fields
+from tests.integration.audit_helpers import chain_audit
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +167,7 @@ class TestStkCallback:
             Status.AWAITING_PAYMENT,
             {"kes": LegState.PENDING, "usd": LegState.PENDING},
         )
+        await chain_audit(db)
         async with db.engine.connect() as conn:
             actions = (
                 (await conn.execute(sa.select(audit_log.c.action).where(audit_log.c.subject == txn_id))).scalars().all()

@@ -12,6 +12,7 @@ from penpay.bootstrap import Database
 from penpay_domain.ids import TransactionId
 from tests.integration.api.conftest import Api, MakeApi, new_key, new_user
 from tests.integration.api.test_deposits import DEPOSIT, TRANSACTION_FIELDS
+from tests.integration.audit_helpers import chain_audit
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,7 @@ class TestAdmin:
         assert resolved.status_code == 200 and resolved.json()["status"] == "PAYMENT_FAILED"
         again = await api.client.post(path, json={"status": "PAYMENT_FAILED", "note": "twice"}, headers=admin)
         assert again.status_code == 409 and again.json()["code"] == "illegal_transition"
+        await chain_audit(db)
         async with db.engine.connect() as conn:
             rows = (
                 await conn.execute(

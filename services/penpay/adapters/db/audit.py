@@ -1,8 +1,10 @@
 """The hash-chained audit log (ARCHITECTURE §9).
 
 Each row stores ``prev_hash`` and ``hash = SHA-256(prev_hash + "\\n" + canonical JSON of the row)``, where the
-canonical JSON has sorted keys, no insignificant whitespace and UTF-8 text. Appends lock the one-row ``audit_head``
-so concurrent writers extend a single chain; rows are append-only (database triggers refuse UPDATE/DELETE).
+canonical JSON has sorted keys, no insignificant whitespace and UTF-8 text. A unit of work only inserts its rows
+into ``audit_pending``; the chainer (``chain_pending``, run by the worker's ``auditor``) locks the one-row
+``audit_head`` and links committed pending rows in order, so the chain never forks and no request waits on it.
+Chained rows are append-only (database triggers refuse UPDATE/DELETE).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import from_db, to_db
-from penpay.adapters.db.tables import audit_head, audit_log
-from penpay_domain.ports import AuditEntry, ChainReport
+from penpay.adapters.db.tables import audit_head, audit_log, audit_pending
+from penpay_domain.ports import ChainReport
 
 GENESIS = "0" * 64
 
@@ -44,48 +46,60 @@ def chain_hash(
 
 
 class SqlAuditLog:
+    """Appends go to ``audit_pending`` inside the caller's transaction (no shared lock); ``chain_pending`` links
+    committed pending rows into the chain, holding the ``audit_head`` lock only for that short transaction."""
+
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def append(
-        self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime
-    ) -> AuditEntry:
-        head = (await self._conn.execute(sa.select(audit_head).where(audit_head.c.id == 1).with_for_update())).one()
-        seq = int(head.last_seq) + 1
-        stamp = from_db(to_db(now))  # exactly what DATETIME(6) stores, so verification recomputes the same hash
-        payload_json = canonical(payload)
-        digest = chain_hash(
-            str(head.last_hash),
-            seq=seq,
-            occurred_at=stamp,
-            actor=actor,
-            action=action,
-            subject=subject,
-            payload_json=payload_json,
-        )
+    async def append(self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime) -> None:
         await self._conn.execute(
-            audit_log.insert().values(
-                seq=seq,
-                occurred_at=to_db(stamp),
+            audit_pending.insert().values(
+                occurred_at=to_db(now),
                 actor=actor[:64],
                 action=action[:64],
                 subject=subject[:64],
-                payload=payload_json,
-                prev_hash=head.last_hash,
-                hash=digest,
+                payload=canonical(payload),
             )
         )
-        await self._conn.execute(audit_head.update().where(audit_head.c.id == 1).values(last_seq=seq, last_hash=digest))
-        return AuditEntry(
-            seq=seq,
-            occurred_at=stamp,
-            actor=actor,
-            action=action,
-            subject=subject,
-            payload=payload,
-            prev_hash=str(head.last_hash),
-            hash=digest,
-        )
+
+    async def chain_pending(self, limit: int = 1000) -> int:
+        """Link up to ``limit`` committed pending rows, oldest first, into the hash chain; returns how many. Rows
+        of transactions still open are invisible here and are chained by a later pass. The caller commits."""
+        head = (await self._conn.execute(sa.select(audit_head).where(audit_head.c.id == 1).with_for_update())).one()
+        pending = (await self._conn.execute(sa.select(audit_pending).order_by(audit_pending.c.id).limit(limit))).all()
+        if not pending:
+            return 0
+        seq, prev = int(head.last_seq), str(head.last_hash)
+        rows = []
+        for p in pending:
+            seq += 1
+            digest = chain_hash(
+                prev,
+                seq=seq,
+                occurred_at=from_db(p.occurred_at),
+                actor=p.actor,
+                action=p.action,
+                subject=p.subject,
+                payload_json=p.payload,
+            )
+            rows.append(
+                {
+                    "seq": seq,
+                    "occurred_at": p.occurred_at,
+                    "actor": p.actor,
+                    "action": p.action,
+                    "subject": p.subject,
+                    "payload": p.payload,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            prev = digest
+        await self._conn.execute(audit_log.insert(), rows)
+        await self._conn.execute(audit_pending.delete().where(audit_pending.c.id.in_([p.id for p in pending])))
+        await self._conn.execute(audit_head.update().where(audit_head.c.id == 1).values(last_seq=seq, last_hash=prev))
+        return len(rows)
 
     async def verify(self) -> ChainReport:
         return await verify_chain(self._conn)

@@ -180,6 +180,17 @@ audit_head = _table(
     sa.Column("last_hash", sa.String(64), nullable=False),
 )
 
+# Audit rows written by units of work, waiting for the chainer to link them into ``audit_log`` (migration 0004).
+audit_pending = _table(
+    "audit_pending",
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    _ts("occurred_at"),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+)
+
 deriv_accounts = _table(
     "deriv_accounts",
     sa.Column("user_id", sa.String(64), primary_key=True),
