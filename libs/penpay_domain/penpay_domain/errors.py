@@ -58,7 +58,7 @@ class UnbalancedTransfer(DomainError):
 
 
 class InsufficientFunds(DomainError):
-    """A posting would break an account's balance rule (e.g. the Deriv float would go negative)."""
+    """A posting would break an account's balance rule (e.g. the Deriv agent balance would go below zero)."""
 
     code = "insufficient_funds"
 

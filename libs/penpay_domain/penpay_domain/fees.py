@@ -27,7 +27,7 @@ class FeePolicy:
     def fee_for(self, amount: Money) -> Money:
         if amount.currency is not Currency.KES:
             raise InvalidInput("fees are computed on the KES amount")
-        raw = -(-amount.minor * self.bps // 10_000)  # integer ceiling: true division would go through a float
+        raw = -(-amount.minor * self.bps // 10_000)  # integer ceiling: true division would leave the integers
         fee = max(self.minimum_kes, raw + self.fixed_kes)
         if self.maximum_kes is not None:
             fee = min(fee, self.maximum_kes)
