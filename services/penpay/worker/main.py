@@ -20,6 +20,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
+from types import TracebackType
 
 import redis.asyncio as aioredis
 
@@ -61,17 +62,31 @@ def parse_workers(text: str) -> list[str]:
 
 class PublishingUnitOfWork(SqlIntakeUnitOfWork):
     """The worker's unit of work: right after a commit, its events go to the streams, so the next step starts at
-    once instead of waiting for the outbox relay (which still publishes anything this misses)."""
+    once instead of waiting for the outbox relay (which still publishes anything this misses).
+
+    It publishes on leaving the ``async with``, once its connection is back in the pool: publishing stamps the outbox
+    rows in another unit of work, and a handler holding one connection while it waits for a second could starve
+    the pool when every connection is held by a handler doing the same."""
 
     def __init__(self, db: Database, box: SecretBox, publisher: RedisStreamPublisher) -> None:
         super().__init__(db.engine, db.clock, box, actor="worker")
         self._publisher = publisher
+        self._committed: list[TransactionEvent] = []
 
     async def commit(self) -> list[TransactionEvent]:
         events = await super().commit()
-        if events:
-            await publish_quietly(self._publisher, events)
+        self._committed.extend(events)
         return events
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            events, self._committed = self._committed, []
+            if events:  # committed, whatever happened after: the events are in the outbox either way
+                await publish_quietly(self._publisher, events)
 
 
 @contextlib.asynccontextmanager
@@ -154,6 +169,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                     handle=handle,
                     dead_letter_key=stream_key(settings.stream_prefix, DEAD_LETTER),
                     decode_events=events,
+                    concurrency=settings.worker_concurrency,
                     block_ms=settings.worker_block_ms,
                     claim_idle_ms=settings.worker_claim_idle_ms,
                     max_deliveries=settings.worker_max_deliveries,
