@@ -428,3 +428,222 @@ class TestGracefulStop:
         await asyncio.sleep(0.1)
         stop.set()
         await asyncio.wait_for(task, 1)
+
+
+class Overlap:
+    """Counts handlers running at once, and holds each one until released."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most = 0
+        self.done: list[int] = []
+        self.release = asyncio.Event()
+
+    async def handle(self, message: StreamMessage) -> None:
+        self.active += 1
+        self.most = max(self.most, self.active)
+        try:
+            await self.release.wait()
+        finally:
+            self.active -= 1
+        self.done.append(int(message.event.event_id or 0) if message.event else 0)
+
+
+async def _pending_entries(redis: aioredis.Redis, key: str) -> dict[str, dict[str, Any]]:
+    rows = await redis.xpending_range(key, "testers", min="-", max="+", count=1000)
+    return {_text(row["message_id"]): row for row in rows}
+
+
+class TestConcurrency:
+    async def test_slow_handlers_run_at_the_same_time(
+        self, redis_client: aioredis.Redis, keys: tuple[str, str]
+    ) -> None:
+        overlap = Overlap()
+        await _publish(redis_client, keys[0], *(_event(n) for n in range(1, 9)))
+        async with running(_consumer(redis_client, keys, overlap.handle)):
+            await eventually(lambda: overlap.active == 8)  # all eight started before any finished
+            overlap.release.set()
+            await eventually(lambda: len(overlap.done) == 8)
+            await eventually(lambda: _zero(pending_count(redis_client, keys[0])))
+        assert overlap.most == 8
+        assert sorted(overlap.done) == list(range(1, 9))
+
+    async def test_no_more_than_concurrency_run_or_are_read_at_once(
+        self, redis_client: aioredis.Redis, keys: tuple[str, str]
+    ) -> None:
+        overlap = Overlap()
+        await _publish(redis_client, keys[0], *(_event(n) for n in range(1, 11)))
+        consumer = _consumer(redis_client, keys, overlap.handle, concurrency=4)
+        async with running(consumer):
+            await eventually(lambda: overlap.active == 4)
+            # every slot is taken: it reads nothing more until one frees (the other six are not even delivered)
+            await asyncio.sleep(0.2)
+            assert consumer.in_flight == 4
+            assert await pending_count(redis_client, keys[0]) == 4
+            overlap.release.set()
+            await eventually(lambda: len(overlap.done) == 10)
+        assert overlap.most == 4
+        assert sorted(overlap.done) == list(range(1, 11))
+
+    async def test_an_entry_is_acknowledged_only_after_its_handler_returned(
+        self, redis_client: aioredis.Redis, keys: tuple[str, str]
+    ) -> None:
+        release = asyncio.Event()
+        running_ids: list[str] = []
+        pending_while_running: list[bool] = []
+
+        async def handle(message: StreamMessage) -> None:
+            running_ids.append(message.id)
+            pending_while_running.append(message.id in await _pending_entries(redis_client, keys[0]))
+            await release.wait()
+            if message.event is not None and message.event.event_id == 3:
+                raise RuntimeError("this one fails")
+
+        ids = await _publish(redis_client, keys[0], *(_event(n) for n in range(1, 6)))
+        async with running(_consumer(redis_client, keys, handle, claim_idle_ms=60_000)):
+            await eventually(lambda: len(running_ids) == 5)
+            assert set(await _pending_entries(redis_client, keys[0])) == set(ids)  # none acknowledged yet
+            release.set()
+            await eventually(lambda: _one(pending_count(redis_client, keys[0])))
+        assert pending_while_running == [True] * 5
+        [left] = (await _pending_entries(redis_client, keys[0])).values()
+        assert (_text(left["message_id"]), left["times_delivered"]) == (ids[2], 1)  # the failed one, still pending
+
+    @pytest.mark.parametrize("concurrency", [1, 4])
+    async def test_a_failing_message_does_not_hold_up_the_others(
+        self, redis_client: aioredis.Redis, keys: tuple[str, str], concurrency: int
+    ) -> None:
+        """The consumer used to pause after any failure; now only an outage pauses it. The backoff here would stall
+        the test for an hour if it were taken."""
+        pauses: list[int] = []
+
+        def backoff(failures: int) -> float:
+            pauses.append(failures)
+            return 3600.0
+
+        handled: list[int] = []
+
+        async def handle(message: StreamMessage) -> None:
+            assert message.event is not None
+            if message.event.event_id == 1:
+                raise ConnectionError("Daraja hiccup")
+            handled.append(int(message.event.event_id or 0))
+
+        [failing, *_] = await _publish(redis_client, keys[0], *(_event(n) for n in range(1, 8)))
+        consumer = _consumer(redis_client, keys, handle, concurrency=concurrency, claim_idle_ms=60_000, backoff=backoff)
+        async with running(consumer):
+            await eventually(lambda: len(handled) == 6)
+            await eventually(lambda: _one(pending_count(redis_client, keys[0])))
+        assert sorted(handled) == list(range(2, 8))
+        assert pauses == []
+        assert list(await _pending_entries(redis_client, keys[0])) == [failing]
+
+    async def test_when_every_message_fails_the_consumer_pauses_and_probes_one_at_a_time(
+        self, redis_client: aioredis.Redis, keys: tuple[str, str]
+    ) -> None:
+        pauses: list[int] = []
+        paused = asyncio.Event()
+
+        def backoff(failures: int) -> float:
+            pauses.append(failures)
+            paused.set()
+            return 3600.0
+
+        calls: list[int] = []
+
+        async def handle(message: StreamMessage) -> None:
+            calls.append(int(message.event.event_id or 0) if message.event else 0)
+            raise ConnectionError("Deriv gateway down")
+
+        await _publish(redis_client, keys[0], *(_event(n) for n in range(1, 21)))
+        consumer = _consumer(
+            redis_client, keys, handle, concurrency=3, outage_after=3, claim_idle_ms=60_000, backoff=backoff
+        )
+        async with running(consumer):
+            await asyncio.wait_for(paused.wait(), 5)
+            # paused (for an "hour") after three failures in a row: nothing more was read meanwhile
+            assert await pending_count(redis_client, keys[0]) == len(calls)
+        assert pauses == [1]
+        assert 3 <= len(calls) <= 5  # the three that failed, and at most the slots' worth read beside them
+
+    async def test_an_entry_reclaimed_from_itself_while_its_handler_runs_is_not_started_twice(
+        self, redis_client: aioredis.Redis, keys: tuple[str, str]
+    ) -> None:
+        overlap = Overlap()
+        [entry_id] = await _publish(redis_client, keys[0], _event(1))
+        async with running(_consumer(redis_client, keys, overlap.handle)):  # claim_idle_ms is short here
+            await eventually(lambda: overlap.active == 1)
+
+            async def reclaimed() -> bool:
+                entry = (await _pending_entries(redis_client, keys[0])).get(entry_id)
+                return entry is not None and int(entry["times_delivered"]) >= 2
+
+            await eventually(reclaimed)  # XAUTOCLAIM took it over again (from this very consumer)
+            assert overlap.active == 1
+            overlap.release.set()
+            await eventually(lambda: _zero(pending_count(redis_client, keys[0])))
+        assert overlap.done == [1]
+        assert overlap.most == 1
+
+
+async def _one(count: Awaitable[int]) -> bool:
+    return await count == 1
+
+
+class TestGracefulStopWithHandlersInFlight:
+    async def test_stop_waits_for_the_handlers_in_flight_and_hands_back_what_it_read_but_did_not_start(
+        self, redis_url: str, redis_client: aioredis.Redis, keys: tuple[str, str]
+    ) -> None:
+        name = f"leaving-{secrets.token_hex(4)}"
+        own = aioredis.from_url(redis_url, client_name=name)
+        try:
+            overlap = Overlap()
+            [first] = await _publish(redis_client, keys[0], _event(1))
+            consumer = _consumer(
+                own, keys, overlap.handle, name="leaving", concurrency=3, claim_idle_ms=60_000, block_ms=30_000
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(consumer.run(stop))
+            await eventually(lambda: overlap.active == 1)
+
+            async def blocked_reading() -> bool:
+                clients = await redis_client.client_list()
+                return any(
+                    c.get("name") == name and c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
+                    for c in clients
+                )
+
+            await eventually(blocked_reading)  # waiting in XREADGROUP for two more, beside the one in flight
+            stop.set()
+            async with redis_client.pipeline(transaction=True) as both:  # one MULTI: the blocked read gets both
+                for event in (_event(2), _event(3)):
+                    both.xadd(keys[0], stream_codec.encode(event))  # type: ignore[arg-type]
+                rest = [_text(i) for i in await both.execute()]
+            await eventually(lambda: _handed_back(redis_client, keys[0], rest))
+            entries = await _pending_entries(redis_client, keys[0])
+            assert all(int(entries[i]["time_since_delivered"]) >= 60_000 for i in rest)  # handed back: idle
+            assert first in entries  # still being handled: not acknowledged
+            assert not task.done()  # the first is still in flight, so run has not returned
+            assert overlap.done == []
+
+            overlap.release.set()
+            await asyncio.wait_for(task, 5)
+            assert overlap.done == [1]
+            assert set(await _pending_entries(redis_client, keys[0])) == set(rest)  # the first was acknowledged
+        finally:
+            await own.aclose()
+
+        successor_saw: list[int] = []
+
+        async def quick(message: StreamMessage) -> None:
+            successor_saw.append(int(message.event.event_id or 0) if message.event else 0)
+
+        async with running(_consumer(redis_client, keys, quick, name="successor", claim_idle_ms=60_000)):
+            await eventually(lambda: len(successor_saw) == 2, timeout_s=3)
+        assert sorted(successor_saw) == [2, 3]
+        assert await pending_count(redis_client, keys[0]) == 0
+
+
+async def _handed_back(redis: aioredis.Redis, key: str, ids: list[str]) -> bool:
+    entries = await _pending_entries(redis, key)
+    return all(i in entries and int(entries[i]["time_since_delivered"]) >= 60_000 for i in ids)
