@@ -47,8 +47,12 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> FastAPI:
             yield
             return
         async with real_adapters(settings) as built:
-            app.state.penpay = ApiState.build(settings, built)
-            yield
+            state = ApiState.build(settings, built)
+            app.state.penpay = state
+            try:
+                yield
+            finally:
+                await state.aclose()
 
     app = FastAPI(
         title="PenPay API",
@@ -57,6 +61,9 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        # PenPay exports its own Prometheus metrics (``api.middleware``); FastAPI's OpenTelemetry hooks would
+        # otherwise look up the global providers (and the environment) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.metrics = Metrics()
     if adapters is not None:

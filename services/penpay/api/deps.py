@@ -3,17 +3,20 @@ that routes declare (the caller, the admin gate, rate limits)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
 
+from penpay.adapters.db.deposit_batch import SqlDepositBatches
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
+from penpay.adapters.db.outbox import PublishedMarks
 from penpay.adapters.rate_limit import RateLimiter
 from penpay.adapters.streams import RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
+from penpay.api.deposit_intake import DepositIntake
 from penpay.api.idempotency import IdempotencyGate
 from penpay.api.problems import ApiProblem
 from penpay.api.security import BEARER_CHALLENGE, Network, Principal, TokenVerifier, client_ip, contains, networks
@@ -52,7 +55,9 @@ class ApiState:
     admin_networks: tuple[Network, ...]
     callback_networks: tuple[Network, ...]
     limiter: RateLimiter = field(init=False)
+    marks: PublishedMarks = field(init=False)
     publisher: RedisStreamPublisher = field(init=False)
+    deposit_intake: DepositIntake = field(init=False)
     idempotency: IdempotencyGate = field(init=False)
     deposit_policy: DepositPolicy = field(init=False)
     withdrawal_policy: DepositPolicy = field(init=False)
@@ -60,8 +65,9 @@ class ApiState:
     def __post_init__(self) -> None:
         s = self.settings
         self.limiter = RateLimiter(self.adapters.redis, prefix=s.stream_prefix)
+        self.marks = PublishedMarks(self.adapters.db.engine, self.adapters.db.clock)
         self.publisher = RedisStreamPublisher(
-            self.adapters.redis, prefix=s.stream_prefix, mark_published=self._mark_published
+            self.adapters.redis, prefix=s.stream_prefix, mark_published=self.marks.add
         )
         self.idempotency = IdempotencyGate(lambda: self.uow("api"))
         self.deposit_policy = DepositPolicy(
@@ -71,6 +77,12 @@ class ApiState:
         self.withdrawal_policy = DepositPolicy(
             limits=LimitPolicy(min_kes=s.withdraw_min_kes, max_kes=s.withdraw_max_kes, daily_kes=s.daily_limit_kes),
             fees=self.adapters.withdrawal_fees,
+        )
+        self.deposit_intake = DepositIntake(
+            SqlDepositBatches(self.adapters.db.engine, self.adapters.db.clock),
+            fx=self.adapters.fx,
+            policy=self.deposit_policy,
+            publisher=self.publisher,
         )
 
     @classmethod
@@ -96,10 +108,10 @@ class ApiState:
     def uow_factory(self, actor: str) -> Callable[[], SqlIntakeUnitOfWork]:
         return lambda: self.uow(actor)
 
-    async def _mark_published(self, event_ids: Sequence[int]) -> None:
-        async with self.uow("api") as uow:
-            await uow.outbox.mark_published(event_ids, uow.now)
-            await uow.commit()
+    async def aclose(self) -> None:
+        """At shutdown: let queued deposits commit and pending outbox stamps land."""
+        await self.deposit_intake.aclose()
+        await self.marks.aclose()
 
     def require_gateway(self) -> DerivGateway:
         if self.adapters.gateway is None:

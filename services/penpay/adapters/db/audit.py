@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import from_db, to_db
 from penpay.adapters.db.tables import audit_head, audit_log, audit_pending
+from penpay_domain.events import TransactionEvent
+from penpay_domain.ledger import Transfer
 from penpay_domain.ports import ChainReport
 
 GENESIS = "0" * 64
@@ -45,6 +47,36 @@ def chain_hash(
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
+def transfer_entry(transfer: Transfer) -> tuple[str, str, dict[str, Any]]:
+    """What the audit log says of an applied ledger transfer: (action, subject, payload)."""
+    return (
+        f"ledger.{transfer.kind.value}",
+        transfer.id[:64],
+        {
+            "transaction_id": transfer.transaction_id,
+            "pending_id": transfer.pending_id,
+            "postings": [[p.debit, p.credit, p.amount.minor, p.amount.currency.value] for p in transfer.postings],
+        },
+    )
+
+
+def event_entry(event: TransactionEvent) -> tuple[str, str, dict[str, Any]]:
+    """What the audit log says of a transaction event: (action, subject, payload)."""
+    return event.name, event.transaction_id, event.to_payload()
+
+
+def pending_row(actor: str, entry: tuple[str, str, dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """One ``audit_pending`` row (the chainer links it into the chain after commit)."""
+    action, subject, payload = entry
+    return {
+        "occurred_at": to_db(now),
+        "actor": actor[:64],
+        "action": action[:64],
+        "subject": subject[:64],
+        "payload": canonical(payload),
+    }
+
+
 class SqlAuditLog:
     """Appends go to ``audit_pending`` inside the caller's transaction (no shared lock); ``chain_pending`` links
     committed pending rows into the chain, holding the ``audit_head`` lock only for that short transaction."""
@@ -53,15 +85,7 @@ class SqlAuditLog:
         self._conn = conn
 
     async def append(self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime) -> None:
-        await self._conn.execute(
-            audit_pending.insert().values(
-                occurred_at=to_db(now),
-                actor=actor[:64],
-                action=action[:64],
-                subject=subject[:64],
-                payload=canonical(payload),
-            )
-        )
+        await self._conn.execute(audit_pending.insert().values(**pending_row(actor, (action, subject, payload), now)))
 
     async def chain_pending(self, limit: int = 1000) -> int:
         """Link up to ``limit`` committed pending rows, oldest first, into the hash chain; returns how many. Rows

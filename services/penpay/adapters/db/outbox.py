@@ -5,17 +5,22 @@ The relay claims unpublished rows with ``FOR UPDATE SKIP LOCKED`` so several rel
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.engine import to_db
 from penpay.adapters.db.tables import outbox
 from penpay.adapters.stream_codec import payload_json
+from penpay.logging import get_logger
 from penpay_domain.events import TransactionEvent
+from penpay_domain.ports import Clock
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +65,38 @@ class SqlOutbox:
     async def mark_published(self, ids: Sequence[int], now: datetime) -> None:
         if ids:
             await self._conn.execute(outbox.update().where(outbox.c.id.in_(list(ids))).values(published_at=to_db(now)))
+
+
+class PublishedMarks:
+    """Stamps outbox rows published after their immediate publish, in the background and many per statement.
+
+    ``add`` returns at once (a request never waits for the stamp); one task drains what accumulated with one UPDATE
+    and one commit, and whatever arrives meanwhile goes in the next. A stamp that fails or is lost in a crash only
+    means the relay publishes those rows again after its ``min_age_s``, under the same ``event_id``, and consumers
+    deduplicate on it.
+    """
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._ids: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, ids: Sequence[int]) -> None:
+        self._ids.extend(ids)
+        if self._ids and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._drain(), name="outbox-marks")
+
+    async def _drain(self) -> None:
+        while self._ids:
+            ids, self._ids = self._ids, []
+            try:
+                async with self._engine.begin() as conn:
+                    await SqlOutbox(conn).mark_published(ids, self._clock.now())
+            except Exception as exc:  # the relay publishes them again; consumers deduplicate
+                log.warning("outbox_mark_failed", count=len(ids), error=repr(exc))
+
+    async def aclose(self) -> None:
+        """Wait until everything added so far is stamped (or has failed to be)."""
+        while self._task is not None and not self._task.done():
+            await self._task

@@ -29,7 +29,8 @@ from penpay_domain.transaction import Kind, LegState, Parties, Status, Transacti
 FAILED_STATUSES = (Status.PAYMENT_FAILED, Status.FAILED)
 
 
-def _row(txn: Transaction) -> dict[str, Any]:
+def transaction_row(txn: Transaction) -> dict[str, Any]:
+    """The ``transactions`` row of an aggregate (column -> value)."""
     return {
         "id": txn.id,
         "kind": txn.kind.value,
@@ -125,7 +126,7 @@ class SqlTransactionRepository:
         return self._written.get(id(txn)) != (len(txn.events), len(txn.ledger_transfers))
 
     async def add(self, txn: Transaction) -> None:
-        await self._conn.execute(transactions.insert().values(**_row(txn)))
+        await self._conn.execute(transactions.insert().values(**transaction_row(txn)))
         self._track(txn)
         self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
 
@@ -152,7 +153,7 @@ class SqlTransactionRepository:
         return await self._one(transactions.c.b2c_conversation_id == conversation_id)
 
     async def save(self, txn: Transaction) -> None:
-        values = _row(txn)
+        values = transaction_row(txn)
         values["version"] = txn.version + 1
         result = await self._conn.execute(
             transactions.update()

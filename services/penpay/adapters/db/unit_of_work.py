@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from penpay.adapters.db.audit import SqlAuditLog
+from penpay.adapters.db.audit import SqlAuditLog, event_entry, transfer_entry
 from penpay.adapters.db.idempotency import SqlIdempotencyRepository, SqlProcessedMessages
 from penpay.adapters.db.ledger import SqlLedgerRepository
 from penpay.adapters.db.outbox import SqlOutbox
@@ -89,33 +89,19 @@ class SqlUnitOfWork:
                 await self.transactions.save(txn)
             for transfer in txn.pull_ledger_transfers():
                 if await self.ledger.apply(transfer):
-                    await self.audit.append(
-                        actor=self.actor,
-                        action=f"ledger.{transfer.kind.value}",
-                        subject=transfer.id[:64],
-                        payload={
-                            "transaction_id": transfer.transaction_id,
-                            "pending_id": transfer.pending_id,
-                            "postings": [
-                                [p.debit, p.credit, p.amount.minor, p.amount.currency.value] for p in transfer.postings
-                            ],
-                        },
-                        now=self._now,
-                    )
+                    await self._audit(transfer_entry(transfer))
             events = txn.pull_events()
             for event in events:
-                await self.audit.append(
-                    actor=self.actor,
-                    action=event.name,
-                    subject=event.transaction_id,
-                    payload=event.to_payload(),
-                    now=self._now,
-                )
+                await self._audit(event_entry(event))
             published.extend(events)
         ids = await self.outbox.add(published, self._now)
         await conn.commit()
         self._done = True
         return [replace(event, event_id=event_id) for event, event_id in zip(published, ids, strict=True)]
+
+    async def _audit(self, entry: tuple[str, str, dict[str, Any]]) -> None:
+        action, subject, payload = entry
+        await self.audit.append(actor=self.actor, action=action, subject=subject, payload=payload, now=self._now)
 
     async def rollback(self) -> None:
         await self.connection.rollback()

@@ -1,16 +1,24 @@
-"""``POST /deposit``: 202 with the new transaction (idempotent; see ``api.idempotency``)."""
+"""``POST /deposit``: 202 with the new transaction (idempotent; see ``api.idempotency``).
+
+New keys go through the batched intake (``api.deposit_intake``): many deposits, one database transaction. A key that
+exists already is answered by the one-request path of ``api.idempotency`` (replay, 409 in flight, 422 reused, or a
+stale claim taken over), exactly as before batching.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
 from penpay.api.deps import State, User
-from penpay.api.idempotency import HEADER, require_key
+from penpay.api.idempotency import HEADER, request_hash, require_key
+from penpay.api.problems import PROBLEM_JSON
 from penpay.api.schemas import DepositRequest, TransactionOut, render_transaction
 from penpay.service_layer import deposits
+from penpay.service_layer.deposit_batch import Accepted, DepositSubmission, Refused
 from penpay_domain.commands import InitiateDeposit
 from penpay_domain.ids import UserId, parse_deriv_loginid
 from penpay_domain.money import Money
@@ -37,6 +45,13 @@ async def create_deposit(
         deriv_loginid=parse_deriv_loginid(body.deriv_loginid),
         idempotency_key=key,
     )
+    digest = request_hash(request.method, request.url.path, await request.body())
+    outcome = await state.deposit_intake.submit(DepositSubmission(cmd, digest))
+    if isinstance(outcome, Accepted):
+        structlog.contextvars.bind_contextvars(transaction_id=outcome.txn.id)
+        return Response(content=outcome.body, status_code=202, media_type="application/json")
+    if isinstance(outcome, Refused):
+        return Response(content=outcome.body, status_code=outcome.status, media_type=PROBLEM_JSON)
     return await state.idempotency.run(
         key,
         request,

@@ -1,0 +1,80 @@
+"""How ``POST /deposit`` reaches the database: batched (``service_layer.deposit_batch``), with the retries around it.
+
+``DepositIntake.submit`` queues a deposit in the API's :class:`MicroBatcher`; each flush is one MySQL transaction for
+every deposit queued, then one pipelined publish of their events. A deadlock or lock-wait timeout retries the whole
+batch (nothing of the failed try was kept). A duplicate key means another request committed the same idempotency key
+between the batch's key check and its insert: the batch is then run again one member at a time, so that member is
+answered ``KEY_TAKEN`` (and replayed by the one-request path) while the others are created.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import partial
+
+from sqlalchemy.exc import IntegrityError
+
+from penpay.adapters.db.deposit_batch import SqlDepositBatches
+from penpay.adapters.db.unit_of_work import with_retries
+from penpay.api.problems import domain_problem
+from penpay.api.schemas import render_transaction
+from penpay.logging import get_logger
+from penpay.service_layer.batching import MicroBatcher
+from penpay.service_layer.deposit_batch import DepositSubmission, Outcome, initiate_deposits
+from penpay.service_layer.deposits import DepositPolicy
+from penpay.service_layer.publishing import publish_quietly
+from penpay_domain.ports import EventPublisher, FxQuotes
+
+log = get_logger(__name__)
+MAX_BATCH = 64
+MAX_IN_FLIGHT = 2
+
+
+class DepositIntake:
+    def __init__(
+        self,
+        batches: SqlDepositBatches,
+        *,
+        fx: FxQuotes,
+        policy: DepositPolicy,
+        publisher: EventPublisher,
+        max_batch: int = MAX_BATCH,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self._batches = batches
+        self._fx = fx
+        self._policy = policy
+        self._publisher = publisher
+        self._batcher: MicroBatcher[DepositSubmission, Outcome] = MicroBatcher(
+            self._flush, max_batch=max_batch, max_in_flight=max_in_flight
+        )
+
+    async def submit(self, submission: DepositSubmission) -> Outcome:
+        return await self._batcher.submit(submission)
+
+    async def aclose(self) -> None:
+        await self._batcher.aclose()
+
+    async def _flush(self, batch: list[DepositSubmission]) -> Sequence[Outcome]:
+        try:
+            return await with_retries(lambda: self._once(batch))
+        except IntegrityError:
+            outcomes: list[Outcome] = []
+            for submission in batch:
+                outcomes.extend(await with_retries(partial(self._once, [submission])))
+            return outcomes
+
+    async def _once(self, batch: Sequence[DepositSubmission]) -> list[Outcome]:
+        started = time.perf_counter()
+        outcomes, events = await initiate_deposits(
+            batch,
+            store=await self._batches.open(),
+            fx=self._fx,
+            policy=self._policy,
+            render=render_transaction,
+            problem=domain_problem,
+        )
+        await publish_quietly(self._publisher, events)
+        log.debug("deposit_batch", size=len(batch), ms=round((time.perf_counter() - started) * 1000, 1))
+        return outcomes

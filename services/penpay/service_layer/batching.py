@@ -1,0 +1,72 @@
+"""Group commit for requests that arrive together: :class:`MicroBatcher`.
+
+``submit(item)`` queues the item and waits for its result. At most ``max_in_flight`` flushes run at once, each
+taking up to ``max_batch`` queued items; while they wait on the database, newcomers queue and form the next batch.
+So an idle service answers a lone request at once (a batch of one), and a busy one pays the round trips and the
+commit once per batch instead of once per request: the batch size follows the load by itself, with no timer.
+
+A flush returns one result per item, in order. If it raises, every item of that batch gets the exception. A caller
+that gives up waiting (a client disconnect cancels its request) does not cancel the flush: the batch commits or
+not as a whole, and the caller's retry with the same idempotency key finds out which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+Flush = Callable[[list[T]], Awaitable[Sequence[R]]]
+
+
+class MicroBatcher(Generic[T, R]):
+    def __init__(self, flush: Flush[T, R], *, max_batch: int = 64, max_in_flight: int = 2) -> None:
+        if max_batch < 1 or max_in_flight < 1:
+            raise ValueError("max_batch and max_in_flight must be positive")
+        self._flush = flush
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._drainers: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if len(self._drainers) < self._max_in_flight:
+            task = asyncio.create_task(self._drain(), name="micro-batch")
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
+        return await future  # cancelling the wait cancels only this future; the flush goes on
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            try:
+                results = await self._flush([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a flush of {len(batch)} items returned {len(results)} results")
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except BaseException as exc:  # cancelled (shutdown): the waiters must not hang
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def aclose(self) -> None:
+        """Wait for the flushes in progress (and what is queued behind them) to finish."""
+        while self._drainers:
+            await asyncio.gather(*list(self._drainers), return_exceptions=True)

@@ -1,0 +1,219 @@
+"""Deposit initiation in batches: many ``POST /deposit`` requests, one database transaction, the same rules.
+
+Under load the API collects the deposits that arrive together (``service_layer.batching``) and creates them with
+:func:`initiate_deposits`: one MySQL transaction locks the users and the ledger accounts once for the whole batch,
+writes every row with multi-row statements and commits once. The rules are exactly those of
+``service_layer.deposits.initiate_deposit``, member by member, in arrival order:
+
+- the amount range and the user's Nairobi-day limit (each user's row is locked before the day's volume is read, and
+  members of one user in one batch count against each other);
+- the Deriv float: each member's pending legs are applied to the locked accounts in memory with the domain's
+  ``ledger.apply``; a member the float cannot cover is refused (``FloatUnavailable``) and the others go on;
+- Stripe idempotency: a member whose key already exists (or repeats a key earlier in the batch) is not created here
+  but answered ``KEY_TAKEN``, and the caller runs the one-request path, which replays, refuses (409/422) or takes the
+  key over exactly as before. An accepted member's 202 body, and a member refused by a rule (4xx), are stored under
+  its key in the same transaction as everything else; a 5xx refusal stores nothing, so the client may retry.
+
+Nothing of a batch is visible until its one commit, so a crash anywhere leaves either every member or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from penpay.service_layer.deposits import DepositPolicy, FloatUnavailable
+from penpay_domain import ledger
+from penpay_domain.commands import InitiateDeposit
+from penpay_domain.errors import DomainError, InsufficientFunds
+from penpay_domain.events import TransactionEvent
+from penpay_domain.ids import IdempotencyKey, UserId, new_transaction_id
+from penpay_domain.limits import day_window
+from penpay_domain.money import Money
+from penpay_domain.ports import FxQuotes
+from penpay_domain.transaction import Parties, Transaction
+
+ACCEPTED = 202
+Render = Callable[[Transaction], bytes]
+Problem = Callable[[DomainError], tuple[int, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class DepositSubmission:
+    """One ``POST /deposit`` waiting for its batch: the command and the request's idempotency hash."""
+
+    cmd: InitiateDeposit
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    txn: Transaction
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Refused by a rule or by the float: the problem's status and body (stored under the key when < 500)."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTaken:
+    """The key exists already: the caller answers through the one-request idempotency path."""
+
+
+KEY_TAKEN = KeyTaken()
+Outcome = Accepted | Refused | KeyTaken
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAnswer:
+    """What an idempotency key answers from now on."""
+
+    key: IdempotencyKey
+    request_hash: str
+    status_code: int
+    body: bytes
+    transaction_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """An accepted member as the store writes it: the new aggregate with the transfers and events it recorded."""
+
+    txn: Transaction
+    transfers: list[ledger.Transfer]
+    events: list[TransactionEvent]
+
+
+class DepositBatchStore(Protocol):
+    """One database transaction for one batch (the SQL adapter is ``adapters.db.deposit_batch``)."""
+
+    @property
+    def now(self) -> datetime: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    async def taken_keys(self, keys: Sequence[IdempotencyKey]) -> set[IdempotencyKey]:
+        """Which of ``keys`` exist already (in flight or answered)."""
+        ...
+
+    async def lock_users(self, user_ids: Sequence[UserId]) -> None:
+        """Hold these users' limit rows until the transaction ends (``user_ids`` sorted: one lock order)."""
+        ...
+
+    async def deposit_volumes(self, user_ids: Sequence[UserId], start: datetime, end: datetime) -> dict[UserId, Money]:
+        """KES of each user's non-failed deposits created in [start, end)."""
+        ...
+
+    async def lock_accounts(self, codes: Sequence[str]) -> dict[str, ledger.Account]:
+        """The ledger accounts, locked until the transaction ends."""
+        ...
+
+    async def write(
+        self, *, created: Sequence[Created], accounts: Sequence[ledger.Account], answers: Sequence[KeyAnswer]
+    ) -> list[TransactionEvent]:
+        """Insert the transactions, their ledger transfers, outbox and audit rows and the key answers, store the
+        accounts' new counters, and commit. Returns the events with their outbox ids."""
+        ...
+
+
+async def initiate_deposits(
+    batch: Sequence[DepositSubmission],
+    *,
+    store: DepositBatchStore,
+    fx: FxQuotes,
+    policy: DepositPolicy,
+    render: Render,
+    problem: Problem,
+) -> tuple[list[Outcome], list[TransactionEvent]]:
+    """Create the batch's deposits in one transaction; returns each member's outcome (in order) and the committed
+    events to publish."""
+    outcomes: list[Outcome] = [KEY_TAKEN] * len(batch)
+    answers: list[KeyAnswer] = []
+    async with store:
+        now = store.now
+        live = _first_uses(batch, await store.taken_keys([s.cmd.idempotency_key for s in batch]))
+        users = sorted({batch[i].cmd.user_id for i in live})
+        if users:
+            await store.lock_users(users)
+        used = await store.deposit_volumes(users, *day_window(now)) if users else {}
+
+        drafts: dict[int, Transaction] = {}
+        for i in live:
+            cmd = batch[i].cmd
+            try:
+                policy.limits.check_amount(cmd.amount)
+                drafts[i] = Transaction.new_deposit(
+                    id=new_transaction_id(now),
+                    parties=Parties(user_id=cmd.user_id, msisdn=cmd.msisdn, deriv_loginid=cmd.deriv_loginid),
+                    amount_kes=cmd.amount,
+                    quote=await fx.quote(now),
+                    fee_policy=policy.fees,
+                    now=now,
+                )
+            except DomainError as exc:
+                outcomes[i] = _refuse(batch[i], exc, problem, answers)
+        transfers = {i: txn.pull_ledger_transfers() for i, txn in drafts.items()}
+        codes = sorted({c for ts in transfers.values() for t in ts for p in t.postings for c in (p.debit, p.credit)})
+        locked = await store.lock_accounts(codes) if codes else {}
+
+        balances = dict(locked)
+        created: list[Created] = []
+        for i, txn in drafts.items():
+            cmd = batch[i].cmd
+            try:
+                spent = used.get(cmd.user_id, Money.kes(0))
+                policy.limits.check_daily(used_today=spent, amount=cmd.amount)
+                balances = _reserve(balances, transfers[i])
+            except DomainError as exc:
+                outcomes[i] = _refuse(batch[i], exc, problem, answers)
+                continue
+            used[cmd.user_id] = spent + cmd.amount
+            body = render(txn)
+            outcomes[i] = Accepted(txn, body)
+            created.append(Created(txn=txn, transfers=transfers[i], events=txn.pull_events()))
+            answers.append(KeyAnswer(cmd.idempotency_key, batch[i].request_hash, ACCEPTED, body, txn.id))
+        changed = [balances[code] for code in codes if balances[code] != locked[code]]
+        events = await store.write(created=created, accounts=changed, answers=answers)
+    return outcomes, events
+
+
+def _first_uses(batch: Sequence[DepositSubmission], taken: set[IdempotencyKey]) -> list[int]:
+    """Indexes of the members whose key is neither taken already nor used by an earlier member of the batch."""
+    seen = set(taken)
+    live = []
+    for i, submission in enumerate(batch):
+        key = submission.cmd.idempotency_key
+        if key not in seen:
+            seen.add(key)
+            live.append(i)
+    return live
+
+
+def _reserve(balances: dict[str, ledger.Account], transfers: Sequence[ledger.Transfer]) -> dict[str, ledger.Account]:
+    """The balances after this member's pending legs, all or none (``FloatUnavailable`` if the float is short)."""
+    trial = dict(balances)
+    try:
+        for transfer in transfers:
+            trial.update(ledger.apply(trial, transfer))
+    except InsufficientFunds as exc:
+        raise FloatUnavailable(
+            "PenPay cannot take deposits of this size right now; please try again later",
+            account=exc.details.get("account"),
+        ) from exc
+    return trial
+
+
+def _refuse(submission: DepositSubmission, exc: DomainError, problem: Problem, answers: list[KeyAnswer]) -> Refused:
+    status, body = problem(exc)
+    if status < 500:  # a rule's answer is the key's answer; a failure on our side leaves the key free
+        answers.append(KeyAnswer(submission.cmd.idempotency_key, submission.request_hash, status, body, None))
+    return Refused(status, body)

@@ -1,0 +1,126 @@
+"""Deposits that arrive together are created in one batch (one database transaction) with every rule of the
+one-request path kept member by member: keys, limits, the float, and what each key answers afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from penpay.adapters.db.tables import audit_log, audit_pending, idempotency_keys, ledger_entries, outbox, transactions
+from penpay.bootstrap import Database
+from penpay_domain import ledger
+from tests.integration.api.conftest import Api, MakeApi, new_key, new_user
+
+pytestmark = pytest.mark.integration
+
+DEPOSIT = {"amount_kes": 1_000, "msisdn": "0712 345 678", "deriv_loginid": "cr1234567"}
+
+
+async def _agent(db: Database) -> ledger.Account:
+    async with db.uow() as uow:
+        return await uow.ledger.account(ledger.DERIV_AGENT.code)
+
+
+async def _post(api: Api, user: str, key: str, body: dict[str, object]) -> httpx.Response:
+    return await api.client.post("/deposit", json=body, headers=api.auth(user, **{"Idempotency-Key": key}))
+
+
+async def test_a_burst_is_created_whole_with_its_ledger_legs_outbox_and_audit_rows(api: Api, db: Database) -> None:
+    before = await _agent(db)
+    users = [new_user() for _ in range(40)]
+    responses = await asyncio.gather(*(_post(api, u, new_key(), DEPOSIT) for u in users))
+
+    assert [r.status_code for r in responses] == [202] * 40
+    ids = [r.json()["id"] for r in responses]
+    assert len(set(ids)) == 40
+    async with db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(transactions.c.id, transactions.c.amount_usd).where(transactions.c.id.in_(ids))
+            )
+        ).all()
+        entries = await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(ledger_entries)
+            .where(ledger_entries.c.transfer_id.in_([f"{i}:{leg}" for i in ids for leg in ("kes", "usd")]))
+        )
+        events = (
+            await conn.execute(
+                sa.select(outbox.c.transaction_id, outbox.c.event_type).where(outbox.c.transaction_id.in_(ids))
+            )
+        ).all()
+        subjects = [*ids, *(f"{i}:{leg}" for i in ids for leg in ("kes", "usd"))]
+        audited = 0
+        for table in (audit_pending, audit_log):  # the worker's auditor may have chained some already
+            found = await conn.scalar(
+                sa.select(sa.func.count()).select_from(table).where(table.c.subject.in_(subjects))
+            )
+            audited += int(found or 0)
+    assert len(rows) == 40
+    assert entries == 40 * 2 * 2  # two pending legs a deposit, a debit and a credit each
+    assert sorted(e.transaction_id for e in events) == sorted(ids)
+    assert {e.event_type for e in events} == {"deposit.requested"}
+    assert audited == 40 * 3  # the event and the two ledger legs of each deposit
+    reserved = (await _agent(db)).credits_pending - before.credits_pending
+    assert reserved >= sum(int(r.amount_usd) for r in rows)  # other tests may reserve concurrently, never less
+
+
+async def test_one_key_twice_in_a_burst_creates_one_deposit_and_replays_it(api: Api, db: Database) -> None:
+    user, key = new_user(), new_key()
+    first, second = await asyncio.gather(_post(api, user, key, DEPOSIT), _post(api, user, key, DEPOSIT))
+
+    assert first.status_code == second.status_code == 202
+    assert first.content == second.content
+    assert "true" in (first.headers.get("idempotent-replayed"), second.headers.get("idempotent-replayed"))
+    async with db.engine.connect() as conn:
+        count = await conn.scalar(
+            sa.select(sa.func.count()).select_from(transactions).where(transactions.c.user_id == user)
+        )
+    assert count == 1
+
+
+async def test_members_refused_by_a_rule_keep_their_answer_and_the_rest_go_through(api: Api, db: Database) -> None:
+    small_key, ok_key = new_key(), new_key()
+    user = new_user()
+    small, ok = await asyncio.gather(
+        _post(api, user, small_key, {**DEPOSIT, "amount_kes": 5}), _post(api, user, ok_key, DEPOSIT)
+    )
+    assert small.status_code == 422 and small.json()["code"] == "amount_out_of_range"
+    assert ok.status_code == 202
+
+    again = await _post(api, user, small_key, {**DEPOSIT, "amount_kes": 5})
+    assert again.status_code == 422 and again.content == small.content
+    assert again.headers["idempotent-replayed"] == "true"
+    async with db.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                sa.select(idempotency_keys.c.status_code, idempotency_keys.c.transaction_id)
+                .where(idempotency_keys.c.user_id == user)
+                .order_by(idempotency_keys.c.status_code)
+            )
+        ).all()
+    assert [(s.status_code, s.transaction_id is None) for s in stored] == [(202, False), (422, True)]
+
+
+async def test_the_float_refuses_only_the_members_it_cannot_cover(make_api: MakeApi, db: Database) -> None:
+    api = await make_api(deposit_max_kes=10**13, daily_limit_kes=10**14)
+    before = await _agent(db)
+    too_much = int(Decimal(before.available.minor + 100_00) / 100 * Decimal("132")) + 1
+    keys = [new_key() for _ in range(4)]
+    responses = await asyncio.gather(
+        _post(api, new_user(), keys[0], DEPOSIT),
+        _post(api, new_user(), keys[1], {**DEPOSIT, "amount_kes": too_much}),
+        _post(api, new_user(), keys[2], DEPOSIT),
+        _post(api, new_user(), keys[3], DEPOSIT),
+    )
+    assert [r.status_code for r in responses] == [202, 503, 202, 202]
+    assert responses[1].json()["code"] == "float_unavailable"
+    async with db.engine.connect() as conn:
+        refused_key = await conn.scalar(
+            sa.select(sa.func.count()).select_from(idempotency_keys).where(idempotency_keys.c.idem_key == keys[1])
+        )
+    assert refused_key == 0  # a failure on our side leaves the key free for a retry

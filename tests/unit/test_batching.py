@@ -1,0 +1,114 @@
+"""MicroBatcher: a lone request is flushed alone; requests that arrive while flushes are in flight form the next
+batch; results go back in order; a failed flush fails only its own batch. No I/O, no timing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from penpay.service_layer.batching import MicroBatcher
+
+
+class Recorder:
+    """A flush that records each batch and waits for ``release`` before answering."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail_with: Exception | None = None
+
+    async def flush(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        await self.release.wait()
+        if self.fail_with is not None and items[0] < 0:
+            raise self.fail_with
+        return [i * 10 for i in items]
+
+
+async def test_a_lone_item_is_flushed_at_once_in_a_batch_of_one() -> None:
+    rec = Recorder()
+    batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1)
+    assert await batcher.submit(3) == 30
+    assert rec.batches == [[3]]
+
+
+async def test_items_arriving_during_a_flush_form_the_next_batch_and_get_their_own_results() -> None:
+    rec = Recorder()
+    rec.release.clear()
+    batcher = MicroBatcher(rec.flush, max_batch=100, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)  # the first flush starts, and waits
+    rest = [asyncio.create_task(batcher.submit(i)) for i in range(2, 12)]
+    await asyncio.sleep(0)
+    assert batcher.queued == 10
+    rec.release.set()
+
+    assert await first == 10
+    assert [await t for t in rest] == [i * 10 for i in range(2, 12)]
+    assert rec.batches == [[1], list(range(2, 12))]
+
+
+async def test_max_batch_caps_a_batch_and_max_in_flight_caps_concurrent_flushes() -> None:
+    rec = Recorder()
+    rec.release.clear()
+    batcher = MicroBatcher(rec.flush, max_batch=3, max_in_flight=2)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(8)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(rec.batches) == 2  # two flushes in flight, the others queue behind them
+    rec.release.set()
+    assert [await t for t in tasks] == [i * 10 for i in range(8)]
+    assert all(len(b) <= 3 for b in rec.batches)
+    assert sorted(i for b in rec.batches for i in b) == list(range(8))
+
+
+async def test_a_failed_flush_fails_its_own_batch_only() -> None:
+    rec = Recorder()
+    rec.fail_with = RuntimeError("database down")
+    rec.release.clear()
+    batcher = MicroBatcher(rec.flush, max_batch=100, max_in_flight=1)
+    doomed = asyncio.create_task(batcher.submit(-1))
+    await asyncio.sleep(0)
+    fine = asyncio.create_task(batcher.submit(5))
+    await asyncio.sleep(0)
+    rec.release.set()
+
+    with pytest.raises(RuntimeError, match="database down"):
+        await doomed
+    assert await fine == 50
+
+
+async def test_a_waiter_that_gives_up_does_not_stop_the_batch() -> None:
+    rec = Recorder()
+    rec.release.clear()
+    batcher = MicroBatcher(rec.flush, max_batch=100, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)
+    quitter = asyncio.create_task(batcher.submit(2))
+    stayer = asyncio.create_task(batcher.submit(3))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    rec.release.set()
+
+    assert await first == 10 and await stayer == 30
+    assert rec.batches == [[1], [2, 3]]  # the cancelled caller's item was still flushed with its batch
+    await batcher.aclose()
+
+
+async def test_a_flush_returning_the_wrong_number_of_results_is_an_error() -> None:
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    batcher = MicroBatcher(short)
+    with pytest.raises(RuntimeError, match="returned 0 results"):
+        await batcher.submit(1)
+
+
+def test_sizes_must_be_positive() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        return items
+
+    with pytest.raises(ValueError, match="positive"):
+        MicroBatcher(flush, max_batch=0)
