@@ -3,20 +3,30 @@ re-running steps (redelivery), unknown outcomes, and the reconciler. After each 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
+from penpay.adapters.db.tables import processed_messages
+from penpay.adapters.stream_consumer import StreamMessage
 from penpay.adapters.tokens import SecretBox
 from penpay.bootstrap import Database
 from penpay.service_layer import admin, collection, crediting, debiting, payouts, reconciliation
-from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
+from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable
+from penpay.service_layer.handlers import SUBSCRIPTIONS
 from penpay.settings import Settings
+from penpay.worker.subscriptions import event_handler
 from penpay_domain import ledger
+from penpay_domain.events import DepositRequested
 from penpay_domain.fees import FeePolicy
 from penpay_domain.fx import LockedRate
 from penpay_domain.ids import TransactionId, UserId, new_quote_id, new_transaction_id, parse_deriv_loginid
@@ -395,3 +405,130 @@ class TestCallbackOvertakesThePushAnswer:
         after = await world.get(txn.id)
         assert after.status is Status.PAYMENT_RECEIVED
         assert after.mpesa_checkout_request_id == f"ws_CO_{txn.id}"
+
+
+@contextlib.contextmanager
+def counting_commits(engine: AsyncEngine) -> Iterator[Counter[str]]:
+    """Counts the COMMITs and ROLLBACKs sent on the engine's connections while the block runs."""
+    counts: Counter[str] = Counter()
+
+    def on_commit(_: object) -> None:
+        counts["commit"] += 1
+
+    def on_rollback(_: object) -> None:
+        counts["rollback"] += 1
+
+    sync = engine.sync_engine
+    sa.event.listen(sync, "commit", on_commit)
+    sa.event.listen(sync, "rollback", on_rollback)
+    try:
+        yield counts
+    finally:
+        sa.event.remove(sync, "commit", on_commit)
+        sa.event.remove(sync, "rollback", on_rollback)
+
+
+async def processed_rows(world: World, group: str) -> list[str]:
+    async with world.db.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(processed_messages.c.message_key).where(processed_messages.c.consumer_group == group)
+        )
+        return [str(r.message_key) for r in rows]
+
+
+def requested(txn: Transaction, *, event_id: int, entry_id: str = "1-0") -> StreamMessage:
+    event = DepositRequested(
+        transaction_id=txn.id,
+        occurred_at=datetime.now(UTC),
+        kind="deposit",
+        user_id=txn.parties.user_id,
+        from_status=None,
+        to_status="PENDING",
+        event_id=event_id,
+    )
+    fields = {"event_id": str(event_id), "transaction_id": txn.id}
+    return StreamMessage(stream="penpay:deposits", id=entry_id, fields=fields, deliveries=1, event=event)
+
+
+class TestDeliveries:
+    """Deduplicating a message costs no unit of work of its own: the step checks it in its first one and records it
+    in the commit that concludes it."""
+
+    async def test_a_step_records_its_message_in_the_commit_that_concludes_it(self, world: World) -> None:
+        group = f"g-{secrets.token_hex(4)}"
+        txn = deposit()
+        await world.store(txn)
+        delivery = Delivery(group, "event:1")
+        await collection.push_stk(world.deps, txn.id, delivery=delivery)
+        assert delivery.recorded
+        assert await processed_rows(world, group) == ["event:1"]
+        assert (await world.get(txn.id)).status is Status.AWAITING_PAYMENT
+
+    async def test_a_message_its_group_processed_is_skipped_before_anything_is_decided(self, world: World) -> None:
+        group = f"g-{secrets.token_hex(4)}"
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        await world.settle_stk(txn.id, paid(f"R{secrets.token_hex(4).upper()}", Money.kes(1_000)))
+        async with world.deps.uow() as uow:
+            await uow.processed.mark(group, "event:2", uow.now)
+            await uow.commit()
+
+        again = Delivery(group, "event:2")
+        assert await crediting.credit_deposit(world.deps, txn.id, delivery=again) == "duplicate"
+        assert again.recorded
+        assert world.deriv.executed == {}
+        assert (await world.get(txn.id)).status is Status.PAYMENT_RECEIVED
+        assert await crediting.credit_deposit(world.deps, txn.id) == "done"  # the reconciler has no delivery
+
+    async def test_an_unavailable_provider_records_nothing_so_the_message_is_handled_again(self, world: World) -> None:
+        group = f"g-{secrets.token_hex(4)}"
+        world.mpesa.stk_outcome = Outcome.UNAVAILABLE
+        txn = deposit()
+        await world.store(txn)
+        delivery = Delivery(group, "event:3")
+        with pytest.raises(ProviderUnavailable):
+            await collection.push_stk(world.deps, txn.id, delivery=delivery)
+        assert not delivery.recorded
+        assert await processed_rows(world, group) == []
+
+    async def test_a_step_with_nothing_due_leaves_the_record_to_its_caller(self, world: World) -> None:
+        group = f"g-{secrets.token_hex(4)}"
+        txn = deposit()
+        await world.store(txn)
+        delivery = Delivery(group, "event:4")
+        assert await crediting.credit_deposit(world.deps, txn.id, delivery=delivery) == "not due"
+        assert not delivery.recorded
+
+
+class TestEventHandler:
+    async def test_a_push_step_commits_twice_with_no_unit_of_work_for_deduplication(self, world: World) -> None:
+        sub = SUBSCRIPTIONS["deposit"]
+        txn = deposit()
+        await world.store(txn)
+        handle = event_handler(sub, world.deps)
+        with counting_commits(world.db.engine) as counts:
+            await handle(requested(txn, event_id=10_000 + secrets.randbelow(10**9)))
+        assert counts == Counter(commit=2)  # the push recorded, then its answer with the message: no rollback
+        assert len(world.mpesa.pushes) == 1
+
+    async def test_a_republished_message_is_skipped_and_recorded_once(self, world: World) -> None:
+        sub = SUBSCRIPTIONS["deposit"]
+        txn = deposit()
+        await world.store(txn)
+        handle = event_handler(sub, world.deps)
+        event_id = 10_000 + secrets.randbelow(10**9)
+        await handle(requested(txn, event_id=event_id, entry_id="1-0"))
+        await handle(requested(txn, event_id=event_id, entry_id="2-0"))  # the relay published it again
+        assert len(world.mpesa.pushes) == 1
+        assert (await processed_rows(world, sub.group)).count(f"event:{event_id}") == 1
+
+    async def test_a_message_with_nothing_due_is_still_recorded_by_the_handler(self, world: World) -> None:
+        sub = SUBSCRIPTIONS["deposit"]
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)  # the reconciler pushed first
+        event_id = 10_000 + secrets.randbelow(10**9)
+        await event_handler(sub, world.deps)(requested(txn, event_id=event_id))
+        assert len(world.mpesa.pushes) == 1
+        assert f"event:{event_id}" in await processed_rows(world, sub.group)

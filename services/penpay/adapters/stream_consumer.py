@@ -8,9 +8,9 @@ A :class:`StreamConsumer` reads one stream key as one member of one consumer gro
 - Up to ``concurrency`` entries are handled at once, each in its own task. The reader asks ``XREADGROUP`` (blocking)
   or ``XAUTOCLAIM`` for as many entries as there are free slots (at most ``batch``) while the others are in flight,
   and waits for a slot when all are taken. Order between entries is not kept (nor assumed: §5); two entries of one
-  transaction may run at once, which the steps allow because each one takes the transaction's row lock
-  (``SELECT … FOR UPDATE``) before it reads the status, and re-entrant states only repeat provider calls that are
-  deduplicated by their reference (gateway) or payout id (Daraja).
+  transaction may run at once, which the steps allow: every status change re-reads the status under the
+  transaction's row lock (``SELECT … FOR UPDATE``), intent is committed before each provider call, and a re-entrant
+  state only repeats a call the provider deduplicates (the gateway by reference, Daraja by payout id).
 - ``XACK`` only after ``handle`` returned: the handler does its own MySQL unit of work and commits first, so a crash
   anywhere before the acknowledgement leaves the entry pending, never lost. Entries that finish while an ``XACK`` is
   on the wire are acknowledged together by the next one.

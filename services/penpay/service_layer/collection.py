@@ -8,7 +8,7 @@ never dropped.
 
 from __future__ import annotations
 
-from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
+from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable, already_processed, record_processed
 from penpay_domain import ledger
 from penpay_domain.errors import InvalidAmount
 from penpay_domain.ids import TransactionId
@@ -18,9 +18,11 @@ from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus
 from penpay_domain.transaction import Kind, Status, Transaction
 
 
-async def push_stk(deps: FlowDeps, txn_id: TransactionId) -> None:
+async def push_stk(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> None:
     """deposit.requested: ask the payer's phone for the PIN."""
     async with deps.uow() as uow:
+        if await already_processed(uow, delivery):
+            return
         txn = await uow.transactions.get(txn_id, for_update=True)
         if txn.status is not Status.PENDING or txn.stk_requested_at is not None:
             return  # already pushed (or its outcome is being settled): never push twice
@@ -50,6 +52,8 @@ async def push_stk(deps: FlowDeps, txn_id: TransactionId) -> None:
         elif result.checkout_request_id and txn.mpesa_checkout_request_id is None:
             txn.mpesa_checkout_request_id = result.checkout_request_id  # the callback overtook the answer
         await uow.transactions.save(txn)
+        if result.outcome is not Outcome.UNAVAILABLE:  # unavailable raises below: the message comes back
+            await record_processed(uow, delivery)
         await uow.commit()
     if result.outcome is Outcome.UNAVAILABLE:
         raise ProviderUnavailable(f"Daraja unavailable for the STK push of {txn_id}: {result.message}")

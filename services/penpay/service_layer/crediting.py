@@ -7,7 +7,7 @@ answer leaves the status as it is for the reconciler to ask again.
 
 from __future__ import annotations
 
-from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
+from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable, already_processed, record_processed
 from penpay_domain.ids import TransactionId
 from penpay_domain.providers import DerivTransferResult, Outcome
 from penpay_domain.transaction import Status
@@ -17,9 +17,11 @@ def reversal_reference(txn_id: TransactionId) -> str:
     return f"{txn_id}-reversal"
 
 
-async def credit_deposit(deps: FlowDeps, txn_id: TransactionId) -> str:
+async def credit_deposit(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
     """deposit.payment_received: paymentagent_transfer of the deposit's USD to the client's account."""
     async with deps.uow() as uow:
+        if await already_processed(uow, delivery):
+            return "duplicate"
         txn = await uow.transactions.get(txn_id, for_update=True)
         if txn.status is Status.PAYMENT_RECEIVED:
             txn.start_credit(uow.now)
@@ -29,22 +31,26 @@ async def credit_deposit(deps: FlowDeps, txn_id: TransactionId) -> str:
             return "not due"
 
     result = await deps.deriv.transfer(reference=txn.id, loginid=txn.parties.deriv_loginid, amount=txn.amount_usd)
-    return await _record(deps, txn_id, Status.CREDITING, result)
+    return await _record(deps, txn_id, Status.CREDITING, result, delivery)
 
 
-async def reverse_withdrawal(deps: FlowDeps, txn_id: TransactionId) -> str:
+async def reverse_withdrawal(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
     """withdrawal.payout_failed: the B2C payout failed after Deriv was debited; transfer the dollars back."""
     async with deps.uow() as uow:
+        if await already_processed(uow, delivery):
+            return "duplicate"
         txn = await uow.transactions.get(txn_id)
     if txn.status is not Status.REVERSING:
         return "not due"
     result = await deps.deriv.transfer(
         reference=reversal_reference(txn.id), loginid=txn.parties.deriv_loginid, amount=txn.amount_usd
     )
-    return await _record(deps, txn_id, Status.REVERSING, result)
+    return await _record(deps, txn_id, Status.REVERSING, result, delivery)
 
 
-async def _record(deps: FlowDeps, txn_id: TransactionId, expected: Status, result: DerivTransferResult) -> str:
+async def _record(
+    deps: FlowDeps, txn_id: TransactionId, expected: Status, result: DerivTransferResult, delivery: Delivery | None
+) -> str:
     if result.outcome is Outcome.UNAVAILABLE:
         raise ProviderUnavailable(f"Deriv gateway unavailable for {txn_id}: {result.message}")
     if result.outcome is Outcome.UNKNOWN:
@@ -70,5 +76,6 @@ async def _record(deps: FlowDeps, txn_id: TransactionId, expected: Status, resul
                 reason=f"Deriv refused the reversal: {result.error_code} {result.message}".strip(), now=uow.now
             )
         await uow.transactions.save(txn)
+        await record_processed(uow, delivery)
         await uow.commit()
     return result.outcome.value

@@ -8,15 +8,17 @@ fails cleanly (nothing moved) and the user asks for a new code.
 
 from __future__ import annotations
 
-from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
+from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable, already_processed, record_processed
 from penpay_domain.ids import TransactionId
 from penpay_domain.providers import DerivTransferResult, Outcome
 from penpay_domain.transaction import Status
 
 
-async def debit_withdrawal(deps: FlowDeps, txn_id: TransactionId) -> str:
+async def debit_withdrawal(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
     """withdrawal.requested (and the reconciler for DEBITING): debit the client's Deriv account."""
     async with deps.uow() as uow:
+        if await already_processed(uow, delivery):
+            return "duplicate"
         txn = await uow.transactions.get(txn_id, for_update=True)
         if txn.status not in (Status.PENDING, Status.DEBITING):
             return "not due"
@@ -27,6 +29,7 @@ async def debit_withdrawal(deps: FlowDeps, txn_id: TransactionId) -> str:
                 why = "the Deriv account is no longer linked" if linked is None else "no verification code"
                 txn.reject_debit(code="withdrawal_not_authorised", reason=why, now=uow.now)
                 await uow.transactions.save(txn)
+                await record_processed(uow, delivery)
                 await uow.commit()
                 return "failed"
             txn.start_debit(uow.now)
@@ -70,5 +73,6 @@ async def debit_withdrawal(deps: FlowDeps, txn_id: TransactionId) -> str:
                 now=uow.now,
             )
         await uow.transactions.save(txn)
+        await record_processed(uow, delivery)
         await uow.commit()
     return result.outcome.value

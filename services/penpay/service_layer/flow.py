@@ -9,14 +9,14 @@ reconciler) finishes the job or settles an unknown outcome with the provider fir
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
 from penpay.service_layer.intake import IntakeUnitOfWork
 from penpay_domain.errors import DomainError
 from penpay_domain.ids import TransactionId
-from penpay_domain.ports import Clock, DerivGateway, Mailer, Mpesa
+from penpay_domain.ports import Clock, DerivGateway, Mailer, Mpesa, UnitOfWork
 
 
 class CallbackUrls(Protocol):
@@ -50,3 +50,32 @@ class FlowDeps:
     def give_up_after(self) -> timedelta:
         """How long an outcome may stay unknown, re-asked every sweep, before a human is asked to decide."""
         return self.reconcile_after * 20
+
+
+@dataclass(slots=True)
+class Delivery:
+    """The stream message a step runs for (its consumer group and dedupe key), so the step deduplicates it in its
+    own units of work rather than in two more: :func:`already_processed` in its first one, before anything is
+    decided, and :func:`record_processed` in the one that concludes it, in the same commit as the step's answer.
+    A step that ends another way (nothing due, an outcome left unknown for the reconciler) leaves ``recorded``
+    False and the caller records the message afterwards; a step that raises records nothing, so the message is
+    delivered again. The reconciler runs steps without one."""
+
+    group: str
+    key: str
+    recorded: bool = field(default=False)
+
+
+async def already_processed(uow: UnitOfWork, delivery: Delivery | None) -> bool:
+    """True if the delivery's group has processed this message already (the step then does nothing)."""
+    if delivery is None or not await uow.processed.seen(delivery.group, delivery.key):
+        return False
+    delivery.recorded = True
+    return True
+
+
+async def record_processed(uow: UnitOfWork, delivery: Delivery | None) -> None:
+    """Record the message as processed in ``uow``; call it right before the commit that concludes the step."""
+    if delivery is not None:
+        await uow.processed.mark(delivery.group, delivery.key, uow.now)
+        delivery.recorded = True

@@ -1,28 +1,38 @@
 """The whole flow on one screen: which stream, which consumer group, which event, which step.
 
-A step takes the worker's dependencies and the event; it is re-entrant and idempotent (see ``flow.py``), so a
-message delivered twice, or after a crash, does no harm. Callbacks arrive on their own stream (raw bodies stored by
+A step takes the worker's dependencies, the event and the delivery (which it records as processed in its own
+concluding unit of work); it is re-entrant and idempotent (see ``flow.py``), so a message delivered twice, or after
+a crash, does no harm. Callbacks arrive on their own stream (raw bodies stored by
 the API) and are applied by ``callbacks.apply_stored_callback``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from penpay.service_layer import collection, crediting, debiting, notifications, payouts
-from penpay.service_layer.flow import FlowDeps
+from penpay.service_layer.flow import Delivery, FlowDeps
 from penpay_domain import events as ev
 from penpay_domain.ids import TransactionId
 
-Step = Callable[[FlowDeps, ev.TransactionEvent], Awaitable[object]]
+
+class Step(Protocol):
+    """A step: the worker's dependencies, the event, and the delivery it deduplicates (see ``flow.Delivery``)."""
+
+    async def __call__(self, deps: FlowDeps, event: ev.TransactionEvent, *, delivery: Delivery | None) -> object: ...
 
 
-def _by_id(step: Callable[[FlowDeps, TransactionId], Awaitable[object]]) -> Step:
-    async def run(deps: FlowDeps, event: ev.TransactionEvent) -> object:
-        return await step(deps, TransactionId(event.transaction_id))
+class _ById(Protocol):
+    async def __call__(self, deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None) -> object: ...
 
-    run.__name__ = step.__name__
+
+def _by_id(step: _ById) -> Step:
+    async def run(deps: FlowDeps, event: ev.TransactionEvent, *, delivery: Delivery | None) -> object:
+        return await step(deps, TransactionId(event.transaction_id), delivery=delivery)
+
+    run.__name__ = getattr(step, "__name__", run.__name__)
     return run
 
 

@@ -9,7 +9,7 @@ processed twice may send twice, which is the safe side for "your money arrived".
 from __future__ import annotations
 
 from penpay.logging import get_logger
-from penpay.service_layer.flow import FlowDeps
+from penpay.service_layer.flow import Delivery, FlowDeps, already_processed
 from penpay_domain import events as ev
 from penpay_domain.ids import TransactionId
 from penpay_domain.msisdn import mask_msisdn
@@ -44,12 +44,16 @@ def _body(txn: Transaction, event: ev.TransactionEvent) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def notify(deps: FlowDeps, event: ev.TransactionEvent) -> str:
+async def notify(deps: FlowDeps, event: ev.TransactionEvent, *, delivery: Delivery | None = None) -> str:
+    """Send the e-mail an event calls for. The message is recorded as processed by the caller after the send (an
+    e-mail cannot share a commit), so a crash in between sends it again: at-least-once."""
     subject = SUBJECTS.get(event.name)
     review = event.name == ev.TransactionNeedsReview.name
     if subject is None and not review:
         return "not notified"
     async with deps.uow() as uow:
+        if await already_processed(uow, delivery):
+            return "duplicate"
         txn = await uow.transactions.get(TransactionId(event.transaction_id))
         linked = await uow.linked_accounts.get(txn.parties.user_id, txn.parties.deriv_loginid)
     if review:

@@ -7,7 +7,7 @@ is an unknown outcome, settled by the result callback or by Transaction Status, 
 
 from __future__ import annotations
 
-from penpay.service_layer.flow import FlowDeps, ProviderUnavailable
+from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable, already_processed, record_processed
 from penpay_domain.ids import PayoutId, TransactionId, new_payout_id
 from penpay_domain.ports import UnitOfWork
 from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus, PayoutRequestResult
@@ -17,9 +17,11 @@ PAYOUT_REMARKS = "PenPay withdrawal"
 REFUND_REMARKS = "PenPay refund"
 
 
-async def pay_out(deps: FlowDeps, txn_id: TransactionId) -> str:
+async def pay_out(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
     """withdrawal.debited: send the withdrawal's shillings to the user's phone."""
     async with deps.uow() as uow:
+        if await already_processed(uow, delivery):
+            return "duplicate"
         txn = await uow.transactions.get(txn_id, for_update=True)
         if txn.status is not Status.DEBITED:
             return "not due"
@@ -42,13 +44,16 @@ async def pay_out(deps: FlowDeps, txn_id: TransactionId) -> str:
         else:  # unknown, or a duplicate of an earlier request that did reach Daraja: its result will tell
             txn.payout_outcome_unknown(uow.now)
         await uow.transactions.save(txn)
+        await record_processed(uow, delivery)
         await uow.commit()
     return "duplicate" if result.duplicate else result.outcome.value
 
 
-async def refund_deposit(deps: FlowDeps, txn_id: TransactionId) -> str:
+async def refund_deposit(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
     """deposit.credit_rejected: Deriv refused the credit, so the payer gets their shillings back over B2C."""
     async with deps.uow() as uow:
+        if await already_processed(uow, delivery):
+            return "duplicate"
         txn = await uow.transactions.get(txn_id, for_update=True)
         if txn.status is not Status.REFUNDING or txn.b2c_conversation_id is not None:
             return "not due"
@@ -69,6 +74,7 @@ async def refund_deposit(deps: FlowDeps, txn_id: TransactionId) -> str:
                 reason=f"the refund B2C was refused: {result.error_code} {result.message}".strip(), now=uow.now
             )
         await uow.transactions.save(txn)
+        await record_processed(uow, delivery)
         await uow.commit()
     return "duplicate" if result.duplicate else result.outcome.value
 

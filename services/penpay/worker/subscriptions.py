@@ -1,8 +1,11 @@
 """Turning the service layer's subscriptions (``service_layer.handlers``) into stream handlers.
 
-Each handler skips a message whose ``dedupe_key`` (the outbox event id) its group already processed, runs the step,
-then records the key. Steps are idempotent by their state guards, so the short window between a step's own commit
-and the record (a crash there) only means the step runs again and finds nothing to do. Callback messages carry the
+Each handler runs the step with a :class:`~penpay.service_layer.flow.Delivery` for the message's ``dedupe_key`` (the
+outbox event id): the step skips a message its group already processed (checked in its first unit of work) and
+records the key in the unit of work that concludes it, in the same commit as its answer, so deduplicating costs no
+unit of work of its own. A step that ends without such a commit (nothing due, an outcome left unknown, an e-mail
+sent) is recorded here afterwards; steps are idempotent by their state guards, so the window between their commit
+and that record (a crash there) only means the step runs again and finds nothing to do. Callback messages carry the
 stored callback's id; applying one is a single unit of work that records the key in the same transaction.
 """
 
@@ -14,7 +17,7 @@ from penpay.adapters.db.unit_of_work import with_retries
 from penpay.adapters.stream_consumer import PoisonMessage, StreamMessage
 from penpay.logging import get_logger
 from penpay.service_layer.callbacks import CallbackDecoder, Verdict, apply_callback
-from penpay.service_layer.flow import FlowDeps
+from penpay.service_layer.flow import Delivery, FlowDeps
 from penpay.service_layer.handlers import Subscription
 
 log = get_logger(__name__)
@@ -34,13 +37,16 @@ def event_handler(sub: Subscription, deps: FlowDeps) -> Handler:
         step = sub.steps.get(event.name)
         if step is None:
             return  # another group's business on a shared stream
-        async with deps.uow() as uow:
-            if await uow.processed.seen(sub.group, message.dedupe_key):
-                return
-        outcome = await with_retries(lambda: step(deps, event))  # a deadlock is retried at once, not in a minute
-        async with deps.uow() as uow:
-            await uow.processed.mark(sub.group, message.dedupe_key, uow.now)
-            await uow.commit()
+
+        async def attempt() -> tuple[object, Delivery]:
+            delivery = Delivery(sub.group, message.dedupe_key)  # fresh per try: a rolled-back record is no record
+            return await step(deps, event, delivery=delivery), delivery
+
+        outcome, delivery = await with_retries(attempt)  # a deadlock is retried at once, not in a minute
+        if not delivery.recorded:
+            async with deps.uow() as uow:
+                await uow.processed.mark(sub.group, message.dedupe_key, uow.now)
+                await uow.commit()
         log.info(
             "step_done", step=event.name, group=sub.group, outcome=str(outcome), transaction_id=event.transaction_id
         )
