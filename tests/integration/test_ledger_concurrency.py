@@ -111,3 +111,46 @@ class TestConcurrentPostings:
         assert (first, again) == (True, False)
         async with db.uow() as uow:
             assert (await uow.ledger.account(asset.code)).balance == Money.usd_cents(50)
+
+
+class TestApplyAll:
+    """``apply_all`` (the unit of work's path) gives what ``apply`` one by one gives, with fewer locked statements."""
+
+    async def test_several_transfers_in_one_call_match_their_entries_and_repeat_harmlessly(self, db: Database) -> None:
+        asset, other, equity = await private_accounts(db)
+        fund = ledger.posted(f"{asset.code}:fund", ledger.Posting(asset.code, equity.code, Money.usd_cents(1_000)))
+        a = ledger.pending(f"{asset.code}:a", ledger.Posting(other.code, asset.code, Money.usd_cents(300)))
+        b = ledger.pending(f"{asset.code}:b", ledger.Posting(other.code, asset.code, Money.usd_cents(200)))
+        async with db.uow() as uow:
+            assert await uow.ledger.apply_all([fund, a, b]) == [True, True, True]
+            await uow.commit()
+        post_a, void_b = ledger.post_pending(a.id), ledger.void_pending(b.id)
+        async with db.uow() as uow:
+            assert await uow.ledger.apply_all([a, post_a, void_b]) == [False, True, True]  # a exists: skipped
+            await uow.commit()
+        async with db.uow() as uow:
+            assert await uow.ledger.apply_all([post_a, void_b]) == [False, False]
+            account = await uow.ledger.account(asset.code)
+            totals = (await uow.ledger.entry_totals())[asset.code]
+        assert (account.credits_pending, account.credits_posted, account.debits_posted) == (0, 300, 1_000)
+        assert {c: getattr(account, c) for c in ledger.COUNTERS} == totals
+
+    async def test_a_transfer_resolving_one_created_in_the_same_call_is_applied_in_order(self, db: Database) -> None:
+        asset, other, equity = await private_accounts(db)
+        fund = ledger.posted(f"{asset.code}:fund", ledger.Posting(asset.code, equity.code, Money.usd_cents(500)))
+        hold = ledger.pending(f"{asset.code}:h", ledger.Posting(other.code, asset.code, Money.usd_cents(500)))
+        async with db.uow() as uow:
+            assert await uow.ledger.apply_all([fund, hold, ledger.post_pending(hold.id)]) == [True, True, True]
+            await uow.commit()
+            account = await uow.ledger.account(asset.code)
+        assert (account.credits_pending, account.credits_posted) == (0, 500)
+
+    async def test_resolving_one_pending_twice_in_a_call_is_refused(self, db: Database) -> None:
+        asset, other, equity = await private_accounts(db)
+        fund = ledger.posted(f"{asset.code}:fund", ledger.Posting(asset.code, equity.code, Money.usd_cents(500)))
+        hold = ledger.pending(f"{asset.code}:h", ledger.Posting(other.code, asset.code, Money.usd_cents(100)))
+        await _apply(db, fund)
+        await _apply(db, hold)
+        async with db.uow() as uow:
+            with pytest.raises(PendingTransferResolved):
+                await uow.ledger.apply_all([ledger.post_pending(hold.id), ledger.void_pending(hold.id)])

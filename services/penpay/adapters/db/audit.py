@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -86,6 +86,11 @@ class SqlAuditLog:
 
     async def append(self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime) -> None:
         await self._conn.execute(audit_pending.insert().values(**pending_row(actor, (action, subject, payload), now)))
+
+    async def append_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Several ``pending_row``s in one statement (in order: their ids keep it)."""
+        if rows:
+            await self._conn.execute(audit_pending.insert(), list(rows))
 
     async def chain_pending(self, limit: int = 1000) -> int:
         """Link up to ``limit`` committed pending rows, oldest first, into the hash chain; returns how many. Rows

@@ -8,7 +8,7 @@ and the table's CHECK constraints refuse a broken balance rule even if code were
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -114,6 +114,122 @@ class SqlLedgerRepository:
     async def apply(self, transfer: dl.Transfer) -> bool:
         """Apply ``transfer``. Returns False, writing nothing, if a transfer with this id already exists, so a
         repeated step is harmless. Raises the domain's ledger errors (e.g. ``InsufficientFunds``)."""
+        return (await self.apply_all([transfer]))[0]
+
+    async def apply_all(self, transfers: Sequence[dl.Transfer]) -> list[bool]:
+        """Apply several transfers in order, as ``apply`` would one by one, but holding the accounts' row locks as
+        briefly as possible: every read comes first, then one ``SELECT … FOR UPDATE`` of all the accounts (in code
+        order), then one INSERT of the transfers, one upsert of the counters and one INSERT of the entries. The
+        locks are then held only for those three statements and the caller's commit. Transfers that depend on
+        each other within the call, or a concurrent insert of the same id, take the one-by-one path instead."""
+        if not transfers:
+            return []
+        ids = [t.id for t in transfers]
+        if len(set(ids)) != len(ids) or any(t.pending_id in ids for t in transfers):
+            return [await self._apply_one(t) for t in transfers]
+        existing = set(
+            (await self._conn.execute(sa.select(ledger_transfers.c.id).where(ledger_transfers.c.id.in_(ids))))
+            .scalars()
+            .all()
+        )
+        todo = [t for t in transfers if t.id not in existing]
+        pendings: dict[str, dl.Transfer] = {}
+        for pending_id in sorted({t.pending_id for t in todo if t.pending_id is not None}):
+            pending = await self.transfer(pending_id)
+            if pending is None:
+                raise NotFound(f"pending transfer {pending_id} not found")
+            pendings[pending_id] = pending
+        resolved: set[str] = set()
+        if pendings:
+            resolved = {
+                str(r)
+                for r in (
+                    await self._conn.execute(
+                        sa.select(ledger_transfers.c.pending_id).where(ledger_transfers.c.pending_id.in_(pendings))
+                    )
+                ).scalars()
+            }
+        postings = {t.id: pendings[t.pending_id].postings if t.pending_id else t.postings for t in todo}
+        codes = sorted({c for ps in postings.values() for p in ps for c in (p.debit, p.credit)})
+        if not todo:
+            return [False] * len(transfers)
+        locked = await self._lock(codes)
+        working = dict(locked)
+        for t in todo:
+            pending = pendings.get(t.pending_id) if t.pending_id else None
+            working.update(
+                dl.apply(working, t, pending, already_resolved=t.pending_id is not None and t.pending_id in resolved)
+            )
+            if t.pending_id is not None:
+                resolved.add(t.pending_id)
+        try:
+            await self._conn.execute(ledger_transfers.insert(), [self._transfer_row(t) for t in todo])
+        except IntegrityError:
+            # someone committed one of these concurrently; nothing of this statement was kept: decide one by one
+            return [await self._apply_one(t) for t in transfers]
+        await self._store(a for code, a in working.items() if a != locked[code])
+        await self._conn.execute(
+            ledger_entries.insert(), [e for t in todo for e in self._entry_rows(t, postings[t.id])]
+        )
+        return [t.id not in existing for t in transfers]
+
+    async def _lock(self, codes: Sequence[str]) -> dict[str, dl.Account]:
+        rows = await self._conn.execute(
+            sa.select(ledger_accounts)
+            .where(ledger_accounts.c.code.in_(codes))
+            .order_by(ledger_accounts.c.code)
+            .with_for_update()
+        )
+        return {a.code: a for a in map(_account, rows)}
+
+    def _transfer_row(self, transfer: dl.Transfer) -> dict[str, object]:
+        return {
+            "id": transfer.id,
+            "kind": transfer.kind.value,
+            "pending_id": transfer.pending_id,
+            "transaction_id": transfer.transaction_id,
+            "memo": transfer.memo[:64],
+            "created_at": to_db(self._now),
+        }
+
+    def _entry_rows(self, transfer: dl.Transfer, postings: Sequence[dl.Posting]) -> list[dict[str, object]]:
+        return [
+            {
+                "transfer_id": transfer.id,
+                "posting": i,
+                "account_code": code,
+                "direction": direction,
+                "transfer_kind": transfer.kind.value,
+                "amount": p.amount.minor,
+                "currency": p.amount.currency.value,
+                "created_at": to_db(self._now),
+            }
+            for i, p in enumerate(postings)
+            for direction, code in (("D", p.debit), ("C", p.credit))
+        ]
+
+    async def _store(self, accounts: Iterable[dl.Account]) -> None:
+        """The new counters of locked accounts, in one statement (each row exists, so the upsert only updates)."""
+        rows = [
+            {
+                "code": a.code,
+                "currency": a.currency.value,
+                "rule": a.rule.value,
+                **{c: getattr(a, c) for c in _COUNTERS},
+                "updated_at": to_db(self._now),
+            }
+            for a in accounts
+        ]
+        if not rows:
+            return
+        stmt = mysql.insert(ledger_accounts).values(rows)
+        await self._conn.execute(
+            stmt.on_duplicate_key_update(
+                **{c: getattr(stmt.inserted, c) for c in (*_COUNTERS, "updated_at")},
+            )
+        )
+
+    async def _apply_one(self, transfer: dl.Transfer) -> bool:
         exists = await self._conn.scalar(sa.select(ledger_transfers.c.seq).where(ledger_transfers.c.id == transfer.id))
         if exists is not None:
             return False
@@ -131,26 +247,10 @@ class SqlLedgerRepository:
                 )
                 is not None
             )
-        codes = sorted({c for p in postings for c in (p.debit, p.credit)})
-        rows = await self._conn.execute(
-            sa.select(ledger_accounts)
-            .where(ledger_accounts.c.code.in_(codes))
-            .order_by(ledger_accounts.c.code)
-            .with_for_update()
-        )
-        locked = {a.code: a for a in map(_account, rows)}
+        locked = await self._lock(sorted({c for p in postings for c in (p.debit, p.credit)}))
         changed = dl.apply(locked, transfer, pending, already_resolved=resolved)
         try:
-            await self._conn.execute(
-                ledger_transfers.insert().values(
-                    id=transfer.id,
-                    kind=transfer.kind.value,
-                    pending_id=transfer.pending_id,
-                    transaction_id=transfer.transaction_id,
-                    memo=transfer.memo[:64],
-                    created_at=to_db(self._now),
-                )
-            )
+            await self._conn.execute(ledger_transfers.insert().values(**self._transfer_row(transfer)))
         except IntegrityError as exc:
             message = str(exc.orig)
             if "uq_ledger_transfers_id" in message:
@@ -158,29 +258,8 @@ class SqlLedgerRepository:
             if transfer.pending_id is not None and "pending_id" in message:
                 raise PendingTransferResolved(f"pending transfer {transfer.pending_id} was already resolved") from exc
             raise
-        for account in changed.values():
-            await self._conn.execute(
-                ledger_accounts.update()
-                .where(ledger_accounts.c.code == account.code)
-                .values(**{c: getattr(account, c) for c in _COUNTERS}, updated_at=to_db(self._now))
-            )
-        await self._conn.execute(
-            ledger_entries.insert(),
-            [
-                {
-                    "transfer_id": transfer.id,
-                    "posting": i,
-                    "account_code": code,
-                    "direction": direction,
-                    "transfer_kind": transfer.kind.value,
-                    "amount": p.amount.minor,
-                    "currency": p.amount.currency.value,
-                    "created_at": to_db(self._now),
-                }
-                for i, p in enumerate(postings)
-                for direction, code in (("D", p.debit), ("C", p.credit))
-            ],
-        )
+        await self._store(changed.values())
+        await self._conn.execute(ledger_entries.insert(), self._entry_rows(transfer, postings))
         return True
 
     async def leg_states(self) -> dict[str, dict[str, LegState]]:

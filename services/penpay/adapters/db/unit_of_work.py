@@ -11,16 +11,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from penpay.adapters.db.audit import SqlAuditLog, event_entry, transfer_entry
+from penpay.adapters.db.audit import SqlAuditLog, event_entry, pending_row, transfer_entry
 from penpay.adapters.db.idempotency import SqlIdempotencyRepository, SqlProcessedMessages
 from penpay.adapters.db.ledger import SqlLedgerRepository
 from penpay.adapters.db.outbox import SqlOutbox
 from penpay.adapters.db.repositories import SqlLinkedAccountRepository, SqlTransactionRepository
+from penpay_domain import ledger
 from penpay_domain.events import TransactionEvent
 from penpay_domain.ports import Clock
 
@@ -82,26 +83,32 @@ class SqlUnitOfWork:
             await conn.close()
 
     async def commit(self) -> list[TransactionEvent]:
+        """Flush and commit. The ledger goes last, right before ``COMMIT``: its account rows are the ones every
+        transaction shares (the Deriv float, the M-Pesa accounts), so they are locked only for the ledger's own
+        statements, the one audit insert and the commit, never while this transaction writes anything else."""
         conn = self.connection
         published: list[TransactionEvent] = []
+        flushed: list[tuple[list[ledger.Transfer], list[TransactionEvent]]] = []
         for txn in self.transactions.seen:
             if self.transactions.needs_save(txn):
                 await self.transactions.save(txn)
-            for transfer in txn.pull_ledger_transfers():
-                if await self.ledger.apply(transfer):
-                    await self._audit(transfer_entry(transfer))
-            events = txn.pull_events()
-            for event in events:
-                await self._audit(event_entry(event))
+            transfers, events = txn.pull_ledger_transfers(), txn.pull_events()
+            flushed.append((transfers, events))
             published.extend(events)
         ids = await self.outbox.add(published, self._now)
+        applied = iter(await self.ledger.apply_all([t for transfers, _ in flushed for t in transfers]))
+        rows = [
+            pending_row(self.actor, entry, self._now)
+            for transfers, events in flushed
+            for entry in [
+                *(transfer_entry(t) for t in transfers if next(applied)),
+                *(event_entry(e) for e in events),
+            ]
+        ]
+        await self.audit.append_rows(rows)
         await conn.commit()
         self._done = True
         return [replace(event, event_id=event_id) for event, event_id in zip(published, ids, strict=True)]
-
-    async def _audit(self, entry: tuple[str, str, dict[str, Any]]) -> None:
-        action, subject, payload = entry
-        await self.audit.append(actor=self.actor, action=action, subject=subject, payload=payload, now=self._now)
 
     async def rollback(self) -> None:
         await self.connection.rollback()
