@@ -6,24 +6,28 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import redis.asyncio as aioredis
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
-from penpay.adapters.db.tables import processed_messages
+from penpay.adapters.db.outbox import PublishedMarks
+from penpay.adapters.db.tables import outbox, processed_messages
 from penpay.adapters.stream_consumer import StreamMessage
+from penpay.adapters.streams import RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
 from penpay.bootstrap import Database
 from penpay.service_layer import admin, collection, crediting, debiting, payouts, reconciliation
 from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable
 from penpay.service_layer.handlers import SUBSCRIPTIONS
 from penpay.settings import Settings
+from penpay.worker.main import PublishingUnitOfWork
 from penpay.worker.subscriptions import event_handler
 from penpay_domain import ledger
 from penpay_domain.events import DepositRequested
@@ -532,3 +536,32 @@ class TestEventHandler:
         await event_handler(sub, world.deps)(requested(txn, event_id=event_id))
         assert len(world.mpesa.pushes) == 1
         assert f"event:{event_id}" in await processed_rows(world, sub.group)
+
+
+class TestWorkerPublishing:
+    async def test_events_are_published_after_the_connection_is_released_and_their_rows_stamped(
+        self, world: World, settings: Settings, redis_client: aioredis.Redis
+    ) -> None:
+        prefix = f"{settings.stream_prefix}:pub-{secrets.token_hex(4)}"
+        checked_out_at_stamp: list[int] = []
+        marks = PublishedMarks(world.db.engine, world.clock)
+
+        async def stamp(ids: Sequence[int]) -> None:
+            checked_out_at_stamp.append(world.db.engine.sync_engine.pool.checkedout())  # type: ignore[attr-defined]
+            await marks.add(ids)
+
+        publisher = RedisStreamPublisher(redis_client, prefix=prefix, mark_published=stamp)
+        txn = deposit()
+        async with PublishingUnitOfWork(world.db, world.box, publisher) as uow:
+            await uow.transactions.add(txn)
+            [event] = await uow.commit()
+            assert await redis_client.xlen(f"{prefix}:{event.stream}") == 0  # not while the connection is held
+        await marks.aclose()
+
+        assert checked_out_at_stamp == [0]
+        [(_, fields)] = await redis_client.xrange(f"{prefix}:{event.stream}")
+        assert fields[b"event_id"] == str(event.event_id).encode()
+        async with world.db.engine.connect() as conn:
+            stamped = await conn.scalar(sa.select(outbox.c.published_at).where(outbox.c.id == event.event_id))
+        assert stamped is not None
+        await redis_client.delete(f"{prefix}:{event.stream}")

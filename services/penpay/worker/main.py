@@ -28,6 +28,7 @@ from penpay.adapters.daraja.client import DarajaClient
 from penpay.adapters.daraja.mpesa import DarajaMpesa
 from penpay.adapters.daraja.token_store import RedisTokenStore
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
+from penpay.adapters.db.outbox import PublishedMarks
 from penpay.adapters.deriv_gateway import GrpcDerivGateway
 from penpay.adapters.mailer import SmtpMailer
 from penpay.adapters.mpesa_callbacks import DarajaCallbackDecoder
@@ -64,9 +65,8 @@ class PublishingUnitOfWork(SqlIntakeUnitOfWork):
     """The worker's unit of work: right after a commit, its events go to the streams, so the next step starts at
     once instead of waiting for the outbox relay (which still publishes anything this misses).
 
-    It publishes on leaving the ``async with``, once its connection is back in the pool: publishing stamps the outbox
-    rows in another unit of work, and a handler holding one connection while it waits for a second could starve
-    the pool when every connection is held by a handler doing the same."""
+    It publishes on leaving the ``async with``, once its connection is back in the pool: with many handlers in
+    flight, none holds a MySQL connection while it waits for Redis."""
 
     def __init__(self, db: Database, box: SecretBox, publisher: RedisStreamPublisher) -> None:
         super().__init__(db.engine, db.clock, box, actor="worker")
@@ -97,12 +97,10 @@ async def _flow_deps(settings: Settings, db: Database, redis: aioredis.Redis) ->
     )
     gateway = GrpcDerivGateway(settings.gateway_grpc_addr)
 
-    async def mark_published(event_ids: Sequence[int]) -> None:
-        async with SqlIntakeUnitOfWork(db.engine, db.clock, box, actor="worker") as uow:
-            await uow.outbox.mark_published(event_ids, uow.now)
-            await uow.commit()
-
-    publisher = RedisStreamPublisher(redis, prefix=settings.stream_prefix, mark_published=mark_published)
+    # The stamps of many steps' outbox rows go in one UPDATE and one commit (a lost stamp only means the relay
+    # publishes the row again, and consumers deduplicate on its event id).
+    marks = PublishedMarks(db.engine, db.clock)
+    publisher = RedisStreamPublisher(redis, prefix=settings.stream_prefix, mark_published=marks.add)
     try:
         yield FlowDeps(
             uow=lambda: PublishingUnitOfWork(db, box, publisher),
@@ -119,6 +117,7 @@ async def _flow_deps(settings: Settings, db: Database, redis: aioredis.Redis) ->
             ops_email=settings.ops_email,
         )
     finally:
+        await marks.aclose()
         await gateway.close()
         await daraja.aclose()
 
