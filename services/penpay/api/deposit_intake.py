@@ -2,7 +2,9 @@
 
 ``DepositIntake.submit`` queues a deposit in the API's :class:`MicroBatcher`; each flush is one MySQL transaction for
 every deposit queued, then one pipelined publish of their events. A deadlock or lock-wait timeout retries the whole
-batch (nothing of the failed try was kept). A duplicate key means another request committed the same idempotency key
+batch (nothing of the failed try was kept); so does a float spent by someone else between the batch's read of the
+accounts and its write (the CHECK constraints refuse the write), this time with the accounts locked from the start.
+A duplicate key means another request committed the same idempotency key
 between the batch's key check and its insert: the batch is then run again one member at a time, so that member is
 answered ``KEY_TAKEN`` (and replayed by the one-request path) while the others are created.
 """
@@ -24,6 +26,7 @@ from penpay.service_layer.batching import MicroBatcher
 from penpay.service_layer.deposit_batch import DepositSubmission, Outcome, initiate_deposits
 from penpay.service_layer.deposits import DepositPolicy
 from penpay.service_layer.publishing import publish_quietly
+from penpay_domain.errors import InsufficientFunds
 from penpay_domain.ports import EventPublisher, FxQuotes
 
 log = get_logger(__name__)
@@ -59,17 +62,19 @@ class DepositIntake:
     async def _flush(self, batch: list[DepositSubmission]) -> Sequence[Outcome]:
         try:
             return await with_retries(lambda: self._once(batch))
+        except InsufficientFunds:  # the float was spent between the batch's read and its write: decide locked
+            return await with_retries(lambda: self._once(batch, lock=True))
         except IntegrityError:
             outcomes: list[Outcome] = []
             for submission in batch:
                 outcomes.extend(await with_retries(partial(self._once, [submission])))
             return outcomes
 
-    async def _once(self, batch: Sequence[DepositSubmission]) -> list[Outcome]:
+    async def _once(self, batch: Sequence[DepositSubmission], *, lock: bool = False) -> list[Outcome]:
         started = time.perf_counter()
         outcomes, events = await initiate_deposits(
             batch,
-            store=await self._batches.open(),
+            store=await self._batches.open(lock=lock),
             fx=self._fx,
             policy=self._policy,
             render=render_transaction,

@@ -7,8 +7,11 @@ writes every row with multi-row statements and commits once. The rules are exact
 
 - the amount range and the user's Nairobi-day limit (each user's row is locked before the day's volume is read, and
   members of one user in one batch count against each other);
-- the Deriv float: each member's pending legs are applied to the locked accounts in memory with the domain's
-  ``ledger.apply``; a member the float cannot cover is refused (``FloatUnavailable``) and the others go on;
+- the Deriv float: each member's pending legs are applied in memory with the domain's ``ledger.apply`` to the
+  accounts as the store reads them; a member the float cannot cover is refused (``FloatUnavailable``) and the others
+  go on. The store writes the counters as one relative update right before the commit, under the table's CHECK
+  constraints; should a concurrent transaction have spent the float meanwhile, the write raises
+  ``InsufficientFunds`` and the caller runs the batch again with the accounts locked from the start;
 - Stripe idempotency: a member whose key already exists (or repeats a key earlier in the batch) is not created here
   but answered ``KEY_TAKEN``, and the caller runs the one-request path, which replays, refuses (409/422) or takes the
   key over exactly as before. An accepted member's 202 body, and a member refused by a rule (4xx), are stored under
@@ -19,7 +22,7 @@ Nothing of a batch is visible until its one commit, so a crash anywhere leaves e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -113,15 +116,21 @@ class DepositBatchStore(Protocol):
         """KES of each user's non-failed deposits created in [start, end)."""
         ...
 
-    async def lock_accounts(self, codes: Sequence[str]) -> dict[str, ledger.Account]:
-        """The ledger accounts, locked until the transaction ends."""
+    async def accounts(self, codes: Sequence[str]) -> dict[str, ledger.Account]:
+        """The ledger accounts to decide on (a snapshot, or locked rows when the store was opened to lock them)."""
         ...
 
     async def write(
-        self, *, created: Sequence[Created], accounts: Sequence[ledger.Account], answers: Sequence[KeyAnswer]
+        self,
+        *,
+        created: Sequence[Created],
+        before: Mapping[str, ledger.Account],
+        after: Mapping[str, ledger.Account],
+        answers: Sequence[KeyAnswer],
     ) -> list[TransactionEvent]:
-        """Insert the transactions, their ledger transfers, outbox and audit rows and the key answers, store the
-        accounts' new counters, and commit. Returns the events with their outbox ids."""
+        """Insert the transactions, their ledger transfers, outbox and audit rows and the key answers, move the
+        accounts' counters from ``before`` to ``after`` (raising ``InsufficientFunds`` if, under concurrency, a
+        balance rule would break after all), and commit. Returns the events with their outbox ids."""
         ...
 
 
@@ -163,7 +172,7 @@ async def initiate_deposits(
                 outcomes[i] = _refuse(batch[i], exc, problem, answers)
         transfers = {i: txn.pull_ledger_transfers() for i, txn in drafts.items()}
         codes = sorted({c for ts in transfers.values() for t in ts for p in t.postings for c in (p.debit, p.credit)})
-        locked = await store.lock_accounts(codes) if codes else {}
+        locked = await store.accounts(codes) if codes else {}
 
         balances = dict(locked)
         created: list[Created] = []
@@ -181,8 +190,7 @@ async def initiate_deposits(
             outcomes[i] = Accepted(txn, body)
             created.append(Created(txn=txn, transfers=transfers[i], events=txn.pull_events()))
             answers.append(KeyAnswer(cmd.idempotency_key, batch[i].request_hash, ACCEPTED, body, txn.id))
-        changed = [balances[code] for code in codes if balances[code] != locked[code]]
-        events = await store.write(created=created, accounts=changed, answers=answers)
+        events = await store.write(created=created, before=locked, after=balances, answers=answers)
     return outcomes, events
 
 

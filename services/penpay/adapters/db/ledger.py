@@ -1,29 +1,92 @@
-"""The ledger repository: applies domain ``Transfer``s to MySQL under row locks.
+"""The ledger repository: applies domain ``Transfer``s to MySQL.
 
-Accounts touched by a transfer are locked with ``SELECT … FOR UPDATE`` in code order (so two transfers never
-deadlock on each other), the pure ``penpay_domain.ledger.apply`` decides, and the counters plus the append-only
-transfer and entry rows are written. Concurrent transfers against one account are therefore serialised on its row,
-and the table's CHECK constraints refuse a broken balance rule even if code were wrong.
+A few accounts (the Deriv float, the M-Pesa accounts, the FX positions) are touched by every transaction, so how
+long their rows stay locked bounds the whole platform's throughput. ``apply_all`` (the unit of work's path) therefore
+never locks them while it decides: it reads the accounts as committed (plus this transaction's own staged changes),
+lets the pure ``penpay_domain.ledger.apply`` decide, inserts the transfer rows (their unique ids and ``pending_id``
+make a repeat or a second resolution fail), and *stages* the counter changes and the entry rows. ``flush`` — the
+unit of work's last statement before ``COMMIT`` — writes the counters as one relative ``UPDATE`` (rows locked in key
+order, so writers never deadlock on each other) and then the entries. The table's CHECK constraints are the final
+word on the balance rules: if a concurrent transaction spent what the snapshot showed, the ``UPDATE`` is refused and
+``InsufficientFunds`` raised, exactly as the domain would have. A resolution locks its pending transfer's row first,
+so two resolutions of one reservation take turns. The one-by-one path (``_apply_one``: lock, read, decide, write)
+remains for transfers that depend on each other within one call and for races on a transfer id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import to_db
 from penpay.adapters.db.tables import ledger_accounts, ledger_entries, ledger_transfers
 from penpay_domain import ledger as dl
-from penpay_domain.errors import NotFound, PendingTransferResolved
+from penpay_domain.errors import InsufficientFunds, NotFound, PendingTransferResolved
 from penpay_domain.money import Currency, Money
 from penpay_domain.transaction import LegState
 
 _COUNTERS = dl.COUNTERS
+
+
+CHECK_FAILED = frozenset({4025, 3819})  # MariaDB ER_CONSTRAINT_FAILED, MySQL ER_CHECK_CONSTRAINT_VIOLATED
+
+
+def counter_deltas(before: Mapping[str, dl.Account], after: Mapping[str, dl.Account]) -> dict[str, dict[str, int]]:
+    """What changed, per account and counter (non-zero only)."""
+    out: dict[str, dict[str, int]] = {}
+    for code, new in after.items():
+        old = before[code]
+        changed = {c: getattr(new, c) - getattr(old, c) for c in _COUNTERS if getattr(new, c) != getattr(old, c)}
+        if changed:
+            out[code] = changed
+    return out
+
+
+def merge_deltas(into: dict[str, dict[str, int]], more: Mapping[str, Mapping[str, int]]) -> None:
+    for code, changed in more.items():
+        mine = into.setdefault(code, {})
+        for counter, delta in changed.items():
+            mine[counter] = mine.get(counter, 0) + delta
+
+
+async def add_to_counters(
+    conn: AsyncConnection, deltas: Mapping[str, Mapping[str, int]], now: datetime, rules: Mapping[str, dl.BalanceRule]
+) -> None:
+    """Add ``deltas`` to the accounts' counters in one ``UPDATE`` (rows locked in key order, for this statement and
+    the commit that should follow at once). The table's CHECK constraints are the final word on the balance rules
+    under concurrency: a breach raises ``InsufficientFunds`` naming the rule-bound accounts that grew."""
+    codes = sorted(deltas)
+    if not codes:
+        return
+    counters = [c for c in _COUNTERS if any(c in deltas[code] for code in codes)]
+    params: list[object] = []
+    sets = []
+    for counter in counters:
+        cases = " ".join("WHEN %s THEN %s" for _ in codes)
+        sets.append(f"{counter} = {counter} + CASE code {cases} ELSE 0 END")
+        params.extend(v for code in codes for v in (code, deltas[code].get(counter, 0)))
+    params.append(to_db(now))
+    params.extend(codes)
+    marks = ", ".join(["%s"] * len(codes))
+    sql = f"UPDATE ledger_accounts SET {', '.join(sets)}, updated_at = %s WHERE code IN ({marks})"  # noqa: S608
+    try:
+        result = await conn.exec_driver_sql(sql, tuple(params))
+    except OperationalError as exc:
+        if exc.orig is not None and exc.orig.args and exc.orig.args[0] in CHECK_FAILED:
+            bound = [c for c in codes if rules.get(c, dl.BalanceRule.NONE) is not dl.BalanceRule.NONE]
+            raise InsufficientFunds(
+                f"the balance rule of {', '.join(bound) or 'an account'} would break",
+                account=bound[0] if bound else None,
+            ) from exc
+        raise
+    if result.rowcount != len(codes):
+        raise NotFound(f"ledger accounts missing: some of {codes}")
 
 
 def _account(row: sa.Row[tuple[object, ...]]) -> dl.Account:
@@ -43,6 +106,21 @@ class SqlLedgerRepository:
     def __init__(self, conn: AsyncConnection, now: datetime) -> None:
         self._conn = conn
         self._now = now
+        self._staged: dict[str, dict[str, int]] = {}  # counter changes not yet written (see ``flush``)
+        self._staged_entries: list[dict[str, object]] = []
+        self._rules: dict[str, dl.BalanceRule] = {}
+
+    async def flush(self) -> None:
+        """Write what ``apply_all`` staged: one relative ``UPDATE`` of the counters, which takes the accounts' row
+        locks, then the entries (whose foreign keys need those rows: inserted before the update, their shared locks
+        would deadlock two writers upgrading them). The unit of work calls it last before ``COMMIT``, so the shared
+        accounts are locked for two statements and the commit, never across the rest of the transaction; every read
+        of this repository flushes first, so it always sees its own writes."""
+        staged, self._staged = self._staged, {}
+        entries, self._staged_entries = self._staged_entries, []
+        await add_to_counters(self._conn, staged, self._now, self._rules)
+        if entries:
+            await self._conn.execute(ledger_entries.insert(), entries)
 
     async def ensure_chart(self, specs: Sequence[dl.AccountSpec] = dl.CHART) -> None:
         """Open every account of the chart that does not exist yet (idempotent)."""
@@ -64,6 +142,7 @@ class SqlLedgerRepository:
         await self._conn.execute(stmt)
 
     async def account(self, code: str, *, for_update: bool = False) -> dl.Account:
+        await self.flush()
         stmt = sa.select(ledger_accounts).where(ledger_accounts.c.code == code)
         if for_update:
             stmt = stmt.with_for_update()
@@ -73,13 +152,16 @@ class SqlLedgerRepository:
         return _account(row)
 
     async def accounts(self) -> Sequence[dl.Account]:
+        await self.flush()
         rows = await self._conn.execute(sa.select(ledger_accounts).order_by(ledger_accounts.c.code))
         return [_account(r) for r in rows]
 
-    async def transfer(self, transfer_id: str) -> dl.Transfer | None:
-        head = (
-            await self._conn.execute(sa.select(ledger_transfers).where(ledger_transfers.c.id == transfer_id))
-        ).first()
+    async def transfer(self, transfer_id: str, *, for_update: bool = False) -> dl.Transfer | None:
+        """``for_update``: lock the transfer's row, as a resolution does, so that two resolutions of one pending
+        transfer take turns (the second then sees the first) instead of racing on the unique ``pending_id``."""
+        await self.flush()
+        stmt = sa.select(ledger_transfers).where(ledger_transfers.c.id == transfer_id)
+        head = (await self._conn.execute(stmt.with_for_update() if for_update else stmt)).first()
         if head is None:
             return None
         rows = (
@@ -117,11 +199,10 @@ class SqlLedgerRepository:
         return (await self.apply_all([transfer]))[0]
 
     async def apply_all(self, transfers: Sequence[dl.Transfer]) -> list[bool]:
-        """Apply several transfers in order, as ``apply`` would one by one, but holding the accounts' row locks as
-        briefly as possible: every read comes first, then one ``SELECT … FOR UPDATE`` of all the accounts (in code
-        order), then one INSERT of the transfers, one upsert of the counters and one INSERT of the entries. The
-        locks are then held only for those three statements and the caller's commit. Transfers that depend on
-        each other within the call, or a concurrent insert of the same id, take the one-by-one path instead."""
+        """Apply several transfers in order, as ``apply`` would one by one, without locking the accounts: decide on
+        a snapshot, insert the transfer rows, stage the counters and entries for ``flush`` (see the module
+        docstring). Transfers that depend on each other within the call, or a concurrent insert of the same id,
+        take the one-by-one path instead."""
         if not transfers:
             return []
         ids = [t.id for t in transfers]
@@ -135,7 +216,7 @@ class SqlLedgerRepository:
         todo = [t for t in transfers if t.id not in existing]
         pendings: dict[str, dl.Transfer] = {}
         for pending_id in sorted({t.pending_id for t in todo if t.pending_id is not None}):
-            pending = await self.transfer(pending_id)
+            pending = await self.transfer(pending_id, for_update=True)
             if pending is None:
                 raise NotFound(f"pending transfer {pending_id} not found")
             pendings[pending_id] = pending
@@ -153,7 +234,7 @@ class SqlLedgerRepository:
         codes = sorted({c for ps in postings.values() for p in ps for c in (p.debit, p.credit)})
         if not todo:
             return [False] * len(transfers)
-        locked = await self._lock(codes)
+        locked = await self._snapshot(codes)
         working = dict(locked)
         for t in todo:
             pending = pendings.get(t.pending_id) if t.pending_id else None
@@ -167,11 +248,21 @@ class SqlLedgerRepository:
         except IntegrityError:
             # someone committed one of these concurrently; nothing of this statement was kept: decide one by one
             return [await self._apply_one(t) for t in transfers]
-        await self._store(a for code, a in working.items() if a != locked[code])
-        await self._conn.execute(
-            ledger_entries.insert(), [e for t in todo for e in self._entry_rows(t, postings[t.id])]
-        )
+        self._staged_entries.extend(e for t in todo for e in self._entry_rows(t, postings[t.id]))
+        merge_deltas(self._staged, counter_deltas(locked, working))
         return [t.id not in existing for t in transfers]
+
+    async def _snapshot(self, codes: Sequence[str]) -> dict[str, dl.Account]:
+        """The accounts as committed, plus this unit of work's staged changes, read without a lock: the domain
+        decides on it; the relative ``UPDATE`` in ``flush`` and the table's CHECK constraints settle any race."""
+        rows = await self._conn.execute(sa.select(ledger_accounts).where(ledger_accounts.c.code.in_(codes)))
+        accounts = {a.code: a for a in map(_account, rows)}
+        for code, account in accounts.items():
+            self._rules[code] = account.rule
+            staged = self._staged.get(code)
+            if staged:
+                accounts[code] = replace(account, **{c: getattr(account, c) + d for c, d in staged.items()})
+        return accounts
 
     async def _lock(self, codes: Sequence[str]) -> dict[str, dl.Account]:
         rows = await self._conn.execute(
@@ -230,6 +321,7 @@ class SqlLedgerRepository:
         )
 
     async def _apply_one(self, transfer: dl.Transfer) -> bool:
+        await self.flush()
         exists = await self._conn.scalar(sa.select(ledger_transfers.c.seq).where(ledger_transfers.c.id == transfer.id))
         if exists is not None:
             return False
@@ -237,7 +329,7 @@ class SqlLedgerRepository:
         resolved = False
         postings = transfer.postings
         if transfer.pending_id is not None:
-            pending = await self.transfer(transfer.pending_id)
+            pending = await self.transfer(transfer.pending_id, for_update=True)
             if pending is None:
                 raise NotFound(f"pending transfer {transfer.pending_id} not found")
             postings = pending.postings
@@ -264,6 +356,7 @@ class SqlLedgerRepository:
 
     async def leg_states(self) -> dict[str, dict[str, LegState]]:
         """Each transaction's legs as the ledger shows them: pending unless a post or void transfer resolved it."""
+        await self.flush()
         t = ledger_transfers
         rows = await self._conn.execute(
             sa.select(t.c.id, t.c.kind, t.c.pending_id, t.c.transaction_id).where(t.c.transaction_id.is_not(None))
@@ -290,6 +383,7 @@ class SqlLedgerRepository:
 
     async def entry_totals(self) -> dict[str, dict[str, int]]:
         """Each account's four counters recomputed from the entries (for the invariant check)."""
+        await self.flush()
         kind, d = ledger_entries.c.transfer_kind, ledger_entries.c.direction
         amount = ledger_entries.c.amount
 

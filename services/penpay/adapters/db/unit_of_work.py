@@ -106,6 +106,7 @@ class SqlUnitOfWork:
             ]
         ]
         await self.audit.append_rows(rows)
+        await self.ledger.flush()  # the shared accounts' row locks: last, right before the commit
         await conn.commit()
         self._done = True
         return [replace(event, event_id=event_id) for event, event_id in zip(published, ids, strict=True)]
