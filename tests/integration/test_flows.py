@@ -3,6 +3,7 @@ re-running steps (redelivery), unknown outcomes, and the reconciler. After each 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections import Counter
@@ -409,6 +410,70 @@ class TestCallbackOvertakesThePushAnswer:
         after = await world.get(txn.id)
         assert after.status is Status.PAYMENT_RECEIVED
         assert after.mpesa_checkout_request_id == f"ws_CO_{txn.id}"
+
+    async def test_a_callback_that_waited_for_the_row_lock_while_the_push_answer_was_recorded_is_applied(
+        self, world: World
+    ) -> None:
+        """The callback finds no transaction by its CheckoutRequestID (the push's answer is not recorded yet), then
+        waits for the deposit's row lock while the push step records that very id and commits: it is the match."""
+        from penpay.service_layer.callbacks import StkNotice, Verdict, apply_stk_callback  # noqa: PLC0415
+        from penpay.service_layer.intake import CallbackKind, ReceivedCallback, StoredCallback  # noqa: PLC0415
+
+        txn = deposit()
+        await world.store(txn)
+        async with world.deps.uow() as uow:
+            loaded = await uow.transactions.get(txn.id, for_update=True)
+            loaded.request_stk_push(uow.now)
+            await uow.transactions.save(loaded)
+            await uow.commit()
+        stored = StoredCallback(
+            id=2,
+            received_at=datetime.now(UTC),
+            callback=ReceivedCallback(
+                kind=CallbackKind.STK,
+                transaction_id=txn.id,
+                source_ip="127.0.0.1",
+                source_allowed=True,
+                token_valid=True,
+                body="{}",
+            ),
+        )
+        checkout = f"ws_CO_{txn.id}"
+
+        async def apply() -> Verdict:
+            async with world.deps.uow() as uow:
+                verdict = await apply_stk_callback(
+                    uow, stored, StkNotice(checkout_request_id=checkout, result=paid("RWAIT00001", Money.kes(1_000)))
+                )
+                await uow.commit()
+                return verdict
+
+        async with world.deps.uow() as push_answer:  # the push step's second unit of work holds the row lock
+            loaded = await push_answer.transactions.get(txn.id, for_update=True)
+            callback = asyncio.create_task(apply())
+            await _until_waiting_for_a_lock(world, txn.id)
+            loaded.stk_push_accepted(checkout, push_answer.now)
+            await push_answer.transactions.save(loaded)
+            await push_answer.commit()
+
+        assert await asyncio.wait_for(callback, 10) is Verdict.APPLIED
+        after = await world.get(txn.id)
+        assert after.status is Status.PAYMENT_RECEIVED
+        assert after.mpesa_receipt == "RWAIT00001"
+
+
+async def _until_waiting_for_a_lock(world: World, txn_id: str) -> None:
+    """Until some transaction waits for a row lock with a statement naming ``txn_id`` (InnoDB's own view, which it
+    refreshes only when not read for 0.1 s: hence the pace)."""
+    query = sa.text(
+        "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE :like"
+    )
+    async with world.db.engine.connect() as conn:
+        for _ in range(50):
+            if await conn.scalar(query, {"like": f"%{txn_id}%"}):
+                return
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"nothing waited for the row lock of {txn_id}")
 
 
 @contextlib.contextmanager

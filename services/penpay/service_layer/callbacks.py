@@ -182,15 +182,16 @@ async def apply_stk_callback(uow: UnitOfWork, stored: StoredCallback, notice: St
         return await _note(uow, stored, Verdict.REJECTED, "unverified callback (source address or token)")
     txn = await uow.transactions.find_by_checkout_request_id(notice.checkout_request_id)
     if txn is None:
-        txn = await _awaiting_without_checkout_id(uow, stored)
+        txn = await _awaiting_without_checkout_id(uow, stored, notice.checkout_request_id)
         if txn is None:
             return await _unmatched(uow, stored, f"CheckoutRequestID {notice.checkout_request_id}")
-        # Daraja's answer to our push was lost, or has not been recorded yet; the token-bound URL names this
-        # deposit, so the callback is its own
-        if txn.status is Status.PENDING:
-            txn.stk_push_accepted(notice.checkout_request_id, uow.now)
-        else:
-            txn.mpesa_checkout_request_id = notice.checkout_request_id
+        if txn.mpesa_checkout_request_id is None:
+            # Daraja's answer to our push was lost, or has not been recorded yet; the token-bound URL names this
+            # deposit, so the callback is its own
+            if txn.status is Status.PENDING:
+                txn.stk_push_accepted(notice.checkout_request_id, uow.now)
+            else:
+                txn.mpesa_checkout_request_id = notice.checkout_request_id
     if txn.id != stored.callback.transaction_id:
         return await _note(uow, stored, Verdict.MISMATCH, f"token is bound to another transaction than {txn.id}")
     before = txn.status
@@ -255,7 +256,9 @@ _VERDICTS = {
 }
 
 
-async def _awaiting_without_checkout_id(uow: UnitOfWork, stored: StoredCallback) -> Transaction | None:
+async def _awaiting_without_checkout_id(
+    uow: UnitOfWork, stored: StoredCallback, checkout_request_id: str
+) -> Transaction | None:
     claimed = stored.callback.transaction_id
     if claimed is None:
         return None
@@ -263,7 +266,11 @@ async def _awaiting_without_checkout_id(uow: UnitOfWork, stored: StoredCallback)
         txn = await uow.transactions.get(claimed, for_update=True)
     except NotFound:
         return None
-    if txn.kind is not Kind.DEPOSIT or txn.mpesa_checkout_request_id is not None:
+    if txn.kind is not Kind.DEPOSIT:
+        return None
+    if txn.mpesa_checkout_request_id == checkout_request_id:
+        return txn  # the push's answer was recorded while this waited for the row lock: it is the match after all
+    if txn.mpesa_checkout_request_id is not None:
         return None
     if txn.status is Status.AWAITING_PAYMENT:
         return txn
