@@ -194,3 +194,20 @@ class TestAuditChain:
                 await conn.execute(edit, {"payload": '{"n":1}', "seq": first_seq})
                 await conn.execute(restore)
         assert (await admin.verify_audit(db.uow)).ok
+
+
+async def test_chaining_does_not_wait_for_transactions_still_open(db: Database) -> None:
+    """The chainer links what is committed while other units of work hold uncommitted audit rows."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    for n in range(300):  # enough committed rows for a long id list
+        async with db.uow() as uow:
+            await uow.audit.append(actor="t", action="test.row", subject=f"s{n}", payload={}, now=uow.now)
+            await uow.commit()
+    open_uow = db.uow()
+    async with open_uow as uow:
+        await uow.audit.append(actor="t", action="test.open", subject="open", payload={}, now=datetime.now(UTC))
+        async with db.uow(actor="auditor") as chainer:
+            await chainer.connection.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 2")
+            assert await chainer.audit.chain_pending(limit=1000) >= 300  # would raise 1205 if it waited
+            await chainer.commit()

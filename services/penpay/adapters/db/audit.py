@@ -126,7 +126,12 @@ class SqlAuditLog:
             )
             prev = digest
         await self._conn.execute(audit_log.insert(), rows)
-        await self._conn.execute(audit_pending.delete().where(audit_pending.c.id.in_([p.id for p in pending])))
+        # one key per statement: an ``IN`` list over this small table makes MariaDB scan it, and a scanning DELETE
+        # waits for every row that a still-open transaction has just inserted
+        await self._conn.execute(
+            audit_pending.delete().where(audit_pending.c.id == sa.bindparam("pending_id")),
+            [{"pending_id": p.id} for p in pending],
+        )
         await self._conn.execute(audit_head.update().where(audit_head.c.id == 1).values(last_seq=seq, last_hash=prev))
         return len(rows)
 

@@ -4,9 +4,10 @@ A few accounts (the Deriv float, the M-Pesa accounts, the FX positions) are touc
 long their rows stay locked bounds the whole platform's throughput. ``apply_all`` (the unit of work's path) therefore
 never locks them while it decides: it reads the accounts as committed (plus this transaction's own staged changes),
 lets the pure ``penpay_domain.ledger.apply`` decide, inserts the transfer rows (their unique ids and ``pending_id``
-make a repeat or a second resolution fail), and *stages* the counter changes and the entry rows. ``flush`` — the
-unit of work's last statement before ``COMMIT`` — writes the counters as one relative ``UPDATE`` (rows locked in key
-order, so writers never deadlock on each other) and then the entries. The table's CHECK constraints are the final
+make a repeat or a second resolution fail) and the entry rows (no foreign key to the accounts, so no lock on them:
+migration 0005), and *stages* the counter changes. ``flush`` — the unit of work's last statement before ``COMMIT`` —
+writes the counters as one relative ``UPDATE`` (rows locked in key order, so writers never deadlock on each other),
+refusing the transaction unless every account it names exists. The table's CHECK constraints are the final
 word on the balance rules: if a concurrent transaction spent what the snapshot showed, the ``UPDATE`` is refused and
 ``InsufficientFunds`` raised, exactly as the domain would have. A resolution locks its pending transfer's row first,
 so two resolutions of one reservation take turns. The one-by-one path (``_apply_one``: lock, read, decide, write)
@@ -107,20 +108,15 @@ class SqlLedgerRepository:
         self._conn = conn
         self._now = now
         self._staged: dict[str, dict[str, int]] = {}  # counter changes not yet written (see ``flush``)
-        self._staged_entries: list[dict[str, object]] = []
         self._rules: dict[str, dl.BalanceRule] = {}
 
     async def flush(self) -> None:
-        """Write what ``apply_all`` staged: one relative ``UPDATE`` of the counters, which takes the accounts' row
-        locks, then the entries (whose foreign keys need those rows: inserted before the update, their shared locks
-        would deadlock two writers upgrading them). The unit of work calls it last before ``COMMIT``, so the shared
-        accounts are locked for two statements and the commit, never across the rest of the transaction; every read
-        of this repository flushes first, so it always sees its own writes."""
+        """Write the counter changes ``apply_all`` staged: one relative ``UPDATE``, which takes the accounts' row
+        locks. The unit of work calls it last before ``COMMIT``, so the shared accounts are locked for that one
+        statement and the commit, never across the rest of the transaction; every read of this repository flushes
+        first, so it always sees its own writes."""
         staged, self._staged = self._staged, {}
-        entries, self._staged_entries = self._staged_entries, []
         await add_to_counters(self._conn, staged, self._now, self._rules)
-        if entries:
-            await self._conn.execute(ledger_entries.insert(), entries)
 
     async def ensure_chart(self, specs: Sequence[dl.AccountSpec] = dl.CHART) -> None:
         """Open every account of the chart that does not exist yet (idempotent)."""
@@ -248,7 +244,9 @@ class SqlLedgerRepository:
         except IntegrityError:
             # someone committed one of these concurrently; nothing of this statement was kept: decide one by one
             return [await self._apply_one(t) for t in transfers]
-        self._staged_entries.extend(e for t in todo for e in self._entry_rows(t, postings[t.id]))
+        await self._conn.execute(
+            ledger_entries.insert(), [e for t in todo for e in self._entry_rows(t, postings[t.id])]
+        )  # no lock on the accounts: entries have no foreign key to them (migration 0005)
         merge_deltas(self._staged, counter_deltas(locked, working))
         return [t.id not in existing for t in transfers]
 

@@ -116,7 +116,8 @@ ledger_entries = _table(
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=True),
     sa.Column("transfer_id", sa.String(64), sa.ForeignKey("ledger_transfers.id"), nullable=False, index=True),
     sa.Column("posting", sa.SmallInteger, nullable=False),
-    sa.Column("account_code", sa.String(32), sa.ForeignKey("ledger_accounts.code"), nullable=False),
+    # no foreign key to ledger_accounts (migration 0005): the counters' UPDATE checks every account in the same txn
+    sa.Column("account_code", sa.String(32), nullable=False),
     sa.Column("direction", sa.String(1), nullable=False),
     sa.Column("transfer_kind", sa.String(16), nullable=False),
     _money("amount"),
