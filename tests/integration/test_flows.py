@@ -31,7 +31,7 @@ from penpay.settings import Settings
 from penpay.worker.main import PublishingUnitOfWork
 from penpay.worker.subscriptions import event_handler
 from penpay_domain import ledger
-from penpay_domain.events import DepositRequested
+from penpay_domain.events import DepositCompleted, DepositRequested
 from penpay_domain.fees import FeePolicy
 from penpay_domain.fx import LockedRate
 from penpay_domain.ids import TransactionId, UserId, new_quote_id, new_transaction_id, parse_deriv_loginid
@@ -519,6 +519,20 @@ def requested(txn: Transaction, *, event_id: int, entry_id: str = "1-0") -> Stre
     return StreamMessage(stream="penpay:deposits", id=entry_id, fields=fields, deliveries=1, event=event)
 
 
+def completed(txn: Transaction, *, event_id: int) -> StreamMessage:
+    event = DepositCompleted(
+        transaction_id=txn.id,
+        occurred_at=datetime.now(UTC),
+        kind="deposit",
+        user_id=txn.parties.user_id,
+        from_status="CREDITING",
+        to_status="COMPLETED",
+        event_id=event_id,
+    )
+    fields = {"event_id": str(event_id), "transaction_id": txn.id}
+    return StreamMessage(stream="penpay:notifications", id="1-0", fields=fields, deliveries=1, event=event)
+
+
 class TestDeliveries:
     """Deduplicating a message costs no unit of work of its own: the step checks it in its first one and records it
     in the commit that concludes it."""
@@ -591,6 +605,42 @@ class TestEventHandler:
         await handle(requested(txn, event_id=event_id, entry_id="2-0"))  # the relay published it again
         assert len(world.mpesa.pushes) == 1
         assert (await processed_rows(world, sub.group)).count(f"event:{event_id}") == 1
+
+    async def test_a_notification_with_no_one_to_send_to_is_recorded_in_its_one_unit_of_work(
+        self, world: World
+    ) -> None:
+        sub = SUBSCRIPTIONS["notifier"]
+        txn = deposit()
+        await world.store(txn)  # its user never linked the account: no address
+        message = completed(txn, event_id=10_000 + secrets.randbelow(10**9))
+        with counting_commits(world.db.engine) as counts:
+            await event_handler(sub, world.deps)(message)
+        assert counts == Counter(commit=1)
+        assert message.dedupe_key in await processed_rows(world, sub.group)
+        assert world.deps.mailer.sent == []  # type: ignore[attr-defined]
+
+    async def test_a_sent_notification_is_recorded_after_the_send(self, world: World) -> None:
+        sub = SUBSCRIPTIONS["notifier"]
+        txn = deposit()
+        await world.store(txn)
+        async with world.deps.uow() as uow:
+            await uow.linked_accounts.upsert(
+                LinkedAccount(
+                    user_id=txn.parties.user_id,
+                    loginid=txn.parties.deriv_loginid,
+                    currency="USD",
+                    token_ciphertext=b"sealed",
+                    linked_at=uow.now,
+                    email="payer@example.test",
+                )
+            )
+            await uow.commit()
+        message = completed(txn, event_id=10_000 + secrets.randbelow(10**9))
+        handle = event_handler(sub, world.deps)
+        await handle(message)
+        await handle(message)  # redelivered: already processed, not sent again
+        assert [to for to, _, _ in world.deps.mailer.sent] == ["payer@example.test"]  # type: ignore[attr-defined]
+        assert (await processed_rows(world, sub.group)).count(message.dedupe_key) == 1
 
     async def test_a_message_with_nothing_due_is_still_recorded_by_the_handler(self, world: World) -> None:
         sub = SUBSCRIPTIONS["deposit"]

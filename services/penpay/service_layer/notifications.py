@@ -9,7 +9,7 @@ processed twice may send twice, which is the safe side for "your money arrived".
 from __future__ import annotations
 
 from penpay.logging import get_logger
-from penpay.service_layer.flow import Delivery, FlowDeps, already_processed
+from penpay.service_layer.flow import Delivery, FlowDeps, already_processed, record_processed
 from penpay_domain import events as ev
 from penpay_domain.ids import TransactionId
 from penpay_domain.msisdn import mask_msisdn
@@ -45,8 +45,9 @@ def _body(txn: Transaction, event: ev.TransactionEvent) -> str:
 
 
 async def notify(deps: FlowDeps, event: ev.TransactionEvent, *, delivery: Delivery | None = None) -> str:
-    """Send the e-mail an event calls for. The message is recorded as processed by the caller after the send (an
-    e-mail cannot share a commit), so a crash in between sends it again: at-least-once."""
+    """Send the e-mail an event calls for. A sent message is recorded as processed by the caller after the send (an
+    e-mail cannot share a commit), so a crash in between sends it again: at-least-once. One with no one to send to
+    is recorded in the unit of work that found that out."""
     subject = SUBJECTS.get(event.name)
     review = event.name == ev.TransactionNeedsReview.name
     if subject is None and not review:
@@ -56,16 +57,18 @@ async def notify(deps: FlowDeps, event: ev.TransactionEvent, *, delivery: Delive
             return "duplicate"
         txn = await uow.transactions.get(TransactionId(event.transaction_id))
         linked = await uow.linked_accounts.get(txn.parties.user_id, txn.parties.deriv_loginid)
+        to = deps.ops_email if review else (linked.email if subject is not None and linked is not None else "")
+        if not to:  # nothing to send: the message is done here, recorded in this very unit of work
+            await record_processed(uow, delivery)
+            await uow.commit()
     if review:
-        if not deps.ops_email:
+        if not to:
             log.warning("needs_review_without_ops_email", transaction_id=txn.id, reason=event.detail)
             return "no ops address"
-        await deps.mailer.send(
-            to=deps.ops_email, subject=f"PenPay: {txn.kind.value} {txn.id} needs review", body=_body(txn, event)
-        )
+        await deps.mailer.send(to=to, subject=f"PenPay: {txn.kind.value} {txn.id} needs review", body=_body(txn, event))
         return "ops notified"
-    if subject is None or linked is None or not linked.email:
+    if subject is None or not to:
         log.info("no_address_for_notification", transaction_id=txn.id, event_type=event.name)
         return "no address"
-    await deps.mailer.send(to=linked.email, subject=subject, body=_body(txn, event))
+    await deps.mailer.send(to=to, subject=subject, body=_body(txn, event))
     return "sent"
