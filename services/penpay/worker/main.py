@@ -6,7 +6,8 @@
 Worker types: deposit (STK pushes), deriv (Deriv credits and reversals), withdrawal (Deriv debits, B2C payouts and
 refunds), callbacks (stored M-Pesa callbacks), notifier (e-mail), relay (the outbox relay), reconciler (the sweep),
 auditor (links committed audit rows into the hash chain).
-SIGTERM/SIGINT: stop reading, finish the message in hand, exit 0.
+SIGTERM/SIGINT: stop reading, finish the messages in flight (up to PENPAY_WORKER_CONCURRENCY per stream), hand back
+the ones read but not started, exit 0.
 """
 
 from __future__ import annotations
