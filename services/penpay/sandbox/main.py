@@ -11,6 +11,7 @@ import asyncio
 import signal
 from urllib.parse import urlsplit
 
+from penpay import eventloop
 from penpay.logging import configure_logging, get_logger
 from penpay.sandbox.control import AppServer, create_control_app
 from penpay.sandbox.daraja import DarajaSimulator
@@ -78,7 +79,7 @@ async def _main() -> None:
 
 
 def main() -> None:
-    asyncio.run(_main())
+    eventloop.run(_main())
 
 
 if __name__ == "__main__":

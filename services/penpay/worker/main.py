@@ -25,6 +25,7 @@ from types import TracebackType
 
 import redis.asyncio as aioredis
 
+from penpay import eventloop
 from penpay.adapters.daraja.client import DarajaClient
 from penpay.adapters.daraja.mpesa import DarajaMpesa
 from penpay.adapters.daraja.token_store import RedisTokenStore
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         await run(settings, workers, stop)
 
-    asyncio.run(_main())
+    eventloop.run(_main())
 
 
 if __name__ == "__main__":

@@ -62,22 +62,28 @@ class SqlIdempotencyRepository:
         return int(result.rowcount)
 
 
+# built once (see adapters.db.repositories): every worker step runs them
+_MARK = (
+    mysql.insert(processed_messages)
+    .values({c: sa.bindparam(c) for c in ("consumer_group", "message_key", "processed_at")})
+    .prefix_with("IGNORE")
+)
+_SEEN = sa.select(processed_messages.c.message_key).where(
+    processed_messages.c.consumer_group == sa.bindparam("b_group"),
+    processed_messages.c.message_key == sa.bindparam("b_key"),
+)
+
+
 class SqlProcessedMessages:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
     async def mark(self, consumer_group: str, message_key: str, now: datetime) -> bool:
         result = await self._conn.execute(
-            mysql.insert(processed_messages)
-            .values(consumer_group=consumer_group, message_key=message_key, processed_at=to_db(now))
-            .prefix_with("IGNORE")
+            _MARK, {"consumer_group": consumer_group, "message_key": message_key, "processed_at": to_db(now)}
         )
         return bool(result.rowcount == 1)
 
     async def seen(self, consumer_group: str, message_key: str) -> bool:
-        found = await self._conn.scalar(
-            sa.select(processed_messages.c.message_key).where(
-                processed_messages.c.consumer_group == consumer_group, processed_messages.c.message_key == message_key
-            )
-        )
+        found = await self._conn.scalar(_SEEN, {"b_group": consumer_group, "b_key": message_key})
         return found is not None

@@ -21,6 +21,9 @@ from penpay_domain.events import TransactionEvent
 from penpay_domain.ports import Clock
 
 log = get_logger(__name__)
+_INSERT = outbox.insert().values(
+    {c: sa.bindparam(c) for c in ("stream", "event_type", "transaction_id", "payload", "created_at")}
+)  # built once: see adapters.db.repositories
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +43,14 @@ class SqlOutbox:
         ids = []
         for event in events:
             result = await self._conn.execute(
-                outbox.insert().values(
-                    stream=event.stream,
-                    event_type=event.name,
-                    transaction_id=event.transaction_id,
-                    payload=payload_json(event),
-                    created_at=to_db(now),
-                )
+                _INSERT,
+                {
+                    "stream": event.stream,
+                    "event_type": event.name,
+                    "transaction_id": event.transaction_id,
+                    "payload": payload_json(event),
+                    "created_at": to_db(now),
+                },
             )
             key = result.inserted_primary_key
             if key is None:

@@ -66,6 +66,19 @@ def transaction_row(txn: Transaction) -> dict[str, Any]:
     }
 
 
+# The statements every step runs, built once: a statement built per call costs SQLAlchemy a cache-key walk over all
+# its values (about 30 columns here) before it can reuse the compiled SQL; these bind their values instead.
+_COLUMNS = [c.name for c in transactions.columns]
+_INSERT = transactions.insert().values({c: sa.bindparam(c) for c in _COLUMNS})
+_SAVE = (
+    transactions.update()
+    .where(transactions.c.id == sa.bindparam("b_id"), transactions.c.version == sa.bindparam("b_version"))
+    .values({c: sa.bindparam(f"v_{c}") for c in _COLUMNS if c != "id"})
+)
+_GET = sa.select(transactions).where(transactions.c.id == sa.bindparam("b_id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+
+
 def _transaction(row: sa.Row[tuple[object, ...]]) -> Transaction:
     m = row._mapping
     return Transaction(
@@ -126,15 +139,15 @@ class SqlTransactionRepository:
         return self._written.get(id(txn)) != (len(txn.events), len(txn.ledger_transfers))
 
     async def add(self, txn: Transaction) -> None:
-        await self._conn.execute(transactions.insert().values(**transaction_row(txn)))
+        await self._conn.execute(_INSERT, transaction_row(txn))
         self._track(txn)
         self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
 
     async def get(self, txn_id: TransactionId, *, for_update: bool = False) -> Transaction:
-        txn = await self._one(transactions.c.id == txn_id, for_update=for_update)
-        if txn is None:
+        row = (await self._conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"b_id": txn_id})).first()
+        if row is None:
             raise NotFound(f"transaction {txn_id} not found")
-        return txn
+        return self._track(_transaction(row))
 
     async def _one(self, where: sa.ColumnElement[bool], *, for_update: bool = True) -> Transaction | None:
         stmt = sa.select(transactions).where(where)
@@ -155,11 +168,8 @@ class SqlTransactionRepository:
     async def save(self, txn: Transaction) -> None:
         values = transaction_row(txn)
         values["version"] = txn.version + 1
-        result = await self._conn.execute(
-            transactions.update()
-            .where(transactions.c.id == txn.id, transactions.c.version == txn.version)
-            .values(**{k: v for k, v in values.items() if k != "id"})
-        )
+        params = {f"v_{k}": v for k, v in values.items() if k != "id"}
+        result = await self._conn.execute(_SAVE, {**params, "b_id": txn.id, "b_version": txn.version})
         if result.rowcount != 1:
             raise ConcurrencyConflict(f"transaction {txn.id} changed concurrently (version {txn.version})")
         txn.version += 1
