@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from penpay.service_layer.collection import settle_stk_result
-from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, ReceivedCallback, StoredCallback
+from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, StoredCallback
 from penpay.service_layer.payouts import apply_payout_result
 from penpay_domain.errors import NotFound
 from penpay_domain.ids import TransactionId
@@ -91,26 +91,22 @@ class CallbackUrls:
 
 
 # ------------------------------------------------------------------------------------------------ intake
-async def receive_callback(uow: IntakeUnitOfWork, callback: ReceivedCallback) -> StoredCallback:
-    """Store the raw callback and audit it, in one commit. The caller acknowledges only after this returns."""
-    async with uow:
-        stored = await uow.callbacks.add(callback)
-        await uow.audit.append(
-            actor=ACTOR,
-            action="mpesa.callback_received" if callback.verified else "mpesa.callback_rejected",
-            subject=callback.transaction_id or f"callback:{stored.id}",
-            payload={
-                "callback_id": stored.id,
-                "kind": callback.kind.value,
-                "source_ip": callback.source_ip,
-                "source_allowed": callback.source_allowed,
-                "token_valid": callback.token_valid,
-                "body_sha256": hashlib.sha256(callback.body.encode()).hexdigest(),
-            },
-            now=uow.now,
-        )
-        await uow.commit()
-    return stored
+def callback_audit_entry(stored: StoredCallback) -> tuple[str, str, dict[str, object]]:
+    """What the audit log says of a callback as it is stored (in the same commit, before it is acknowledged):
+    (action, subject, payload). The body itself is in the inbox; the audit row carries its hash."""
+    callback = stored.callback
+    return (
+        "mpesa.callback_received" if callback.verified else "mpesa.callback_rejected",
+        callback.transaction_id or f"callback:{stored.id}",
+        {
+            "callback_id": stored.id,
+            "kind": callback.kind.value,
+            "source_ip": callback.source_ip,
+            "source_allowed": callback.source_allowed,
+            "token_valid": callback.token_valid,
+            "body_sha256": hashlib.sha256(callback.body.encode()).hexdigest(),
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------------ application

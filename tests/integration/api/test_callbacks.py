@@ -285,3 +285,44 @@ class TestB2cResult:
         assert await _apply(db, api, row.id) is Verdict.APPLIED
         status, legs = await _status(intake_uow, txn_id)
         assert status is Status.COMPLETED and legs == {"usd": LegState.POSTED, "kes": LegState.POSTED}
+
+
+class TestCallbackBursts:
+    async def test_callbacks_arriving_together_are_each_stored_audited_and_only_genuine_ones_queued(
+        self, api: Api, db: Database, redis_client: aioredis.Redis, intake_uow: SqlIntakeUnitOfWork
+    ) -> None:
+        import asyncio  # noqa: PLC0415
+
+        deposits = [await _awaiting_payment(api, intake_uow) for _ in range(12)]
+        urls = _urls(api)
+
+        async def post(i: int, txn_id: str, checkout: str) -> int:
+            url = urls.stk(txn_id)
+            if i % 3 == 0:  # a forged token: acknowledged and stored like the others, never queued
+                url = url.rsplit("/", 1)[0] + "/" + "0" * 64
+            response = await api.client.post(_path(url, api), json=_stk_body(checkout))
+            assert response.json() == ACK
+            return i
+
+        await asyncio.gather(*(post(i, t, c) for i, (t, c) in enumerate(deposits)))
+
+        stored = {txn_id: await _rows(db, txn_id) for txn_id, _ in deposits}
+        assert all(len(rows) == 1 for rows in stored.values())
+        ids = {txn_id: int(rows[0].id) for txn_id, rows in stored.items()}
+        assert len(set(ids.values())) == 12
+        queued = await _queued(redis_client, api)
+        for i, (txn_id, _) in enumerate(deposits):
+            assert (ids[txn_id] in queued) is (i % 3 != 0)
+            assert bool(stored[txn_id][0].token_valid) is (i % 3 != 0)
+        await chain_audit(db)
+        async with db.engine.connect() as conn:
+            audited = (
+                await conn.execute(
+                    sa.select(audit_log.c.subject, audit_log.c.action).where(
+                        audit_log.c.subject.in_([t for t, _ in deposits]),
+                        audit_log.c.action.like("mpesa.callback_%"),
+                    )
+                )
+            ).all()
+        assert sorted(a.subject for a in audited) == sorted(t for t, _ in deposits)
+        assert sum(a.action == "mpesa.callback_rejected" for a in audited) == 4

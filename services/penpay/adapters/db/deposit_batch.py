@@ -4,13 +4,8 @@ Every step is one statement for the whole batch — the existing keys, the users
 ledger accounts (read without a lock), then one multi-row INSERT per table (transactions, ledger transfers and
 entries, idempotency answers, audit rows, outbox), and last one relative UPDATE of the accounts' counters right
 before the COMMIT, so the accounts every deposit shares are locked only for that statement and the commit. So a batch
-of 50 deposits costs about the same round trips as one did before. The statements go to the driver as written
-(``exec_driver_sql``): the SQL compiler would spend more time building a multi-row statement than MySQL takes to run
-it. Table and column names are those of ``adapters.db.tables``; every value travels as a bound parameter.
-
-Outbox ids: a multi-row INSERT's rows get consecutive AUTO_INCREMENT ids, starting at the reported last insert id,
-when ``innodb_autoinc_lock_mode`` is 0 or 1 (MariaDB's default); with 2 (MySQL 8's default) they may interleave with
-other sessions', so the outbox rows are then inserted one by one.
+of 50 deposits costs about the same round trips as one did before (``adapters.db.multirow``: statements as written,
+values bound; outbox ids as the server assigns them).
 """
 
 from __future__ import annotations
@@ -26,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from penpay.adapters.db.audit import event_entry, pending_row, transfer_entry
 from penpay.adapters.db.engine import to_db
 from penpay.adapters.db.ledger import add_to_counters, counter_deltas
+from penpay.adapters.db.multirow import consecutive_insert_ids, insert_returning_ids, insert_rows, marks
 from penpay.adapters.db.repositories import FAILED_STATUSES, transaction_row
 from penpay.adapters.stream_codec import payload_json
 from penpay.service_layer.deposit_batch import Created, DepositBatchStore, KeyAnswer
@@ -37,11 +33,6 @@ from penpay_domain.ports import Clock
 from penpay_domain.transaction import Kind
 
 _COUNTERS = ledger.COUNTERS
-
-
-def _marks(n: int, width: int = 1) -> str:
-    one = "%s" if width == 1 else "(" + ", ".join(["%s"] * width) + ")"
-    return ", ".join([one] * n)
 
 
 class SqlDepositBatch:
@@ -90,8 +81,8 @@ class SqlDepositBatch:
         users = sorted({k.user_id for k in keys})
         names = sorted({k.key for k in keys})
         rows = await self._run(
-            f"SELECT user_id, idem_key FROM idempotency_keys WHERE user_id IN ({_marks(len(users))}) "  # noqa: S608 - placeholders only
-            f"AND idem_key IN ({_marks(len(names))})",
+            f"SELECT user_id, idem_key FROM idempotency_keys WHERE user_id IN ({marks(len(users))}) "  # noqa: S608 - placeholders only
+            f"AND idem_key IN ({marks(len(names))})",
             [*users, *names],
         )
         found = {(str(r[0]), str(r[1])) for r in rows}
@@ -101,7 +92,7 @@ class SqlDepositBatch:
         # INSERT … ON DUPLICATE KEY UPDATE takes each row's exclusive lock at once, in the order given (sorted).
         at = to_db(self._now)
         await self._run(
-            f"INSERT INTO user_limits (user_id, locked_at) VALUES {_marks(len(user_ids), 2)} "  # noqa: S608
+            f"INSERT INTO user_limits (user_id, locked_at) VALUES {marks(len(user_ids), 2)} "  # noqa: S608
             "ON DUPLICATE KEY UPDATE locked_at = VALUES(locked_at)",
             [v for u in user_ids for v in (u, at)],
         )
@@ -110,8 +101,8 @@ class SqlDepositBatch:
         failed = [s.value for s in FAILED_STATUSES]
         rows = await self._run(
             "SELECT user_id, COALESCE(SUM(amount_kes), 0) FROM transactions "  # noqa: S608
-            f"WHERE user_id IN ({_marks(len(user_ids))}) AND kind = %s AND created_at >= %s AND created_at < %s "
-            f"AND status NOT IN ({_marks(len(failed))}) GROUP BY user_id",
+            f"WHERE user_id IN ({marks(len(user_ids))}) AND kind = %s AND created_at >= %s AND created_at < %s "
+            f"AND status NOT IN ({marks(len(failed))}) GROUP BY user_id",
             [*user_ids, Kind.DEPOSIT.value, to_db(start), to_db(end), *failed],
         )
         return {UserId(str(r[0])): Money(int(r[1]), Currency.KES) for r in rows}
@@ -119,7 +110,7 @@ class SqlDepositBatch:
     async def accounts(self, codes: Sequence[str]) -> dict[str, ledger.Account]:
         rows = await self._run(
             f"SELECT code, currency, rule, {', '.join(_COUNTERS)} FROM ledger_accounts "  # noqa: S608
-            f"WHERE code IN ({_marks(len(codes))}) ORDER BY code" + (" FOR UPDATE" if self._lock else ""),
+            f"WHERE code IN ({marks(len(codes))}) ORDER BY code" + (" FOR UPDATE" if self._lock else ""),
             codes,
         )
         accounts = {}
@@ -167,12 +158,10 @@ class SqlDepositBatch:
         self._committed = True
         return [_with_id(event, event_id) for event, event_id in zip(events, ids, strict=True)]
 
-    async def _insert(self, table: str, rows: Sequence[dict[str, Any]]) -> Any:
-        columns = list(rows[0])
-        return await self._run(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {_marks(len(rows), len(columns))}",  # noqa: S608
-            [row[c] for row in rows for c in columns],
-        )
+    async def _insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        if self._conn is None:
+            raise RuntimeError("the batch transaction is not open")
+        return await insert_rows(self._conn, table, rows)
 
     async def _outbox(self, events: Sequence[TransactionEvent], at: datetime) -> list[int]:
         rows = [
@@ -185,12 +174,9 @@ class SqlDepositBatch:
             }
             for e in events
         ]
-        if not rows:
-            return []
-        if self._consecutive_ids:
-            first = int((await self._insert("outbox", rows)).lastrowid)
-            return list(range(first, first + len(rows)))
-        return [int((await self._insert("outbox", [row])).lastrowid) for row in rows]
+        if self._conn is None:
+            raise RuntimeError("the batch transaction is not open")
+        return await insert_returning_ids(self._conn, "outbox", rows, consecutive=self._consecutive_ids)
 
 
 def _transfer_row(t: ledger.Transfer, at: datetime) -> dict[str, Any]:
@@ -235,13 +221,6 @@ def _answer_row(a: KeyAnswer, at: datetime) -> dict[str, Any]:
 
 def _with_id(event: TransactionEvent, event_id: int) -> TransactionEvent:
     return replace(event, event_id=event_id)
-
-
-async def consecutive_insert_ids(engine: AsyncEngine) -> bool:
-    """Whether a multi-row INSERT's AUTO_INCREMENT ids are consecutive on this server (lock mode 0 or 1)."""
-    async with engine.connect() as conn:
-        mode = await conn.exec_driver_sql("SELECT @@innodb_autoinc_lock_mode")
-        return int(mode.scalar_one()) in (0, 1)
 
 
 class SqlDepositBatches:

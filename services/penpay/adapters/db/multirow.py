@@ -1,0 +1,51 @@
+"""Multi-row statements for the batched paths (deposit and callback intake): one INSERT for many rows, sent to the
+driver as written (``exec_driver_sql``), since SQLAlchemy's compiler would spend more time building a statement of
+a few thousand values than MySQL takes to run it. Table and column names come from ``adapters.db.tables``; every
+value travels as a bound parameter.
+
+AUTO_INCREMENT ids: a multi-row INSERT's rows get consecutive ids, starting at the reported last insert id, when
+``innodb_autoinc_lock_mode`` is 0 or 1 (MariaDB's default); with 2 (MySQL 8's default) they may interleave with other
+sessions' ids, so callers that need the ids insert row by row there (:func:`consecutive_insert_ids` tells which).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+def marks(n: int, width: int = 1) -> str:
+    """``%s, %s`` (``width`` 1) or ``(%s, %s), (%s, %s)``: placeholders for ``n`` values or rows."""
+    one = "%s" if width == 1 else "(" + ", ".join(["%s"] * width) + ")"
+    return ", ".join([one] * n)
+
+
+async def insert_rows(conn: AsyncConnection, table: str, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert ``rows`` (all with the same keys) in one statement; returns the first AUTO_INCREMENT id (0 if none)."""
+    columns = list(rows[0])
+    result = await conn.exec_driver_sql(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks(len(rows), len(columns))}",  # noqa: S608
+        tuple(row[c] for row in rows for c in columns),
+    )
+    return int(result.lastrowid or 0)
+
+
+async def insert_returning_ids(
+    conn: AsyncConnection, table: str, rows: Sequence[dict[str, Any]], *, consecutive: bool
+) -> list[int]:
+    """Insert ``rows`` and return their AUTO_INCREMENT ids, in order."""
+    if not rows:
+        return []
+    if consecutive:
+        first = await insert_rows(conn, table, rows)
+        return list(range(first, first + len(rows)))
+    return [await insert_rows(conn, table, [row]) for row in rows]
+
+
+async def consecutive_insert_ids(engine: AsyncEngine) -> bool:
+    """Whether a multi-row INSERT's AUTO_INCREMENT ids are consecutive on this server (lock mode 0 or 1)."""
+    async with engine.connect() as conn:
+        mode = await conn.exec_driver_sql("SELECT @@innodb_autoinc_lock_mode")
+        return int(mode.scalar_one()) in (0, 1)
