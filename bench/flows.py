@@ -215,3 +215,25 @@ async def database_state(engine: AsyncEngine) -> dict[str, Any]:
         rows = (await conn.execute(sa.text("SELECT status, COUNT(*) FROM transactions GROUP BY status"))).all()
     statuses = {str(r[0]): int(r[1]) for r in rows}
     return {"statuses": statuses, "all_terminal": all(s in TERMINAL for s in statuses)}
+
+
+async def wait_quiet(
+    engine: AsyncEngine, *, timeout_s: float, settle_s: float = 2.0, poll_s: float = 0.5
+) -> dict[str, Any]:
+    """Poll until every transaction in the database is terminal and no new one appeared for ``settle_s``.
+
+    Requests that the load generator gave up on (an open-loop request not answered in time) may still be queued in
+    the API and create deposits after the phase: without this wait they would be the next phase's hidden backlog.
+    """
+    started = time.monotonic()
+    last_total, stable_since = -1, time.monotonic()
+    state: dict[str, Any] = {}
+    while time.monotonic() - started < timeout_s:
+        state = await database_state(engine)
+        total = sum(state["statuses"].values())
+        if total != last_total:
+            last_total, stable_since = total, time.monotonic()
+        elif state["all_terminal"] and time.monotonic() - stable_since >= settle_s:
+            break
+        await asyncio.sleep(poll_s)
+    return {**state, "transactions": last_total, "waited_s": round(time.monotonic() - started, 1)}

@@ -148,8 +148,19 @@ class Bench:
         drained = await flows.wait_terminal(self.engine, ids, timeout_s=cfg.drain_timeout_s)
         self.out["api_backlog"] = drained.summary()
         say(f"  {drained.completed:,} completed in {drained.span_s:,.1f} s ({drained.completed_per_s:,.1f}/s)")
+        await self._quiet("the deposits of requests the load generator gave up on")
 
     # ------------------------------------------------------------------------------------------------ end to end
+    async def _quiet(self, what: str) -> dict[str, Any]:
+        """Wait until every transaction in the database is terminal, so the next phase starts on an idle platform."""
+        quiet = await flows.wait_quiet(self.engine, timeout_s=self.cfg.drain_timeout_s)
+        self.out.setdefault("quiet_waits", []).append({"after": what, **quiet})
+        say(
+            f"  idle again after {quiet['waited_s']} s ({quiet['transactions']:,} transactions, all terminal: "
+            f"{'yes' if quiet['all_terminal'] else 'NO'})"
+        )
+        return quiet
+
     async def _deposit_burst(self, label: str) -> dict[str, Any]:
         cfg = self.cfg
         deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}{label}")
