@@ -61,17 +61,6 @@ class RedisStreamPublisher:
             except Exception:  # the relay will publish them again; consumers deduplicate on event_id
                 log.warning("could not mark outbox rows published", exc_info=True)
 
-    async def add_many(self, stream: str, entries: Sequence[Mapping[str, str | int]]) -> None:
-        """Several messages on one stream in one pipelined round trip."""
-        if not entries:
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for fields in entries:
-            entry: dict[Any, Any] = {k: str(v) for k, v in fields.items()}
-            pipe.xadd(self.key(stream), entry, maxlen=self._maxlen, approximate=True)
-        async with asyncio.timeout(self._timeout_s):
-            await pipe.execute()
-
     async def add(self, stream: str, fields: Mapping[str, str | int]) -> str:
         """One message with the given fields (e.g. a stored callback's id, for the callback worker)."""
         entry: dict[Any, Any] = {k: str(v) for k, v in fields.items()}

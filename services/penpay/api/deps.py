@@ -11,12 +11,11 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
 
 from penpay.adapters.db.deposit_batch import SqlDepositBatches
-from penpay.adapters.db.intake import SqlCallbackBatches, SqlIntakeUnitOfWork
+from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.adapters.db.outbox import PublishedMarks
 from penpay.adapters.rate_limit import RateLimiter
 from penpay.adapters.streams import RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
-from penpay.api.callback_intake import CallbackIntake
 from penpay.api.deposit_intake import DepositIntake
 from penpay.api.idempotency import IdempotencyGate
 from penpay.api.problems import ApiProblem
@@ -59,7 +58,6 @@ class ApiState:
     marks: PublishedMarks = field(init=False)
     publisher: RedisStreamPublisher = field(init=False)
     deposit_intake: DepositIntake = field(init=False)
-    callback_intake: CallbackIntake = field(init=False)
     idempotency: IdempotencyGate = field(init=False)
     deposit_policy: DepositPolicy = field(init=False)
     withdrawal_policy: DepositPolicy = field(init=False)
@@ -85,9 +83,6 @@ class ApiState:
             fx=self.adapters.fx,
             policy=self.deposit_policy,
             publisher=self.publisher,
-        )
-        self.callback_intake = CallbackIntake(
-            SqlCallbackBatches(self.adapters.db.engine, self.adapters.db.clock, actor="mpesa"), self.publisher
         )
 
     @classmethod
@@ -116,7 +111,6 @@ class ApiState:
     async def aclose(self) -> None:
         """At shutdown: let queued deposits commit and pending outbox stamps land."""
         await self.deposit_intake.aclose()
-        await self.callback_intake.aclose()
         await self.marks.aclose()
 
     def require_gateway(self) -> DerivGateway:

@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from penpay.service_layer.collection import settle_stk_result
-from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, StoredCallback
+from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, ReceivedCallback, StoredCallback
 from penpay.service_layer.payouts import apply_payout_result
 from penpay_domain.errors import NotFound
 from penpay_domain.ids import TransactionId
@@ -91,9 +91,19 @@ class CallbackUrls:
 
 
 # ------------------------------------------------------------------------------------------------ intake
+async def receive_callback(uow: IntakeUnitOfWork, callback: ReceivedCallback) -> StoredCallback:
+    """Store the raw callback and audit it, in one commit. The caller acknowledges only after this returns."""
+    async with uow:
+        stored = await uow.callbacks.add(callback)
+        action, subject, payload = callback_audit_entry(stored)
+        await uow.audit.append(actor=ACTOR, action=action, subject=subject, payload=payload, now=uow.now)
+        await uow.commit()
+    return stored
+
+
 def callback_audit_entry(stored: StoredCallback) -> tuple[str, str, dict[str, object]]:
-    """What the audit log says of a callback as it is stored (in the same commit, before it is acknowledged):
-    (action, subject, payload). The body itself is in the inbox; the audit row carries its hash."""
+    """What the audit log says of a stored callback: (action, subject, payload). The body itself is in the inbox;
+    the audit row carries its hash."""
     callback = stored.callback
     return (
         "mpesa.callback_received" if callback.verified else "mpesa.callback_rejected",

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.audit import event_entry, pending_row, transfer_entry
 from penpay.adapters.db.engine import to_db
-from penpay.adapters.db.ledger import add_to_counters, counter_deltas
+from penpay.adapters.db.ledger import add_to_counters, counter_deltas, entry_rows, transfer_row
 from penpay.adapters.db.multirow import consecutive_insert_ids, insert_returning_ids, insert_rows, marks
 from penpay.adapters.db.repositories import FAILED_STATUSES, transaction_row
 from penpay.adapters.stream_codec import payload_json
@@ -136,8 +136,8 @@ class SqlDepositBatch:
         if created:
             await self._insert("transactions", [transaction_row(c.txn) for c in created])
             transfers = [t for c in created for t in c.transfers]
-            await self._insert("ledger_transfers", [_transfer_row(t, at) for t in transfers])
-            await self._insert("ledger_entries", [e for t in transfers for e in _entry_rows(t, at)])
+            await self._insert("ledger_transfers", [transfer_row(t, at) for t in transfers])
+            await self._insert("ledger_entries", [e for t in transfers for e in entry_rows(t, t.postings, at)])
         if answers:
             await self._insert("idempotency_keys", [_answer_row(a, at) for a in answers])
         audit = [
@@ -177,34 +177,6 @@ class SqlDepositBatch:
         if self._conn is None:
             raise RuntimeError("the batch transaction is not open")
         return await insert_returning_ids(self._conn, "outbox", rows, consecutive=self._consecutive_ids)
-
-
-def _transfer_row(t: ledger.Transfer, at: datetime) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "kind": t.kind.value,
-        "pending_id": t.pending_id,
-        "transaction_id": t.transaction_id,
-        "memo": t.memo[:64],
-        "created_at": at,
-    }
-
-
-def _entry_rows(t: ledger.Transfer, at: datetime) -> list[dict[str, Any]]:
-    return [
-        {
-            "transfer_id": t.id,
-            "posting": i,
-            "account_code": code,
-            "direction": direction,
-            "transfer_kind": t.kind.value,
-            "amount": p.amount.minor,
-            "currency": p.amount.currency.value,
-            "created_at": at,
-        }
-        for i, p in enumerate(t.postings)
-        for direction, code in (("D", p.debit), ("C", p.credit))
-    ]
 
 
 def _answer_row(a: KeyAnswer, at: datetime) -> dict[str, Any]:

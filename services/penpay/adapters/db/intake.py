@@ -6,16 +6,13 @@ commit (or roll back) together with the transaction rows, ledger legs, outbox an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Self
+from typing import Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from penpay.adapters.db.audit import pending_row
 from penpay.adapters.db.engine import from_db, to_db
-from penpay.adapters.db.multirow import consecutive_insert_ids, insert_returning_ids, insert_rows
 from penpay.adapters.db.tables import mpesa_callbacks, user_limits, withdrawal_codes
 from penpay.adapters.db.unit_of_work import SqlUnitOfWork
 from penpay.adapters.tokens import SecretBox
@@ -126,44 +123,3 @@ class SqlIntakeUnitOfWork(SqlUnitOfWork):
 
 def _conforms(engine: AsyncEngine, clock: Clock, box: SecretBox) -> IntakeUnitOfWork:
     return SqlIntakeUnitOfWork(engine, clock, box)  # mypy checks the protocol
-
-
-AuditEntry = Callable[[StoredCallback], tuple[str, str, dict[str, Any]]]
-
-
-class SqlCallbackBatches:
-    """Many callbacks stored in one transaction: their raw rows (one multi-row INSERT) and their audit rows (another),
-    one commit. The API's callback intake batches them as it batches deposits (``api.callback_intake``)."""
-
-    def __init__(self, engine: AsyncEngine, clock: Clock, *, actor: str) -> None:
-        self._engine = engine
-        self._clock = clock
-        self._actor = actor
-        self._consecutive: bool | None = None
-
-    async def store(self, callbacks: Sequence[ReceivedCallback], audit: AuditEntry) -> list[StoredCallback]:
-        if self._consecutive is None:
-            self._consecutive = await consecutive_insert_ids(self._engine)
-        now = self._clock.now()
-        at = to_db(now)
-        rows = [
-            {
-                "kind": c.kind.value,
-                "transaction_id": c.transaction_id,
-                "source_ip": c.source_ip[:45],
-                "source_allowed": c.source_allowed,
-                "token_valid": c.token_valid,
-                "body": c.body,
-                "received_at": at,
-            }
-            for c in callbacks
-        ]
-        async with self._engine.connect() as conn:
-            await conn.begin()
-            ids = await insert_returning_ids(conn, "mpesa_callbacks", rows, consecutive=self._consecutive)
-            stored = [
-                StoredCallback(id=i, received_at=from_db(at), callback=c) for i, c in zip(ids, callbacks, strict=True)
-            ]
-            await insert_rows(conn, "audit_pending", [pending_row(self._actor, audit(s), now) for s in stored])
-            await conn.commit()
-        return stored

@@ -90,6 +90,37 @@ async def add_to_counters(
         raise NotFound(f"ledger accounts missing: some of {codes}")
 
 
+def transfer_row(transfer: dl.Transfer, at: datetime) -> dict[str, object]:
+    """The ``ledger_transfers`` row of a transfer (``at``: naive UTC, as the column stores it)."""
+    return {
+        "id": transfer.id,
+        "kind": transfer.kind.value,
+        "pending_id": transfer.pending_id,
+        "transaction_id": transfer.transaction_id,
+        "memo": transfer.memo[:64],
+        "created_at": at,
+    }
+
+
+def entry_rows(transfer: dl.Transfer, postings: Sequence[dl.Posting], at: datetime) -> list[dict[str, object]]:
+    """The ``ledger_entries`` rows of a transfer: a debit and a credit per posting (a resolution's are those of the
+    pending transfer it resolves)."""
+    return [
+        {
+            "transfer_id": transfer.id,
+            "posting": i,
+            "account_code": code,
+            "direction": direction,
+            "transfer_kind": transfer.kind.value,
+            "amount": p.amount.minor,
+            "currency": p.amount.currency.value,
+            "created_at": at,
+        }
+        for i, p in enumerate(postings)
+        for direction, code in (("D", p.debit), ("C", p.credit))
+    ]
+
+
 def _account(row: sa.Row[tuple[object, ...]]) -> dl.Account:
     m = row._mapping
     return dl.Account(
@@ -240,12 +271,12 @@ class SqlLedgerRepository:
             if t.pending_id is not None:
                 resolved.add(t.pending_id)
         try:
-            await self._conn.execute(ledger_transfers.insert(), [self._transfer_row(t) for t in todo])
+            await self._conn.execute(ledger_transfers.insert(), [transfer_row(t, to_db(self._now)) for t in todo])
         except IntegrityError:
             # someone committed one of these concurrently; nothing of this statement was kept: decide one by one
             return [await self._apply_one(t) for t in transfers]
         await self._conn.execute(
-            ledger_entries.insert(), [e for t in todo for e in self._entry_rows(t, postings[t.id])]
+            ledger_entries.insert(), [e for t in todo for e in entry_rows(t, postings[t.id], to_db(self._now))]
         )  # no lock on the accounts: entries have no foreign key to them (migration 0005)
         merge_deltas(self._staged, counter_deltas(locked, working))
         return [t.id not in existing for t in transfers]
@@ -270,32 +301,6 @@ class SqlLedgerRepository:
             .with_for_update()
         )
         return {a.code: a for a in map(_account, rows)}
-
-    def _transfer_row(self, transfer: dl.Transfer) -> dict[str, object]:
-        return {
-            "id": transfer.id,
-            "kind": transfer.kind.value,
-            "pending_id": transfer.pending_id,
-            "transaction_id": transfer.transaction_id,
-            "memo": transfer.memo[:64],
-            "created_at": to_db(self._now),
-        }
-
-    def _entry_rows(self, transfer: dl.Transfer, postings: Sequence[dl.Posting]) -> list[dict[str, object]]:
-        return [
-            {
-                "transfer_id": transfer.id,
-                "posting": i,
-                "account_code": code,
-                "direction": direction,
-                "transfer_kind": transfer.kind.value,
-                "amount": p.amount.minor,
-                "currency": p.amount.currency.value,
-                "created_at": to_db(self._now),
-            }
-            for i, p in enumerate(postings)
-            for direction, code in (("D", p.debit), ("C", p.credit))
-        ]
 
     async def _store(self, accounts: Iterable[dl.Account]) -> None:
         """The new counters of locked accounts, in one statement (each row exists, so the upsert only updates)."""
@@ -340,7 +345,7 @@ class SqlLedgerRepository:
         locked = await self._lock(sorted({c for p in postings for c in (p.debit, p.credit)}))
         changed = dl.apply(locked, transfer, pending, already_resolved=resolved)
         try:
-            await self._conn.execute(ledger_transfers.insert().values(**self._transfer_row(transfer)))
+            await self._conn.execute(ledger_transfers.insert().values(**transfer_row(transfer, to_db(self._now))))
         except IntegrityError as exc:
             message = str(exc.orig)
             if "uq_ledger_transfers_id" in message:
@@ -349,7 +354,7 @@ class SqlLedgerRepository:
                 raise PendingTransferResolved(f"pending transfer {transfer.pending_id} was already resolved") from exc
             raise
         await self._store(changed.values())
-        await self._conn.execute(ledger_entries.insert(), self._entry_rows(transfer, postings))
+        await self._conn.execute(ledger_entries.insert(), entry_rows(transfer, postings, to_db(self._now)))
         return True
 
     async def leg_states(self) -> dict[str, dict[str, LegState]]:

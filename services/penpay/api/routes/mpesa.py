@@ -4,9 +4,8 @@ Served at ``/mpesa/callback``, ``/mpesa/b2c/result``, ``/mpesa/b2c/timeout`` and
 ``PENPAY_CALLBACK_PUBLIC_PREFIX`` (``/hooks/stk``, ``/hooks/b2c/result``, ``/hooks/b2c/timeout``), each also with
 the ``/{txn_id}/{token}`` suffix that PenPay's signed callback URLs carry (``service_layer.callbacks``).
 
-Every callback is stored raw (with its source address and verdicts) and audited in one commit (callbacks that
-arrive together share it: ``api.callback_intake``), and only then answered with Daraja's
-``{"ResultCode": 0, "ResultDesc": "Accepted"}``. The answer is the same whether the
+Every callback is stored raw (with its source address and verdicts) and audited in one commit, and only then
+answered with Daraja's ``{"ResultCode": 0, "ResultDesc": "Accepted"}``. The answer is the same whether the
 callback was genuine, a duplicate, from a wrong address or with a forged token: a caller learns nothing. Only a
 verified callback is queued for the callback worker (``{stream_prefix}:mpesa_callbacks``, field ``callback_id``).
 Callers have their own rate budget per address (``PENPAY_RATE_LIMIT_CALLBACK_PER_MIN``).
@@ -19,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from penpay.adapters.streams import MPESA_CALLBACKS_STREAM
 from penpay.api.deps import ApiState, get_state
 from penpay.api.schemas import Acknowledgement
 from penpay.api.security import contains
 from penpay.logging import get_logger
-from penpay.service_layer.callbacks import LEGACY_PATHS
+from penpay.service_layer.callbacks import LEGACY_PATHS, receive_callback
 from penpay.service_layer.intake import CallbackKind, ReceivedCallback
 from penpay_domain.ids import TransactionId, parse_transaction_id
 
@@ -53,7 +53,7 @@ async def accept(
         token_valid=token_valid,
         body=raw.decode("utf-8", "replace"),
     )
-    stored = await state.callback_intake.submit(callback)  # stored, audited and (if verified) queued
+    stored = await receive_callback(state.uow("mpesa"), callback)
     log.info(
         "mpesa callback stored",
         callback_id=stored.id,
@@ -61,6 +61,11 @@ async def accept(
         transaction_id=parsed,
         verified=callback.verified,
     )
+    if callback.verified:
+        try:
+            await state.publisher.add(MPESA_CALLBACKS_STREAM, {"callback_id": stored.id, "kind": kind.value})
+        except Exception:  # stored durably already: the row can be re-queued from mpesa_callbacks
+            log.warning("could not queue a stored callback", callback_id=stored.id, exc_info=True)
     return JSONResponse(ACK)
 
 
