@@ -83,6 +83,8 @@ class ApiState:
             fx=self.adapters.fx,
             policy=self.deposit_policy,
             publisher=self.publisher,
+            max_batch=s.intake_max_batch,
+            max_in_flight=s.intake_max_in_flight,
         )
 
     @classmethod
