@@ -19,7 +19,7 @@ from typing import Any, Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.audit import event_entry, pending_row, transfer_entry
-from penpay.adapters.db.engine import to_db
+from penpay.adapters.db.engine import release, to_db
 from penpay.adapters.db.ledger import add_to_counters, counter_deltas, entry_rows, transfer_row
 from penpay.adapters.db.multirow import consecutive_insert_ids, insert_returning_ids, insert_rows, marks
 from penpay.adapters.db.repositories import FAILED_STATUSES, transaction_row
@@ -62,13 +62,7 @@ class SqlDepositBatch:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            if not self._committed:
-                await conn.rollback()
-        finally:
-            await conn.close()
+        await release(conn, committed=self._committed)
 
     async def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self._conn is None:

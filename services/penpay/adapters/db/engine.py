@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def create_engine(database_url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
@@ -27,6 +27,17 @@ def create_engine(database_url: str, *, pool_size: int = 20, echo: bool = False)
         echo=echo,
         connect_args={"connect_timeout": 5},
     )
+
+
+async def release(conn: AsyncConnection | None, *, committed: bool) -> None:
+    """End a unit of work's connection: roll back unless it committed, and return it to the pool either way."""
+    if conn is None:
+        return
+    try:
+        if not committed:
+            await conn.rollback()
+    finally:
+        await conn.close()
 
 
 def server_url(database_url: str) -> tuple[URL, str]:

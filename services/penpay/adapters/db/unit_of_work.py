@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.audit import SqlAuditLog, event_entry, pending_row, transfer_entry
+from penpay.adapters.db.engine import release
 from penpay.adapters.db.idempotency import SqlIdempotencyRepository, SqlProcessedMessages
 from penpay.adapters.db.ledger import SqlLedgerRepository
 from penpay.adapters.db.outbox import SqlOutbox
@@ -74,13 +75,7 @@ class SqlUnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            if not self._done:
-                await conn.rollback()
-        finally:
-            await conn.close()
+        await release(conn, committed=self._done)
 
     async def commit(self) -> list[TransactionEvent]:
         """Flush and commit. The ledger goes last, right before ``COMMIT``: its account rows are the ones every
