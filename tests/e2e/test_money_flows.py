@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from penpay.adapters.db.engine import drop_database
+from penpay_domain.ids import transaction_id_hex
 from tests.e2e.platform import Platform, platform, wait_for_status
 
 pytestmark = pytest.mark.e2e
@@ -132,7 +133,8 @@ class TestDeposits:
         txn = await deposit(client, running, "carl", kes=650, msisdn="254712000005", loginid="CR1000006")
         done = await wait_for_status(client, running, "carl", txn["id"], {"COMPLETED"})
         journal = (await client.get(f"{running.control}/daraja/journal", params={"kind": "callback"})).json()
-        sent = next(e for e in journal if txn["id"] in str(e["url"]))
+        url_id = transaction_id_hex(txn["id"])  # how callback URLs carry the transaction (service_layer.callbacks)
+        sent = next(e for e in journal if url_id in str(e["url"]))
 
         again = await client.post(
             str(sent["url"]), content=str(sent["body"]), headers={"Content-Type": "application/json"}

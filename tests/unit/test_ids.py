@@ -18,6 +18,8 @@ from penpay_domain.ids import (
     new_transaction_id,
     parse_deriv_loginid,
     parse_transaction_id,
+    parse_transaction_id_hex,
+    transaction_id_hex,
 )
 from tests.unit.domain_builders import NOW, PROPERTY
 
@@ -139,3 +141,17 @@ class TestIdempotencyKey:
     def test_a_key_is_scoped_to_its_user(self) -> None:
         assert IdempotencyKey(UserId("u1"), "k") == IdempotencyKey(UserId("u1"), "k")
         assert IdempotencyKey(UserId("u1"), "k") != IdempotencyKey(UserId("u2"), "k")
+
+
+@given(st.binary(min_size=10, max_size=10))
+def test_transaction_ids_round_trip_through_their_hex_form(randomness: bytes) -> None:
+    txn_id = new_transaction_id(NOW, randomness)
+    hex_id = transaction_id_hex(txn_id)
+    assert len(hex_id) == 32 and set(hex_id) <= set("0123456789abcdef")
+    assert parse_transaction_id_hex(hex_id) == txn_id
+
+
+@pytest.mark.parametrize("bad", ["", "0" * 31, "g" * 32, "0" * 33, "ABCDEF" + "0" * 26])
+def test_a_malformed_hex_id_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_transaction_id_hex(bad)

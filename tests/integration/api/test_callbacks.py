@@ -26,7 +26,7 @@ from tests.integration.audit_helpers import chain_audit
 pytestmark = pytest.mark.integration
 
 ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
-BLOCKED_WORDS = ("mpesa", "safaricom", "sql", "query", "exec")
+BLOCKED_WORDS = ("mpesa", "m-pesa", "safaricom", "sql", "query", "exec", "exe", "cmd")  # the sandbox's list
 
 
 def _stk_body(checkout: str, *, code: int = 0, amount: Any = 1000, receipt: str | None = None) -> dict[str, Any]:
@@ -114,6 +114,25 @@ class TestCallbackUrls:
             assert not any(word in url.lower() for word in BLOCKED_WORDS)
             assert urls.verify(kind, txn_id, url.rsplit("/", 1)[1])
         assert not urls.verify(CallbackKind.STK, txn_id, urls.token(CallbackKind.B2C_RESULT, txn_id))
+
+    def test_an_id_whose_base32_spells_a_refused_word_travels_as_hex(self, api: Api) -> None:
+        urls = _urls(api)
+        for txn_id in ("01KAXZ8T1N000000CMD0000000", "01KAXZ8T1N0000000000EXE000"):
+            url = urls.stk(txn_id)
+            assert not any(word in url.lower() for word in BLOCKED_WORDS), url
+
+    async def test_a_callback_to_a_hex_url_and_to_a_base32_url_of_before_are_both_matched(
+        self, api: Api, db: Database, intake_uow: SqlIntakeUnitOfWork
+    ) -> None:
+        urls = _urls(api)
+        for hex_form in (True, False):
+            txn_id, checkout = await _awaiting_payment(api, intake_uow)
+            token = urls.token(CallbackKind.STK, txn_id)
+            path = _path(urls.stk(txn_id), api) if hex_form else f"/hooks/stk/{txn_id}/{token}"
+            response = await api.client.post(path, json=_stk_body(checkout))
+            assert response.json() == ACK
+            rows = await _rows(db, txn_id)
+            assert len(rows) == 1 and rows[0].token_valid and rows[0].transaction_id == txn_id
 
 
 class TestStkCallback:

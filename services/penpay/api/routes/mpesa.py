@@ -25,7 +25,7 @@ from penpay.api.security import contains
 from penpay.logging import get_logger
 from penpay.service_layer.callbacks import LEGACY_PATHS, receive_callback
 from penpay.service_layer.intake import CallbackKind, ReceivedCallback
-from penpay_domain.ids import TransactionId, parse_transaction_id
+from penpay_domain.ids import TransactionId, parse_transaction_id, parse_transaction_id_hex
 
 log = get_logger(__name__)
 ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
@@ -41,7 +41,7 @@ async def accept(
     raw = await request.body()
     parsed: TransactionId | None
     try:
-        parsed = parse_transaction_id(txn_id) if txn_id else None
+        parsed = _url_transaction_id(txn_id) if txn_id else None
     except Exception:  # a malformed id in the URL: stored as absent, and the token cannot match
         parsed = None
     token_valid = bool(parsed and token and state.callback_urls.verify(kind, parsed, token))
@@ -67,6 +67,11 @@ async def accept(
         except Exception:  # stored durably already: the row can be re-queued from mpesa_callbacks
             log.warning("could not queue a stored callback", callback_id=stored.id, exc_info=True)
     return JSONResponse(ACK)
+
+
+def _url_transaction_id(text: str) -> TransactionId:
+    """The id as callback URLs carry it: hex (``service_layer.callbacks``), or base-32 in URLs given out before."""
+    return parse_transaction_id_hex(text) if len(text) == 32 else parse_transaction_id(text)
 
 
 def _allowed(state: ApiState, source: str) -> bool:
