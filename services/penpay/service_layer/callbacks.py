@@ -10,8 +10,8 @@ Daraja does not sign callbacks, so PenPay signs its callback URLs: each carries 
 The same handlers answer at ``/mpesa/callback``, ``/mpesa/b2c/result`` and ``/mpesa/b2c/timeout`` with the same
 ``/{txn_id}/{token}`` suffix. Both travel as hex, whose alphabet cannot spell any word Daraja refuses in a URL
 ("cmd", "exe", "sql", ...): the id as ``transaction_id_hex`` (its base-32 form can spell "cmd" or "exe", and Daraja
-refused about 1 push in 1,000 for it in the benchmark), the token as an HMAC digest. The API still reads the base-32 form in URLs given
-out before this change.
+refused about 1 push in 1,000 for it in the benchmark), the token as an HMAC digest. The API still reads the
+base-32 form in URLs given out before this change.
 
 Intake (the API): every callback, forged or not, is stored raw and audited before the acknowledgement; only one from
 an allowed address with a valid token is queued for the callback worker. Application (the worker, through
