@@ -19,8 +19,8 @@ from typing import Any, Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.audit import event_entry, pending_row, transfer_entry
-from penpay.adapters.db.engine import release, to_db
-from penpay.adapters.db.ledger import add_to_counters, counter_deltas, entry_rows, transfer_row
+from penpay.adapters.db.engine import begin, release, to_db
+from penpay.adapters.db.ledger import account_from_row, add_to_counters, counter_deltas, entry_rows, transfer_row
 from penpay.adapters.db.multirow import consecutive_insert_ids, insert_returning_ids, insert_rows, marks
 from penpay.adapters.db.repositories import FAILED_STATUSES, transaction_row
 from penpay.adapters.stream_codec import payload_json
@@ -45,7 +45,7 @@ class SqlDepositBatch:
         self._lock = lock
         self._conn: AsyncConnection | None = None
         self._committed = False
-        self._now = clock.now()
+        self._now = clock.now()  # set again when the transaction begins
 
     @property
     def now(self) -> datetime:
@@ -53,8 +53,7 @@ class SqlDepositBatch:
 
     async def __aenter__(self) -> Self:
         self._now = self._clock.now()
-        self._conn = await self._engine.connect()
-        await self._conn.begin()
+        self._conn = await begin(self._engine)
         self._committed = False
         return self
 
@@ -107,12 +106,7 @@ class SqlDepositBatch:
             f"WHERE code IN ({marks(len(codes))}) ORDER BY code" + (" FOR UPDATE" if self._lock else ""),
             codes,
         )
-        accounts = {}
-        for r in rows:
-            counters = dict(zip(_COUNTERS, (int(v) for v in r[3:]), strict=True))
-            accounts[str(r[0])] = ledger.Account(
-                code=str(r[0]), currency=Currency(r[1]), rule=ledger.BalanceRule(r[2]), **counters
-            )
+        accounts = {a.code: a for a in map(account_from_row, rows)}
         missing = set(codes) - set(accounts)
         if missing:
             raise RuntimeError(f"ledger accounts missing from the chart: {sorted(missing)}")

@@ -29,6 +29,13 @@ def create_engine(database_url: str, *, pool_size: int = 20, echo: bool = False)
     )
 
 
+async def begin(engine: AsyncEngine) -> AsyncConnection:
+    """A pooled connection with its database transaction begun: how a unit of work starts (``release`` ends it)."""
+    conn = await engine.connect()
+    await conn.begin()
+    return conn
+
+
 async def release(conn: AsyncConnection | None, *, committed: bool) -> None:
     """End a unit of work's connection: roll back unless it committed, and return it to the pool either way."""
     if conn is None:

@@ -121,7 +121,7 @@ def entry_rows(transfer: dl.Transfer, postings: Sequence[dl.Posting], at: dateti
     ]
 
 
-def _account(row: sa.Row[tuple[object, ...]]) -> dl.Account:
+def account_from_row(row: sa.Row[tuple[object, ...]]) -> dl.Account:
     m = row._mapping
     return dl.Account(
         code=str(m["code"]),
@@ -176,12 +176,12 @@ class SqlLedgerRepository:
         row = (await self._conn.execute(stmt)).first()
         if row is None:
             raise NotFound(f"ledger account {code} not found")
-        return _account(row)
+        return account_from_row(row)
 
     async def accounts(self) -> Sequence[dl.Account]:
         await self.flush()
         rows = await self._conn.execute(sa.select(ledger_accounts).order_by(ledger_accounts.c.code))
-        return [_account(r) for r in rows]
+        return [account_from_row(r) for r in rows]
 
     async def transfer(self, transfer_id: str, *, for_update: bool = False) -> dl.Transfer | None:
         """``for_update``: lock the transfer's row, as a resolution does, so that two resolutions of one pending
@@ -285,7 +285,7 @@ class SqlLedgerRepository:
         """The accounts as committed, plus this unit of work's staged changes, read without a lock: the domain
         decides on it; the relative ``UPDATE`` in ``flush`` and the table's CHECK constraints settle any race."""
         rows = await self._conn.execute(sa.select(ledger_accounts).where(ledger_accounts.c.code.in_(codes)))
-        accounts = {a.code: a for a in map(_account, rows)}
+        accounts = {a.code: a for a in map(account_from_row, rows)}
         for code, account in accounts.items():
             self._rules[code] = account.rule
             staged = self._staged.get(code)
@@ -300,7 +300,7 @@ class SqlLedgerRepository:
             .order_by(ledger_accounts.c.code)
             .with_for_update()
         )
-        return {a.code: a for a in map(_account, rows)}
+        return {a.code: a for a in map(account_from_row, rows)}
 
     async def _store(self, accounts: Iterable[dl.Account]) -> None:
         """The new counters of locked accounts, in one statement (each row exists, so the upsert only updates)."""

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.audit import SqlAuditLog, event_entry, pending_row, transfer_entry
-from penpay.adapters.db.engine import release
+from penpay.adapters.db.engine import begin, release
 from penpay.adapters.db.idempotency import SqlIdempotencyRepository, SqlProcessedMessages
 from penpay.adapters.db.ledger import SqlLedgerRepository
 from penpay.adapters.db.outbox import SqlOutbox
@@ -58,9 +58,7 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> Self:
         self._now = self._clock.now()
-        self._conn = await self._engine.connect()
-        await self._conn.begin()
-        conn = self._conn
+        conn = self._conn = await begin(self._engine)
         self.transactions = SqlTransactionRepository(conn)
         self.ledger = SqlLedgerRepository(conn, self._now)
         self.idempotency = SqlIdempotencyRepository(conn)
