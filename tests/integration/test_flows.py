@@ -27,6 +27,7 @@ from penpay.bootstrap import Database
 from penpay.service_layer import admin, collection, crediting, debiting, payouts, reconciliation
 from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable
 from penpay.service_layer.handlers import SUBSCRIPTIONS
+from penpay.service_layer.intake import CallbackKind, ReceivedCallback, StoredCallback
 from penpay.settings import Settings
 from penpay.worker.main import PublishingUnitOfWork
 from penpay.worker.subscriptions import event_handler
@@ -278,16 +279,7 @@ class TestDeposit:
 class TestWithdrawal:
     async def _linked(self, world: World, txn: Transaction, code: str = "ABC123") -> None:
         async with world.deps.uow() as uow:
-            await uow.linked_accounts.upsert(
-                LinkedAccount(
-                    user_id=txn.parties.user_id,
-                    loginid=txn.parties.deriv_loginid,
-                    currency="USD",
-                    token_ciphertext=b"sealed",
-                    linked_at=uow.now,
-                    email="user@example.test",
-                )
-            )
+            await _link(uow, txn, "user@example.test")
             await uow.withdrawal_codes.put(txn.id, code)
             await uow.commit()
 
@@ -377,27 +369,11 @@ class TestCallbackOvertakesThePushAnswer:
         self, world: World
     ) -> None:
         from penpay.service_layer.callbacks import StkNotice, Verdict, apply_stk_callback  # noqa: PLC0415
-        from penpay.service_layer.intake import CallbackKind, ReceivedCallback, StoredCallback  # noqa: PLC0415
 
         txn = deposit()
         await world.store(txn)
-        async with world.deps.uow() as uow:  # the worker recorded the push, and Daraja's answer is still on its way
-            loaded = await uow.transactions.get(txn.id, for_update=True)
-            loaded.request_stk_push(uow.now)
-            await uow.transactions.save(loaded)
-            await uow.commit()
-        stored = StoredCallback(
-            id=1,
-            received_at=datetime.now(UTC),
-            callback=ReceivedCallback(
-                kind=CallbackKind.STK,
-                transaction_id=txn.id,
-                source_ip="127.0.0.1",
-                source_allowed=True,
-                token_valid=True,
-                body="{}",
-            ),
-        )
+        await _push_recorded(world, txn.id)  # the worker recorded the push; Daraja's answer is on its way
+        stored = _stk_callback(1, txn.id)
         async with world.deps.uow() as uow:
             verdict = await apply_stk_callback(
                 uow,
@@ -417,27 +393,11 @@ class TestCallbackOvertakesThePushAnswer:
         """The callback finds no transaction by its CheckoutRequestID (the push's answer is not recorded yet), then
         waits for the deposit's row lock while the push step records that very id and commits: it is the match."""
         from penpay.service_layer.callbacks import StkNotice, Verdict, apply_stk_callback  # noqa: PLC0415
-        from penpay.service_layer.intake import CallbackKind, ReceivedCallback, StoredCallback  # noqa: PLC0415
 
         txn = deposit()
         await world.store(txn)
-        async with world.deps.uow() as uow:
-            loaded = await uow.transactions.get(txn.id, for_update=True)
-            loaded.request_stk_push(uow.now)
-            await uow.transactions.save(loaded)
-            await uow.commit()
-        stored = StoredCallback(
-            id=2,
-            received_at=datetime.now(UTC),
-            callback=ReceivedCallback(
-                kind=CallbackKind.STK,
-                transaction_id=txn.id,
-                source_ip="127.0.0.1",
-                source_allowed=True,
-                token_valid=True,
-                body="{}",
-            ),
-        )
+        await _push_recorded(world, txn.id)
+        stored = _stk_callback(2, txn.id)
         checkout = f"ws_CO_{txn.id}"
 
         async def apply() -> Verdict:
@@ -624,16 +584,7 @@ class TestEventHandler:
         txn = deposit()
         await world.store(txn)
         async with world.deps.uow() as uow:
-            await uow.linked_accounts.upsert(
-                LinkedAccount(
-                    user_id=txn.parties.user_id,
-                    loginid=txn.parties.deriv_loginid,
-                    currency="USD",
-                    token_ciphertext=b"sealed",
-                    linked_at=uow.now,
-                    email="payer@example.test",
-                )
-            )
+            await _link(uow, txn, "payer@example.test")
             await uow.commit()
         message = completed(txn, event_id=10_000 + secrets.randbelow(10**9))
         handle = event_handler(sub, world.deps)
@@ -680,3 +631,42 @@ class TestWorkerPublishing:
             stamped = await conn.scalar(sa.select(outbox.c.published_at).where(outbox.c.id == event.event_id))
         assert stamped is not None
         await redis_client.delete(f"{prefix}:{event.stream}")
+
+
+async def _push_recorded(world: World, txn_id: TransactionId) -> None:
+    """What the deposit worker commits before it sends the STK push."""
+    async with world.deps.uow() as uow:
+        loaded = await uow.transactions.get(txn_id, for_update=True)
+        loaded.request_stk_push(uow.now)
+        await uow.transactions.save(loaded)
+        await uow.commit()
+
+
+def _stk_callback(callback_id: int, txn_id: TransactionId) -> StoredCallback:
+    """A verified STK callback as the API stored it (its body is decoded separately in these tests)."""
+    return StoredCallback(
+        id=callback_id,
+        received_at=datetime.now(UTC),
+        callback=ReceivedCallback(
+            kind=CallbackKind.STK,
+            transaction_id=txn_id,
+            source_ip="127.0.0.1",
+            source_allowed=True,
+            token_valid=True,
+            body="{}",
+        ),
+    )
+
+
+async def _link(uow: IntakeUnitOfWork, txn: Transaction, email: str) -> None:
+    """The user's Deriv account linked, as ``POST /deriv/link`` leaves it."""
+    await uow.linked_accounts.upsert(
+        LinkedAccount(
+            user_id=txn.parties.user_id,
+            loginid=txn.parties.deriv_loginid,
+            currency="USD",
+            token_ciphertext=b"sealed",
+            linked_at=uow.now,
+            email=email,
+        )
+    )
