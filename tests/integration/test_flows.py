@@ -27,7 +27,7 @@ from penpay.bootstrap import Database
 from penpay.service_layer import admin, collection, crediting, debiting, payouts, reconciliation
 from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable
 from penpay.service_layer.handlers import SUBSCRIPTIONS
-from penpay.service_layer.intake import CallbackKind, ReceivedCallback, StoredCallback
+from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, ReceivedCallback, StoredCallback
 from penpay.settings import Settings
 from penpay.worker.main import PublishingUnitOfWork
 from penpay.worker.subscriptions import event_handler
