@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import NewType
 
 from penpay_domain.errors import InvalidInput, InvalidLoginId
@@ -28,8 +28,14 @@ def _b32(value: int, length: int) -> str:
     return "".join(reversed(out))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def _ulid(now: datetime, randomness: bytes) -> str:
-    millis = int(now.timestamp() * 1000)
+    # integer arithmetic: ``int(now.timestamp() * 1000)`` rounds through a float, and can give two ids made a
+    # millisecond apart the same time prefix (hypothesis found one)
+    millis = (now - _EPOCH) // _MILLISECOND
     if not 0 <= millis < 2**48:
         raise InvalidInput("time out of range for an id")
     return _b32(millis, 10) + _b32(int.from_bytes(randomness, "big"), 16)
