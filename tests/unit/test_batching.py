@@ -34,6 +34,17 @@ async def test_a_lone_item_is_flushed_at_once_in_a_batch_of_one() -> None:
     assert rec.batches == [[3]]
 
 
+async def test_an_item_submitted_right_after_the_last_flush_is_flushed_too() -> None:
+    """The waiter of a batch resumes before the drained task's done-callbacks run: a submit at that moment must
+    start a new drainer rather than count the finished one (it used to wait forever with max_in_flight=1)."""
+    rec = Recorder()
+    batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1)
+    async with asyncio.timeout(5):
+        for i in range(5):
+            assert await batcher.submit(i) == i * 10
+    assert rec.batches == [[0], [1], [2], [3], [4]]
+
+
 async def test_items_arriving_during_a_flush_form_the_next_batch_and_get_their_own_results() -> None:
     rec = Recorder()
     rec.release.clear()

@@ -31,17 +31,27 @@ class MicroBatcher(Generic[T, R]):
         self._max_in_flight = max_in_flight
         self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._drainers: set[asyncio.Task[None]] = set()
+        self._draining = 0  # drainers that may still take from the queue (a finished task may not be discarded yet)
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if len(self._drainers) < self._max_in_flight:
+        if self._draining < self._max_in_flight:
+            self._draining += 1
             task = asyncio.create_task(self._drain(), name="micro-batch")
             self._drainers.add(task)
             task.add_done_callback(self._drainers.discard)
         return await future  # cancelling the wait cancels only this future; the flush goes on
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_queue()
+        finally:
+            # in the same step as the last look at the queue: an item queued after it starts a new drainer (a
+            # done task's discard callback runs later, so counting tasks would leave that item waiting forever)
+            self._draining -= 1
+
+    async def _drain_queue(self) -> None:
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
             try:
