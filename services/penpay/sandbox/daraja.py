@@ -69,6 +69,7 @@ class DarajaSimulator:
         self._token: str | None = None
         self._token_expires = 0.0
         self._sessions: dict[str, results.StkSession] = {}
+        self._prompt_until: dict[str, float] = {}  # phone -> when its latest prompt closes (monotonic seconds)
         self._payouts: dict[str, results.Payout] = {}
         self._balances_cents = {"utility": 5_000_000_000, "working": 119_937_100, "charges": -198_000}
         self._journal: list[dict[str, object]] = []
@@ -232,7 +233,7 @@ class DarajaSimulator:
         wire.optional_str(body, "TransactionDesc", max_len=13)
         self._check_merchant(business_shortcode, password, timestamp)
         now_mono = time.monotonic()
-        if any(s.phone == phone and s.done_at_monotonic > now_mono for s in self._sessions.values()):
+        if self._prompt_until.get(phone, 0.0) > now_mono:  # a prompt is still open on that phone
             raise wire.subscriber_locked()
         outcome = STK_OUTCOMES[stk_behaviour(phone)]
         now = dt.datetime.now(dt.UTC)
@@ -249,6 +250,7 @@ class DarajaSimulator:
             done_at_monotonic=now_mono + self.callback_delay_s,
         )
         self._sessions[session.checkout_request_id] = session
+        self._prompt_until[phone] = session.done_at_monotonic
         self._spawn(self._finish_stk(session, deliveries=outcome.deliver_callbacks))
         return {
             "MerchantRequestID": session.merchant_request_id,
