@@ -8,55 +8,107 @@ never dropped.
 
 from __future__ import annotations
 
-from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable, already_processed, record_processed
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+from penpay.service_layer.flow import (
+    Delivery,
+    FlowDeps,
+    Item,
+    ProviderUnavailable,
+    Results,
+    record_all_processed,
+    skip_processed,
+    unwrap,
+)
 from penpay_domain import ledger
-from penpay_domain.errors import InvalidAmount
+from penpay_domain.errors import InvalidAmount, NotFound
 from penpay_domain.ids import TransactionId
 from penpay_domain.money import Money
 from penpay_domain.ports import UnitOfWork
-from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus
+from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus, StkPushResult
 from penpay_domain.transaction import Kind, Status, Transaction
 
 
 async def push_stk(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> None:
     """deposit.requested: ask the payer's phone for the PIN."""
-    async with deps.uow() as uow:
-        if await already_processed(uow, delivery):
-            return
-        txn = await uow.transactions.get(txn_id, for_update=True)
-        if txn.status is not Status.PENDING or txn.stk_requested_at is not None:
-            return  # already pushed (or its outcome is being settled): never push twice
-        txn.request_stk_push(uow.now)
-        await uow.transactions.save(txn)
-        await uow.commit()
+    unwrap((await push_stk_many(deps, [Item(txn_id, delivery)]))[0])
 
-    result = await deps.mpesa.stk_push(
-        txn_id=txn.id, amount=txn.amount_kes, msisdn=txn.parties.msisdn, callback_url=deps.callback_urls.stk(txn.id)
+
+async def push_stk_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
+    """deposit.requested for a batch of deposits (distinct transactions, see ``flow.distinct``): one unit of work
+    records every push's intent, the pushes go out together, one unit of work records Daraja's answers. Each item
+    gets None, or the exception its message ends with (ProviderUnavailable: nothing reached Daraja, push again)."""
+    results: Results = [None] * len(items)
+    at = {id(item): n for n, item in enumerate(items)}
+    due: list[tuple[Item, Transaction]] = []
+    async with deps.uow() as uow:
+        todo = await skip_processed(uow, items)
+        txns = await uow.transactions.get_many([item.txn_id for item in todo], for_update=True)
+        for item in todo:
+            txn = txns.get(item.txn_id)
+            if txn is None:
+                results[at[id(item)]] = NotFound(f"transaction {item.txn_id} not found")
+            elif txn.status is Status.PENDING and txn.stk_requested_at is None:
+                txn.request_stk_push(uow.now)
+                due.append((item, txn))
+            # else: already pushed (or its outcome is being settled): never push twice
+        await uow.transactions.save_many([txn for _, txn in due])
+        await uow.commit()
+    if not due:
+        return results
+
+    answers = await asyncio.gather(
+        *(
+            deps.mpesa.stk_push(
+                txn_id=txn.id,
+                amount=txn.amount_kes,
+                msisdn=txn.parties.msisdn,
+                callback_url=deps.callback_urls.stk(txn.id),
+            )
+            for _, txn in due
+        ),
+        return_exceptions=True,
     )
+    answered = [(item, a) for (item, _), a in zip(due, answers, strict=True) if not isinstance(a, BaseException)]
+    for (item, _), answer in zip(due, answers, strict=True):
+        if isinstance(answer, BaseException):
+            results[at[id(item)]] = answer  # sent or not, unknown: the message comes back and finds it requested
+        elif answer.outcome is Outcome.UNAVAILABLE:
+            results[at[id(item)]] = ProviderUnavailable(
+                f"Daraja unavailable for the STK push of {item.txn_id}: {answer.message}"
+            )
 
-    async with deps.uow() as uow:
-        txn = await uow.transactions.get(txn_id, for_update=True)
-        if txn.status is Status.PENDING:
-            if result.outcome is Outcome.DONE and result.checkout_request_id:
-                txn.stk_push_accepted(result.checkout_request_id, uow.now)
-            elif result.outcome is Outcome.REJECTED:
-                txn.fail_payment(
-                    code=result.error_code or "stk_push_rejected",
-                    reason=result.message or "STK push refused",
-                    now=uow.now,
-                )
-            elif result.outcome is Outcome.UNAVAILABLE:
-                txn.stk_requested_at = None  # nothing reached Daraja: the push may be sent again
-            else:
-                txn.stk_push_outcome_unknown(uow.now)
-        elif result.checkout_request_id and txn.mpesa_checkout_request_id is None:
-            txn.mpesa_checkout_request_id = result.checkout_request_id  # the callback overtook the answer
-        await uow.transactions.save(txn)
-        if result.outcome is not Outcome.UNAVAILABLE:  # unavailable raises below: the message comes back
-            await record_processed(uow, delivery)
-        await uow.commit()
-    if result.outcome is Outcome.UNAVAILABLE:
-        raise ProviderUnavailable(f"Daraja unavailable for the STK push of {txn_id}: {result.message}")
+    async def record() -> None:
+        async with deps.uow() as uow:
+            fresh = await uow.transactions.get_many([item.txn_id for item, _ in answered], for_update=True)
+            for item, answer in answered:
+                _apply_push_answer(fresh[item.txn_id], answer, uow.now)
+            await uow.transactions.save_many([fresh[item.txn_id] for item, _ in answered])
+            # an unavailable push raises for its message, which comes back: not recorded
+            await record_all_processed(uow, [i.delivery for i, a in answered if a.outcome is not Outcome.UNAVAILABLE])
+            await uow.commit()
+
+    if answered:
+        await deps.retry(record)
+    return results
+
+
+def _apply_push_answer(txn: Transaction, result: StkPushResult, now: datetime) -> None:
+    if txn.status is Status.PENDING:
+        if result.outcome is Outcome.DONE and result.checkout_request_id:
+            txn.stk_push_accepted(result.checkout_request_id, now)
+        elif result.outcome is Outcome.REJECTED:
+            txn.fail_payment(
+                code=result.error_code or "stk_push_rejected", reason=result.message or "STK push refused", now=now
+            )
+        elif result.outcome is Outcome.UNAVAILABLE:
+            txn.stk_requested_at = None  # nothing reached Daraja: the push may be sent again
+        else:
+            txn.stk_push_outcome_unknown(now)
+    elif result.checkout_request_id and txn.mpesa_checkout_request_id is None:
+        txn.mpesa_checkout_request_id = result.checkout_request_id  # the callback overtook the answer
 
 
 async def settle_stk_result(uow: UnitOfWork, txn: Transaction, result: PaymentResult, *, from_query: bool) -> str:

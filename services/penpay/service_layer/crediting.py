@@ -7,10 +7,25 @@ answer leaves the status as it is for the reconciler to ask again.
 
 from __future__ import annotations
 
-from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable, already_processed, record_processed
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+from penpay.service_layer.flow import (
+    Delivery,
+    FlowDeps,
+    Item,
+    ProviderUnavailable,
+    Results,
+    already_processed,
+    record_all_processed,
+    skip_processed,
+    unwrap,
+)
+from penpay_domain.errors import NotFound
 from penpay_domain.ids import TransactionId
 from penpay_domain.providers import DerivTransferResult, Outcome
-from penpay_domain.transaction import Status
+from penpay_domain.transaction import Status, Transaction
 
 
 def reversal_reference(txn_id: TransactionId) -> str:
@@ -19,19 +34,42 @@ def reversal_reference(txn_id: TransactionId) -> str:
 
 async def credit_deposit(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
     """deposit.payment_received: paymentagent_transfer of the deposit's USD to the client's account."""
-    async with deps.uow() as uow:
-        if await already_processed(uow, delivery):
-            return "duplicate"
-        txn = await uow.transactions.get(txn_id, for_update=True)
-        if txn.status is Status.PAYMENT_RECEIVED:
-            txn.start_credit(uow.now)
-            await uow.transactions.save(txn)
-            await uow.commit()
-        elif txn.status is not Status.CREDITING:
-            return "not due"
+    return str(unwrap((await credit_deposits(deps, [Item(txn_id, delivery)]))[0]))
 
-    result = await deps.deriv.transfer(reference=txn.id, loginid=txn.parties.deriv_loginid, amount=txn.amount_usd)
-    return await _record(deps, txn_id, Status.CREDITING, result, delivery)
+
+async def credit_deposits(deps: FlowDeps, items: Sequence[Item]) -> Results:
+    """deposit.payment_received for a batch of deposits (distinct transactions): one unit of work moves them to
+    CREDITING, the transfers go to the gateway together, one unit of work records their answers. Each item gets
+    "duplicate", "not due", "done", "rejected", "unknown", "already settled", or the exception its message ends
+    with."""
+    results: Results = ["duplicate"] * len(items)
+    at = {id(item): n for n, item in enumerate(items)}
+    due: list[tuple[Item, Transaction]] = []
+    async with deps.uow() as uow:
+        todo = await skip_processed(uow, items)
+        txns = await uow.transactions.get_many([item.txn_id for item in todo], for_update=True)
+        for item in todo:
+            txn = txns.get(item.txn_id)
+            if txn is None:
+                results[at[id(item)]] = NotFound(f"transaction {item.txn_id} not found")
+                continue
+            if txn.status is Status.PAYMENT_RECEIVED:
+                txn.start_credit(uow.now)
+            elif txn.status is not Status.CREDITING:
+                results[at[id(item)]] = "not due"
+                continue
+            due.append((item, txn))
+        await uow.commit()  # saves those that moved to CREDITING
+    answers = await asyncio.gather(
+        *(deps.deriv.transfer(reference=t.id, loginid=t.parties.deriv_loginid, amount=t.amount_usd) for _, t in due),
+        return_exceptions=True,
+    )
+    recorded = await _record_many(
+        deps, Status.CREDITING, [(item, a) for (item, _), a in zip(due, answers, strict=True)]
+    )
+    for (item, _), outcome in zip(due, recorded, strict=True):
+        results[at[id(item)]] = outcome
+    return results
 
 
 async def reverse_withdrawal(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
@@ -51,31 +89,63 @@ async def reverse_withdrawal(deps: FlowDeps, txn_id: TransactionId, *, delivery:
 async def _record(
     deps: FlowDeps, txn_id: TransactionId, expected: Status, result: DerivTransferResult, delivery: Delivery | None
 ) -> str:
-    if result.outcome is Outcome.UNAVAILABLE:
-        raise ProviderUnavailable(f"Deriv gateway unavailable for {txn_id}: {result.message}")
-    if result.outcome is Outcome.UNKNOWN:
-        return "unknown"  # the reconciler asks again with the same reference
-    async with deps.uow() as uow:
-        txn = await uow.transactions.get(txn_id, for_update=True)
-        if txn.status is not expected:
-            return "already settled"
-        if result.outcome is Outcome.DONE:
-            deriv_id = result.deriv_transaction_id or ""
-            if expected is Status.CREDITING:
-                txn.complete_credit(deriv_transaction_id=deriv_id, now=uow.now)
-            else:
-                txn.complete_reversal(deriv_transaction_id=deriv_id, now=uow.now)
-        elif expected is Status.CREDITING:
-            txn.reject_credit(
-                code=result.error_code or "deriv_rejected",
-                reason=result.message or "Deriv refused the transfer",
-                now=uow.now,
-            )
+    return str(unwrap((await _record_many(deps, expected, [(Item(txn_id, delivery), result)]))[0]))
+
+
+async def _record_many(
+    deps: FlowDeps, expected: Status, answers: Sequence[tuple[Item, DerivTransferResult | BaseException]]
+) -> Results:
+    """Record the gateway's answers in one unit of work (re-run on a deadlock: the answers are in hand)."""
+    results: Results = []
+    final: list[tuple[Item, DerivTransferResult]] = []
+    for item, result in answers:
+        if isinstance(result, BaseException):
+            results.append(result)  # the message comes back; the gateway deduplicates the reference
+        elif result.outcome is Outcome.UNAVAILABLE:
+            results.append(ProviderUnavailable(f"Deriv gateway unavailable for {item.txn_id}: {result.message}"))
+        elif result.outcome is Outcome.UNKNOWN:
+            results.append("unknown")  # the reconciler asks again with the same reference
         else:
-            txn.flag_for_review(
-                reason=f"Deriv refused the reversal: {result.error_code} {result.message}".strip(), now=uow.now
-            )
-        await uow.transactions.save(txn)
-        await record_processed(uow, delivery)
-        await uow.commit()
-    return result.outcome.value
+            results.append(result.outcome.value)
+            final.append((item, result))
+    if not final:
+        return results
+    settled: set[TransactionId] = set()
+
+    async def record() -> None:
+        settled.clear()
+        async with deps.uow() as uow:
+            txns = await uow.transactions.get_many([item.txn_id for item, _ in final], for_update=True)
+            for item, result in final:
+                txn = txns[item.txn_id]
+                if txn.status is not expected:
+                    settled.add(txn.id)
+                    continue
+                _apply_transfer_answer(txn, expected, result, uow.now)
+            await uow.transactions.save_many([txns[i.txn_id] for i, _ in final if i.txn_id not in settled])
+            await record_all_processed(uow, [item.delivery for item, _ in final if item.txn_id not in settled])
+            await uow.commit()
+
+    await deps.retry(record)
+    return [
+        "already settled" if isinstance(r, str) and item.txn_id in settled and r in _FINAL else r
+        for (item, _), r in zip(answers, results, strict=True)
+    ]
+
+
+_FINAL = frozenset({Outcome.DONE.value, Outcome.REJECTED.value})
+
+
+def _apply_transfer_answer(txn: Transaction, expected: Status, result: DerivTransferResult, now: datetime) -> None:
+    if result.outcome is Outcome.DONE:
+        deriv_id = result.deriv_transaction_id or ""
+        if expected is Status.CREDITING:
+            txn.complete_credit(deriv_transaction_id=deriv_id, now=now)
+        else:
+            txn.complete_reversal(deriv_transaction_id=deriv_id, now=now)
+    elif expected is Status.CREDITING:
+        txn.reject_credit(
+            code=result.error_code or "deriv_rejected", reason=result.message or "Deriv refused the transfer", now=now
+        )
+    else:
+        txn.flag_for_review(reason=f"Deriv refused the reversal: {result.error_code} {result.message}".strip(), now=now)

@@ -8,10 +8,10 @@ reconciler) finishes the job or settles an unknown outcome with the provider fir
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from penpay.service_layer.intake import IntakeUnitOfWork
 from penpay_domain.errors import DomainError
@@ -35,6 +35,19 @@ class ProviderUnavailable(DomainError):
     code = "provider_unavailable"
 
 
+T = TypeVar("T")
+
+
+class Retry(Protocol):
+    """Runs a whole unit of work again after a transient database failure (a deadlock, a lock-wait timeout)."""
+
+    async def __call__(self, attempt: Callable[[], Awaitable[T]]) -> T: ...
+
+
+async def run_once(attempt: Callable[[], Awaitable[T]]) -> T:
+    return await attempt()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FlowDeps:
     uow: Callable[[], IntakeUnitOfWork]
@@ -45,6 +58,9 @@ class FlowDeps:
     callback_urls: CallbackUrls
     reconcile_after: timedelta = timedelta(seconds=30)
     ops_email: str = ""
+    # how a step re-runs the unit of work that records a provider's answer (the answer is in hand: running the
+    # whole step again would find the intent recorded and never record it)
+    retry: Retry = run_once
 
     @property
     def give_up_after(self) -> timedelta:
@@ -64,6 +80,70 @@ class Delivery:
     group: str
     key: str
     recorded: bool = field(default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One transaction's turn in a batch of steps: the transaction and the message it runs for (None: the
+    reconciler)."""
+
+    txn_id: TransactionId
+    delivery: Delivery | None = None
+
+
+Results = list[object]  # one per item, in order: the step's outcome, or the exception that item ends with
+
+
+def unwrap(result: object) -> object:
+    """A batch-of-one's result as the one-transaction form of a step returns it: its exception raised."""
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def distinct(items: Sequence[Item]) -> tuple[list[Item], list[Item]]:
+    """Split a batch into items of distinct transactions and the repeats (run in a later batch, never beside the
+    first: one unit of work holds one aggregate per row)."""
+    first: dict[TransactionId, Item] = {}
+    repeats: list[Item] = []
+    for item in items:
+        if item.txn_id in first:
+            repeats.append(item)
+        else:
+            first[item.txn_id] = item
+    return list(first.values()), repeats
+
+
+async def skip_processed(uow: UnitOfWork, items: Sequence[Item]) -> list[Item]:
+    """The batch's form of :func:`already_processed`: the items still to do (one query per consumer group); the
+    others are marked as recorded."""
+    todo: list[Item] = []
+    by_group: dict[str, list[Item]] = {}
+    for item in items:
+        if item.delivery is None:
+            todo.append(item)
+        else:
+            by_group.setdefault(item.delivery.group, []).append(item)
+    for group, members in by_group.items():
+        seen = await uow.processed.seen_many(group, [m.delivery.key for m in members if m.delivery is not None])
+        for m in members:
+            if m.delivery is not None and m.delivery.key in seen:
+                m.delivery.recorded = True
+            else:
+                todo.append(m)
+    return todo
+
+
+async def record_all_processed(uow: UnitOfWork, deliveries: Iterable[Delivery | None]) -> None:
+    """The batch's form of :func:`record_processed` (one statement per consumer group)."""
+    by_group: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        if delivery is not None and not delivery.recorded:
+            by_group.setdefault(delivery.group, []).append(delivery)
+    for group, members in by_group.items():
+        await uow.processed.mark_many(group, [d.key for d in members], uow.now)
+        for d in members:
+            d.recorded = True
 
 
 async def already_processed(uow: UnitOfWork, delivery: Delivery | None) -> bool:

@@ -8,12 +8,12 @@ the API) and are applied by ``callbacks.apply_stored_callback``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from penpay.service_layer import collection, crediting, debiting, notifications, payouts
-from penpay.service_layer.flow import Delivery, FlowDeps
+from penpay.service_layer.flow import Delivery, FlowDeps, Item, Results
 from penpay_domain import events as ev
 from penpay_domain.ids import TransactionId
 
@@ -36,15 +36,29 @@ def _by_id(step: _ById) -> Step:
     return run
 
 
+class BatchStep(Protocol):
+    """The same step for a batch of transactions (distinct, see ``flow.distinct``): one result per item, in order,
+    the outcome or the exception that item's message ends with. A batch of one is the step itself."""
+
+    async def __call__(self, deps: FlowDeps, items: Sequence[Item]) -> Results: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     stream: str  # the event's ``stream`` (key: <prefix>:<stream>)
     group: str  # one consumer group per worker type
     steps: Mapping[str, Step]  # event name -> step; other events on the stream are acknowledged and skipped
+    # event name -> the step's batch form, where it has one: messages handled together share its units of work
+    batched: Mapping[str, BatchStep] = field(default_factory=dict)
 
 
 SUBSCRIPTIONS: Mapping[str, Subscription] = {
-    "deposit": Subscription("deposits", "deposit", {ev.DepositRequested.name: _by_id(collection.push_stk)}),
+    "deposit": Subscription(
+        "deposits",
+        "deposit",
+        {ev.DepositRequested.name: _by_id(collection.push_stk)},
+        batched={ev.DepositRequested.name: collection.push_stk_many},
+    ),
     "deriv": Subscription(
         "deriv_transfers",
         "deriv",
@@ -52,6 +66,7 @@ SUBSCRIPTIONS: Mapping[str, Subscription] = {
             ev.DepositPaymentReceived.name: _by_id(crediting.credit_deposit),
             ev.PayoutFailed.name: _by_id(crediting.reverse_withdrawal),
         },
+        batched={ev.DepositPaymentReceived.name: crediting.credit_deposits},
     ),
     "withdrawal": Subscription(
         "withdrawals",

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -65,6 +66,9 @@ class WithdrawalCodes(Protocol):
 class CallbackInbox(Protocol):
     async def add(self, callback: ReceivedCallback) -> StoredCallback: ...
     async def get(self, callback_id: int) -> StoredCallback: ...
+    async def get_many(self, callback_ids: Sequence[int]) -> Mapping[int, StoredCallback]:
+        """Those of ``callback_ids`` that exist (one query)."""
+        ...
 
 
 class IntakeUnitOfWork(UnitOfWork, Protocol):

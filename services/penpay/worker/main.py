@@ -31,6 +31,7 @@ from penpay.adapters.daraja.mpesa import DarajaMpesa
 from penpay.adapters.daraja.token_store import RedisTokenStore
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.adapters.db.outbox import PublishedMarks
+from penpay.adapters.db.unit_of_work import with_retries
 from penpay.adapters.deriv_gateway import GrpcDerivGateway
 from penpay.adapters.mailer import SmtpMailer
 from penpay.adapters.mpesa_callbacks import DarajaCallbackDecoder
@@ -117,6 +118,7 @@ async def _flow_deps(settings: Settings, db: Database, redis: aioredis.Redis) ->
             ),
             reconcile_after=timedelta(seconds=settings.reconcile_after_s),
             ops_email=settings.ops_email,
+            retry=with_retries,
         )
     finally:
         await marks.aclose()
@@ -177,15 +179,16 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                 )
                 tasks.append(lambda: c.run(stop))
 
+            batch = settings.worker_concurrency  # a batch may take every message in flight on its stream
             for name in workers:
                 if name in SUBSCRIPTIONS:
                     sub = SUBSCRIPTIONS[name]
-                    consumer(sub.stream, sub.group, event_handler(sub, deps), events=True)
+                    consumer(sub.stream, sub.group, event_handler(sub, deps, max_batch=batch), events=True)
                 elif name == "callbacks":
                     consumer(
                         MPESA_CALLBACKS_STREAM,
                         "callbacks",
-                        callback_handler(deps, DarajaCallbackDecoder()),
+                        callback_handler(deps, DarajaCallbackDecoder(), max_batch=batch),
                         events=False,
                     )
                 elif name == "relay":

@@ -11,14 +11,18 @@ stored callback's id; applying one is a single unit of work that records the key
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from penpay.adapters.db.unit_of_work import with_retries
 from penpay.adapters.stream_consumer import PoisonMessage, StreamMessage
 from penpay.logging import get_logger
+from penpay.service_layer.batching import MicroBatcher
 from penpay.service_layer.callbacks import CallbackDecoder, Verdict, apply_callback
-from penpay.service_layer.flow import Delivery, FlowDeps
-from penpay.service_layer.handlers import Subscription
+from penpay.service_layer.flow import Delivery, FlowDeps, Item, Results, unwrap
+from penpay.service_layer.handlers import BatchStep, Step, Subscription
+from penpay_domain.ids import TransactionId
 
 log = get_logger(__name__)
 
@@ -29,24 +33,27 @@ class CallbackNotReady(Exception):
     """The callback overtook Daraja's answer to our request; the message is retried shortly."""
 
 
-def event_handler(sub: Subscription, deps: FlowDeps) -> Handler:
+def event_handler(sub: Subscription, deps: FlowDeps, *, max_batch: int = 32, max_in_flight: int = 1) -> Handler:
+    """The handler of one consumer group. Messages in flight together are handled together: each event name has a
+    :class:`MicroBatcher`, whose flush runs the step's batch form (``Subscription.batched``) over the batch, or the
+    one-message step for each message at once, and then records every message the steps left unrecorded in one
+    unit of work. A batch that fails as a whole is run again one message at a time, so one bad message fails only
+    itself. Each message still succeeds or fails on its own: the consumer acknowledges or retries it as before."""
+    batchers = {
+        name: MicroBatcher[StreamMessage, object](
+            partial(_flush, sub, deps, step, sub.batched.get(name)), max_batch=max_batch, max_in_flight=max_in_flight
+        )
+        for name, step in sub.steps.items()
+    }
+
     async def handle(message: StreamMessage) -> None:
         event = message.event
         if event is None:
             raise PoisonMessage("no event in the message")
-        step = sub.steps.get(event.name)
-        if step is None:
+        batcher = batchers.get(event.name)
+        if batcher is None:
             return  # another group's business on a shared stream
-
-        async def attempt() -> tuple[object, Delivery]:
-            delivery = Delivery(sub.group, message.dedupe_key)  # fresh per try: a rolled-back record is no record
-            return await step(deps, event, delivery=delivery), delivery
-
-        outcome, delivery = await with_retries(attempt)  # a deadlock is retried at once, not in a minute
-        if not delivery.recorded:
-            async with deps.uow() as uow:
-                await uow.processed.mark(sub.group, message.dedupe_key, uow.now)
-                await uow.commit()
+        outcome = unwrap(await batcher.submit(message))
         log.info(
             "step_done", step=event.name, group=sub.group, outcome=str(outcome), transaction_id=event.transaction_id
         )
@@ -54,29 +61,182 @@ def event_handler(sub: Subscription, deps: FlowDeps) -> Handler:
     return handle
 
 
-def callback_handler(deps: FlowDeps, decoder: CallbackDecoder, group: str = "callbacks") -> Handler:
+async def _flush(
+    sub: Subscription, deps: FlowDeps, step: Step, batch_step: BatchStep | None, messages: list[StreamMessage]
+) -> Results:
+    results: Results = [None] * len(messages)
+    deliveries: dict[int, Delivery] = {}
+    rounds = _rounds([_txn(m) for m in messages])  # two messages of one transaction never share a batch
+    for members in rounds:
+        for n, outcome, delivery in await _run_round(
+            sub, deps, step=step, batch_step=batch_step, messages=messages, members=members
+        ):
+            results[n] = outcome
+            deliveries[n] = delivery
+    unrecorded = [n for n, d in deliveries.items() if not d.recorded and not isinstance(results[n], BaseException)]
+    if unrecorded:
+        try:
+            await with_retries(partial(_mark, deps, sub.group, [messages[n].dedupe_key for n in unrecorded]))
+        except Exception as exc:  # the steps are done, but not recorded: their messages come back and find so
+            for n in unrecorded:
+                results[n] = exc
+    return results
+
+
+def _txn(message: StreamMessage) -> str:
+    return message.event.transaction_id if message.event is not None else ""
+
+
+async def _run_round(
+    sub: Subscription,
+    deps: FlowDeps,
+    *,
+    step: Step,
+    batch_step: BatchStep | None,
+    messages: list[StreamMessage],
+    members: list[int],
+) -> list[tuple[int, object, Delivery]]:
+    async def one(n: int) -> tuple[int, object, Delivery]:
+        message = messages[n]
+        assert message.event is not None
+        event = message.event
+
+        async def attempt() -> tuple[object, Delivery]:
+            delivery = Delivery(sub.group, message.dedupe_key)  # fresh per try: a rolled-back record is no record
+            if batch_step is not None:
+                return (await batch_step(deps, [Item(TransactionId(event.transaction_id), delivery)]))[0], delivery
+            return await step(deps, event, delivery=delivery), delivery
+
+        try:
+            outcome, delivery = await with_retries(attempt)  # a deadlock is retried at once, not in a minute
+        except Exception as exc:
+            return n, exc, Delivery(sub.group, message.dedupe_key)
+        return n, outcome, delivery
+
+    if batch_step is None or len(members) == 1:
+        return list(await asyncio.gather(*(one(n) for n in members)))
+
+    async def attempt_batch() -> tuple[Results, list[Delivery]]:
+        fresh = [Delivery(sub.group, messages[n].dedupe_key) for n in members]
+        items = [Item(TransactionId(_txn(messages[n])), d) for n, d in zip(members, fresh, strict=True)]
+        return await batch_step(deps, items), fresh
+
+    try:
+        outcomes, fresh = await with_retries(attempt_batch)
+    except Exception as exc:
+        log.warning("batch_failed_running_one_by_one", group=sub.group, size=len(members), error=repr(exc))
+        return list(await asyncio.gather(*(one(n) for n in members)))
+    return [(n, o, d) for n, o, d in zip(members, outcomes, fresh, strict=True)]
+
+
+async def _mark(deps: FlowDeps, group: str, keys: list[str]) -> None:
+    async with deps.uow() as uow:
+        await uow.processed.mark_many(group, keys, uow.now)
+        await uow.commit()
+
+
+def callback_handler(
+    deps: FlowDeps, decoder: CallbackDecoder, group: str = "callbacks", *, max_batch: int = 32, max_in_flight: int = 1
+) -> Handler:
+    """Stored callbacks in flight together are applied in one unit of work (callbacks of one transaction in
+    separate ones); a batch that fails as a whole (a callback early, a message another consumer is applying too)
+    is applied again one callback at a time, as a lone message always is."""
+    batcher = MicroBatcher[tuple[StreamMessage, int], object](
+        partial(_apply_callbacks, deps, decoder, group), max_batch=max_batch, max_in_flight=max_in_flight
+    )
+
     async def handle(message: StreamMessage) -> None:
         try:
             callback_id = int(message.fields["callback_id"])
         except (KeyError, ValueError) as exc:
             raise PoisonMessage(f"no callback id in the message: {exc}") from exc
-
-        async def apply_once() -> Verdict | None:
-            async with deps.uow() as uow:
-                if not await uow.processed.mark(group, message.dedupe_key, uow.now):
-                    return None
-                stored = await uow.callbacks.get(callback_id)
-                verdict = await apply_callback(uow, stored, decoder)
-                if verdict is Verdict.EARLY:
-                    raise CallbackNotReady(f"callback {callback_id} arrived before its STK push was recorded")
-                await uow.commit()
-                return verdict
-
-        verdict = await with_retries(apply_once)
+        verdict = unwrap(await batcher.submit((message, callback_id)))
         if verdict is None:
             return
         log.info(
-            "callback_applied", callback_id=callback_id, verdict=verdict.value, transaction_id=message.transaction_id
+            "callback_applied", callback_id=callback_id, verdict=str(verdict), transaction_id=message.transaction_id
         )
 
     return handle
+
+
+class _BatchNotApplied(Exception):
+    """A batch of callbacks must be applied one at a time instead."""
+
+
+async def _apply_callbacks(
+    deps: FlowDeps, decoder: CallbackDecoder, group: str, batch: list[tuple[StreamMessage, int]]
+) -> Results:
+    results: Results = [None] * len(batch)
+    for members in _rounds([m.transaction_id or f"callback:{cid}" for m, cid in batch]):
+        if len(members) > 1:
+            try:
+                verdicts = await with_retries(partial(_apply_many, deps, decoder, group, [batch[n] for n in members]))
+            except Exception as exc:
+                log.info("callback_batch_one_by_one", size=len(members), reason=repr(exc))
+            else:
+                for n, verdict in zip(members, verdicts, strict=True):
+                    results[n] = verdict
+                continue
+        for n, outcome in zip(
+            members, await asyncio.gather(*(_apply_one(deps, decoder, group, *batch[n]) for n in members)), strict=True
+        ):
+            results[n] = outcome
+    return results
+
+
+async def _apply_many(
+    deps: FlowDeps, decoder: CallbackDecoder, group: str, batch: list[tuple[StreamMessage, int]]
+) -> list[Verdict | None]:
+    async with deps.uow() as uow:
+        seen = await uow.processed.seen_many(group, [m.dedupe_key for m, _ in batch])
+        todo = [(m, cid) for m, cid in batch if m.dedupe_key not in seen]
+        if not todo:
+            return [None] * len(batch)
+        stored = await uow.callbacks.get_many([cid for _, cid in todo])
+        verdicts: dict[str, Verdict] = {}
+        for message, callback_id in todo:
+            if callback_id not in stored:
+                raise _BatchNotApplied(f"callback {callback_id} not found")
+            verdict = await apply_callback(uow, stored[callback_id], decoder)
+            if verdict is Verdict.EARLY:
+                raise _BatchNotApplied(f"callback {callback_id} arrived before its STK push was recorded")
+            verdicts[message.dedupe_key] = verdict
+        if await uow.processed.mark_many(group, list(verdicts), uow.now) != len(verdicts):
+            raise _BatchNotApplied("another consumer recorded one of these messages meanwhile")
+        await uow.commit()
+    return [verdicts.get(m.dedupe_key) for m, _ in batch]
+
+
+async def _apply_one(
+    deps: FlowDeps, decoder: CallbackDecoder, group: str, message: StreamMessage, callback_id: int
+) -> object:
+    async def apply_once() -> Verdict | None:
+        async with deps.uow() as uow:
+            if not await uow.processed.mark(group, message.dedupe_key, uow.now):
+                return None
+            stored = await uow.callbacks.get(callback_id)
+            verdict = await apply_callback(uow, stored, decoder)
+            if verdict is Verdict.EARLY:
+                raise CallbackNotReady(f"callback {callback_id} arrived before its STK push was recorded")
+            await uow.commit()
+            return verdict
+
+    try:
+        return await with_retries(apply_once)
+    except Exception as exc:
+        return exc
+
+
+def _rounds(keys: list[str]) -> list[list[int]]:
+    """Positions of ``keys`` grouped into rounds in which no key repeats (one aggregate per unit of work)."""
+    rounds: list[tuple[set[str], list[int]]] = []
+    for n, key in enumerate(keys):
+        for taken, members in rounds:
+            if key not in taken:
+                taken.add(key)
+                members.append(n)
+                break
+        else:
+            rounds.append(({key}, [n]))
+    return [members for _, members in rounds]

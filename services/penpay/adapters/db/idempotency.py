@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -72,6 +73,10 @@ _SEEN = sa.select(processed_messages.c.message_key).where(
     processed_messages.c.consumer_group == sa.bindparam("b_group"),
     processed_messages.c.message_key == sa.bindparam("b_key"),
 )
+_SEEN_MANY = sa.select(processed_messages.c.message_key).where(
+    processed_messages.c.consumer_group == sa.bindparam("b_group"),
+    processed_messages.c.message_key.in_(sa.bindparam("b_keys", expanding=True)),
+)
 
 
 class SqlProcessedMessages:
@@ -87,3 +92,20 @@ class SqlProcessedMessages:
     async def seen(self, consumer_group: str, message_key: str) -> bool:
         found = await self._conn.scalar(_SEEN, {"b_group": consumer_group, "b_key": message_key})
         return found is not None
+
+    async def seen_many(self, consumer_group: str, message_keys: Sequence[str]) -> set[str]:
+        """Which of ``message_keys`` the group has processed (one statement)."""
+        if not message_keys:
+            return set()
+        rows = await self._conn.execute(_SEEN_MANY, {"b_group": consumer_group, "b_keys": sorted(set(message_keys))})
+        return {str(key) for key in rows.scalars()}
+
+    async def mark_many(self, consumer_group: str, message_keys: Sequence[str], now: datetime) -> int:
+        """Record many messages as processed (one multi-row ``INSERT IGNORE``); returns how many were new."""
+        at = to_db(now)
+        keys = sorted(set(message_keys))
+        rows = [{"consumer_group": consumer_group, "message_key": k, "processed_at": at} for k in keys]
+        if not rows:
+            return 0
+        result = await self._conn.execute(_MARK, rows[0] if len(rows) == 1 else rows)
+        return int(result.rowcount)

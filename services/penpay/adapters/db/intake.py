@@ -6,7 +6,8 @@ commit (or roll back) together with the transaction rows, ledger legs, outbox an
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Sequence
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -85,21 +86,34 @@ class SqlCallbackInbox:
         return StoredCallback(id=int(key[0]), received_at=received_at, callback=callback)
 
     async def get(self, callback_id: int) -> StoredCallback:
-        row = (await self._conn.execute(sa.select(mpesa_callbacks).where(mpesa_callbacks.c.id == callback_id))).first()
-        if row is None:
+        found = await self.get_many([callback_id])
+        if callback_id not in found:
             raise NotFound(f"callback {callback_id} not found")
-        return StoredCallback(
-            id=int(row.id),
-            received_at=from_db(row.received_at),
-            callback=ReceivedCallback(
-                kind=CallbackKind(row.kind),
-                transaction_id=TransactionId(row.transaction_id) if row.transaction_id else None,
-                source_ip=str(row.source_ip),
-                source_allowed=bool(row.source_allowed),
-                token_valid=bool(row.token_valid),
-                body=str(row.body),
-            ),
-        )
+        return found[callback_id]
+
+    async def get_many(self, callback_ids: Sequence[int]) -> dict[int, StoredCallback]:
+        if not callback_ids:
+            return {}
+        rows = await self._conn.execute(_CALLBACKS, {"b_ids": sorted(set(callback_ids))})
+        return {int(row.id): _stored(row) for row in rows}
+
+
+_CALLBACKS = sa.select(mpesa_callbacks).where(mpesa_callbacks.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+
+
+def _stored(row: sa.Row[Any]) -> StoredCallback:
+    return StoredCallback(
+        id=int(row.id),
+        received_at=from_db(row.received_at),
+        callback=ReceivedCallback(
+            kind=CallbackKind(row.kind),
+            transaction_id=TransactionId(row.transaction_id) if row.transaction_id else None,
+            source_ip=str(row.source_ip),
+            source_allowed=bool(row.source_allowed),
+            token_valid=bool(row.token_valid),
+            body=str(row.body),
+        ),
+    )
 
 
 class SqlIntakeUnitOfWork(SqlUnitOfWork):

@@ -77,6 +77,10 @@ _SAVE = (
 )
 _GET = sa.select(transactions).where(transactions.c.id == sa.bindparam("b_id"))
 _GET_FOR_UPDATE = _GET.with_for_update()
+# a batch of steps loads its transactions in one statement, locking them in id order (as every batch does, so two
+# batches over the same rows wait for each other instead of deadlocking)
+_GET_MANY = sa.select(transactions).where(transactions.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+_GET_MANY_FOR_UPDATE = _GET_MANY.order_by(transactions.c.id).with_for_update()
 
 
 def _transaction(row: sa.Row[tuple[object, ...]]) -> Transaction:
@@ -149,6 +153,23 @@ class SqlTransactionRepository:
             raise NotFound(f"transaction {txn_id} not found")
         return self._track(_transaction(row))
 
+    async def get_many(
+        self, txn_ids: Sequence[TransactionId], *, for_update: bool = False
+    ) -> dict[TransactionId, Transaction]:
+        """The transactions of ``txn_ids`` that exist, by id (one statement; locked in id order if ``for_update``).
+        An id already loaded in this unit of work gives back the same aggregate, so a batch never holds two copies
+        of one row."""
+        if not txn_ids:
+            return {}
+        loaded = {txn.id: txn for txn in self.seen}
+        todo = sorted({i for i in txn_ids if i not in loaded})
+        if todo:
+            rows = await self._conn.execute(_GET_MANY_FOR_UPDATE if for_update else _GET_MANY, {"b_ids": todo})
+            for row in rows:
+                txn = self._track(_transaction(row))
+                loaded[txn.id] = txn
+        return {i: loaded[i] for i in txn_ids if i in loaded}
+
     async def _one(self, where: sa.ColumnElement[bool], *, for_update: bool = True) -> Transaction | None:
         stmt = sa.select(transactions).where(where)
         if for_update:
@@ -166,15 +187,27 @@ class SqlTransactionRepository:
         return await self._one(transactions.c.b2c_conversation_id == conversation_id)
 
     async def save(self, txn: Transaction) -> None:
-        values = transaction_row(txn)
-        values["version"] = txn.version + 1
-        params = {f"v_{k}": v for k, v in values.items() if k != "id"}
-        result = await self._conn.execute(_SAVE, {**params, "b_id": txn.id, "b_version": txn.version})
-        if result.rowcount != 1:
-            raise ConcurrencyConflict(f"transaction {txn.id} changed concurrently (version {txn.version})")
-        txn.version += 1
-        self._track(txn)
-        self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
+        await self.save_many([txn])
+
+    async def save_many(self, txns: Sequence[Transaction]) -> None:
+        """Compare-and-set every aggregate on its ``version``, in one round of the driver (``executemany``)."""
+        if not txns:
+            return
+        params = []
+        for txn in txns:
+            values = transaction_row(txn)
+            values["version"] = txn.version + 1
+            params.append(
+                {**{f"v_{k}": v for k, v in values.items() if k != "id"}, "b_id": txn.id, "b_version": txn.version}
+            )
+        result = await self._conn.execute(_SAVE, params[0] if len(params) == 1 else params)
+        if result.rowcount != len(txns):
+            which = ", ".join(f"{t.id} (version {t.version})" for t in txns)
+            raise ConcurrencyConflict(f"transaction(s) changed concurrently: {which}")
+        for txn in txns:
+            txn.version += 1
+            self._track(txn)
+            self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
 
     async def kes_volume(self, user_id: UserId, kind: Kind, start: datetime, end: datetime) -> Money:
         """KES moved by the user's non-failed transactions of ``kind`` created in [start, end): what deposits took

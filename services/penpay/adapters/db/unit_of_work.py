@@ -82,9 +82,8 @@ class SqlUnitOfWork:
         conn = self.connection
         published: list[TransactionEvent] = []
         flushed: list[tuple[list[ledger.Transfer], list[TransactionEvent]]] = []
+        await self.transactions.save_many([t for t in self.transactions.seen if self.transactions.needs_save(t)])
         for txn in self.transactions.seen:
-            if self.transactions.needs_save(txn):
-                await self.transactions.save(txn)
             transfers, events = txn.pull_ledger_transfers(), txn.pull_events()
             flushed.append((transfers, events))
             published.extend(events)

@@ -1,0 +1,264 @@
+"""Worker steps over batches of messages (``Subscription.batched``, ``callback_handler``), on the real database.
+
+Messages in flight together share their units of work; each still succeeds or fails on its own, a batch that fails
+as a whole is run again one message at a time, and two messages of one transaction never share a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from penpay.adapters.stream_consumer import StreamMessage
+from penpay.service_layer import collection, crediting
+from penpay.service_layer.callbacks import B2cNotice, StkNotice
+from penpay.service_layer.flow import Delivery, Item, ProviderUnavailable
+from penpay.service_layer.handlers import SUBSCRIPTIONS
+from penpay.service_layer.intake import CallbackKind, ReceivedCallback
+from penpay.worker.subscriptions import CallbackNotReady, callback_handler, event_handler
+from penpay_domain.errors import ConcurrencyConflict, NotFound
+from penpay_domain.events import DepositPaymentReceived
+from penpay_domain.ids import TransactionId, new_transaction_id
+from penpay_domain.money import Money
+from penpay_domain.providers import DerivTransferResult, Outcome, PaymentResult, PaymentStatus, StkPushResult
+from penpay_domain.transaction import Status, Transaction
+from tests.fakes import FakeDeriv
+from tests.integration.test_flows import World, counting_commits, deposit, paid, processed_rows, requested, world
+
+pytestmark = pytest.mark.integration
+__all__ = ["world"]  # the fixture, shared with test_flows
+
+
+def _event_id() -> int:
+    return 10_000 + secrets.randbelow(10**12)
+
+
+def payment_received(txn: Transaction) -> StreamMessage:
+    event_id = _event_id()
+    event = DepositPaymentReceived(
+        transaction_id=txn.id,
+        occurred_at=datetime.now(UTC),
+        kind="deposit",
+        user_id=txn.parties.user_id,
+        from_status="AWAITING_PAYMENT",
+        to_status="PAYMENT_RECEIVED",
+        event_id=event_id,
+    )
+    fields = {"event_id": str(event_id), "transaction_id": txn.id}
+    return StreamMessage(stream="penpay:deriv_transfers", id="1-0", fields=fields, deliveries=1, event=event)
+
+
+async def deposits(world: World, n: int) -> list[Transaction]:
+    made = [deposit() for _ in range(n)]
+    for txn in made:
+        await world.store(txn)
+    return made
+
+
+async def paid_deposits(world: World, n: int) -> list[Transaction]:
+    made = await deposits(world, n)
+    for txn in made:
+        await collection.push_stk(world.deps, txn.id)
+        assert await world.settle_stk(txn.id, paid(f"R{secrets.token_hex(4).upper()}", txn.amount_kes)) == "paid"
+    return made
+
+
+class TestPushBatch:
+    async def test_messages_in_flight_together_share_two_commits_and_each_deposit_is_pushed_once(
+        self, world: World
+    ) -> None:
+        sub = SUBSCRIPTIONS["deposit"]
+        made = await deposits(world, 6)
+        handle = event_handler(sub, world.deps)
+        messages = [requested(txn, event_id=_event_id()) for txn in made]
+        with counting_commits(world.db.engine) as counts:
+            await asyncio.gather(*(handle(m) for m in messages))
+        assert counts == Counter(commit=2)  # the six intents, then the six answers with the six messages
+        assert sorted(txn_id for txn_id, *_ in world.mpesa.pushes) == sorted(t.id for t in made)
+        for txn in made:
+            loaded = await world.get(txn.id)
+            assert loaded.status is Status.AWAITING_PAYMENT
+            assert loaded.mpesa_checkout_request_id
+        recorded = await processed_rows(world, sub.group)
+        assert all(m.dedupe_key in recorded for m in messages)
+
+        await asyncio.gather(*(handle(m) for m in messages))  # all redelivered: nothing is pushed again
+        assert len(world.mpesa.pushes) == 6
+
+    async def test_two_messages_of_one_deposit_in_one_batch_push_it_once(self, world: World) -> None:
+        sub = SUBSCRIPTIONS["deposit"]
+        [txn] = await deposits(world, 1)
+        handle = event_handler(sub, world.deps)
+        first, again = requested(txn, event_id=_event_id()), requested(txn, event_id=_event_id(), entry_id="2-0")
+        await asyncio.gather(handle(first), handle(again))
+        assert len(world.mpesa.pushes) == 1
+        assert (await world.get(txn.id)).status is Status.AWAITING_PAYMENT
+
+    async def test_a_missing_transaction_fails_only_its_own_message(self, world: World) -> None:
+        made = await deposits(world, 2)
+        ghost = Item(new_transaction_id(datetime.now(UTC)), Delivery("deposit-test", "event:ghost"))
+        items = [Item(made[0].id), ghost, Item(made[1].id)]
+        results = await collection.push_stk_many(world.deps, items)
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], NotFound)
+        assert ghost.delivery is not None and not ghost.delivery.recorded
+        assert {t for t, *_ in world.mpesa.pushes} == {made[0].id, made[1].id}
+
+    async def test_a_push_that_never_reached_daraja_is_reported_for_its_own_item_only(self, world: World) -> None:
+        made = await deposits(world, 3)
+        unreachable = made[1].id
+        original = world.mpesa.stk_push
+
+        async def flaky(*, txn_id: TransactionId, amount: Money, msisdn: str, callback_url: str):  # type: ignore[no-untyped-def]
+            if txn_id == unreachable:
+                world.mpesa.pushes.append((txn_id, amount, msisdn, callback_url))  # type: ignore[arg-type]
+                return StkPushResult(outcome=Outcome.UNAVAILABLE, message="down")
+            return await original(txn_id=txn_id, amount=amount, msisdn=msisdn, callback_url=callback_url)  # type: ignore[arg-type]
+
+        world.mpesa.stk_push = flaky  # type: ignore[method-assign]
+        deliveries = [Delivery("deposit-test", f"event:{_event_id()}") for _ in made]
+        results = await collection.push_stk_many(
+            world.deps, [Item(t.id, d) for t, d in zip(made, deliveries, strict=True)]
+        )
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], ProviderUnavailable)
+        assert [d.recorded for d in deliveries] == [True, False, True]
+        again = await world.get(unreachable)
+        assert again.status is Status.PENDING and again.stk_requested_at is None  # may be pushed again
+        assert (await world.get(made[0].id)).status is Status.AWAITING_PAYMENT
+
+
+class TestCreditBatch:
+    async def test_paid_deposits_are_credited_together_and_each_once(self, world: World) -> None:
+        sub = SUBSCRIPTIONS["deriv"]
+        made = await paid_deposits(world, 5)
+        handle = event_handler(sub, world.deps)
+        messages = [payment_received(txn) for txn in made]
+        with counting_commits(world.db.engine) as counts:
+            await asyncio.gather(*(handle(m) for m in messages))
+        assert counts == Counter(commit=2)
+        assert world.deriv.executed == {t.id: t.amount_usd for t in made}
+        for txn in made:
+            assert (await world.get(txn.id)).status is Status.COMPLETED
+        await asyncio.gather(*(handle(m) for m in messages))
+        assert len(world.deriv.executed) == 5
+
+    async def test_an_unknown_answer_leaves_that_deposit_crediting_and_the_others_complete(self, world: World) -> None:
+        made = await paid_deposits(world, 3)
+        unknown = made[0].id
+        deriv: FakeDeriv = world.deriv
+        original = deriv.transfer
+
+        async def partly_unknown(*, reference: str, loginid: str, amount: Money) -> DerivTransferResult:
+            if reference == unknown:
+                return DerivTransferResult(outcome=Outcome.UNKNOWN, message="socket dropped")
+            return await original(reference=reference, loginid=loginid, amount=amount)  # type: ignore[arg-type]
+
+        deriv.transfer = partly_unknown  # type: ignore[method-assign]
+        results = await crediting.credit_deposits(world.deps, [Item(t.id) for t in made])
+        assert results == ["unknown", "done", "done"]
+        assert (await world.get(unknown)).status is Status.CREDITING
+        assert (await world.get(made[1].id)).status is Status.COMPLETED
+
+
+class _Decoder:
+    """Bodies of these tests: {"checkout": ..., "receipt": ..., "amount": ...}."""
+
+    def stk(self, body: str) -> StkNotice:
+        data = json.loads(body)
+        result = PaymentResult(
+            status=PaymentStatus.PAID, result_code="0", receipt=data["receipt"], amount=Money.kes(data["amount"])
+        )
+        return StkNotice(checkout_request_id=data["checkout"], result=result)
+
+    def b2c(self, kind: CallbackKind, body: str) -> B2cNotice:
+        raise ValueError("not in these tests")
+
+    def status(self, kind: CallbackKind, body: str) -> PaymentResult:
+        raise ValueError("not in these tests")
+
+
+async def _stored_callback(world: World, txn: Transaction, checkout: str) -> StreamMessage:
+    body = json.dumps({"checkout": checkout, "receipt": f"R{secrets.token_hex(4).upper()}", "amount": 1_000})
+    async with world.deps.uow() as uow:
+        stored = await uow.callbacks.add(
+            ReceivedCallback(
+                kind=CallbackKind.STK,
+                transaction_id=txn.id,
+                source_ip="127.0.0.1",
+                source_allowed=True,
+                token_valid=True,
+                body=body,
+            )
+        )
+        await uow.commit()
+    fields = {"callback_id": str(stored.id), "transaction_id": txn.id}
+    return StreamMessage(stream="penpay:mpesa_callbacks", id=f"{stored.id}-0", fields=fields, deliveries=1)
+
+
+class TestCallbackBatch:
+    async def test_callbacks_in_flight_together_are_applied_in_one_commit(self, world: World) -> None:
+        made = await deposits(world, 4)
+        for txn in made:
+            await collection.push_stk(world.deps, txn.id)
+        messages = [
+            await _stored_callback(world, t, str((await world.get(t.id)).mpesa_checkout_request_id)) for t in made
+        ]
+        group = f"callbacks-{secrets.token_hex(4)}"
+        handle = callback_handler(world.deps, _Decoder(), group)
+        with counting_commits(world.db.engine) as counts:
+            await asyncio.gather(*(handle(m) for m in messages))
+        assert counts == Counter(commit=1)
+        for txn in made:
+            assert (await world.get(txn.id)).status is Status.PAYMENT_RECEIVED
+        assert sorted(await processed_rows(world, group)) == sorted(m.dedupe_key for m in messages)
+
+        with counting_commits(world.db.engine) as counts:
+            await asyncio.gather(*(handle(m) for m in messages))  # redelivered: nothing to apply, nothing to commit
+        assert counts["commit"] == 0
+
+    async def test_an_early_callback_is_retried_alone_and_the_others_are_applied(self, world: World) -> None:
+        made = await deposits(world, 3)
+        for txn in made[:2]:
+            await collection.push_stk(world.deps, txn.id)
+        # made[2] was never pushed: its callback cannot be its own yet
+        messages = [
+            await _stored_callback(world, t, str((await world.get(t.id)).mpesa_checkout_request_id or "ws_CO_unknown"))
+            for t in made
+        ]
+        handle = callback_handler(world.deps, _Decoder(), f"callbacks-{secrets.token_hex(4)}")
+        results = await asyncio.gather(*(handle(m) for m in messages), return_exceptions=True)
+        assert results[0] is None and results[1] is None
+        assert isinstance(results[2], CallbackNotReady)
+        assert [(await world.get(t.id)).status for t in made] == [
+            Status.PAYMENT_RECEIVED,
+            Status.PAYMENT_RECEIVED,
+            Status.PENDING,
+        ]
+
+
+class TestRepositoryBatches:
+    async def test_save_many_refuses_the_whole_batch_when_one_row_moved_on(self, world: World) -> None:
+        made = await deposits(world, 2)
+        async with world.deps.uow() as uow:
+            txns = await uow.transactions.get_many([t.id for t in made])
+            assert list(txns) == [t.id for t in made]
+            stale = txns[made[1].id]
+            stale.version -= 1  # as if another writer had saved it since it was read
+            with pytest.raises(ConcurrencyConflict):
+                await uow.transactions.save_many(list(txns.values()))
+
+    async def test_mark_many_counts_only_the_keys_it_recorded(self, world: World) -> None:
+        group = f"g-{secrets.token_hex(4)}"
+        async with world.deps.uow() as uow:
+            assert await uow.processed.mark_many(group, ["a", "b"], uow.now) == 2
+            await uow.commit()
+        async with world.deps.uow() as uow:
+            assert await uow.processed.mark_many(group, ["b", "c"], uow.now) == 1
+            assert await uow.processed.seen_many(group, ["a", "c", "d"]) == {"a", "c"}
+            await uow.commit()
