@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.requests import ClientDisconnect
 
 from penpay.api.problems import PROBLEM_JSON, BodyTooLarge, problem_body
 from penpay.logging import get_logger
@@ -86,6 +87,11 @@ class ApiMiddleware:
         except BodyTooLarge:
             if not status_holder["started"]:
                 await self._problem(send_wrapper, 413, "body_too_large", "the request body is too large")
+        except ClientDisconnect:
+            # the client hung up before its body arrived (its own timeout): nothing was read, nothing changed, and
+            # there is no one to answer; not a server error (499, as nginx logs it)
+            status_holder["status"] = 499
+            log.info("client_disconnected", method=method, path=path)
         except Exception:
             log.exception("unhandled error", method=method, path=path)
             if not status_holder["started"]:
