@@ -12,6 +12,8 @@ from penpay.api.app import create_app
 from penpay.logging import configure_logging
 from penpay.settings import Settings
 
+KEEP_ALIVE_S = 75
+
 
 def main() -> None:
     settings = Settings()
@@ -25,6 +27,10 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # longer than any client's idle keep-alive (httpx: 5 s) and a load balancer's idle timeout (typically 60 s),
+        # so the server never closes a connection just as a client sends a request on it (the client would get a
+        # read error and could not tell whether the request was handled: a lost Daraja callback)
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 

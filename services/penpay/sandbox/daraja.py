@@ -65,7 +65,9 @@ class DarajaSimulator:
         # lost answer, as a client with a short read timeout sees it).
         self.response_delay_s = 0.0
         self.certificate = certificate or SandboxCertificate()
-        self._callback_timeout = httpx.Timeout(callback_timeout_s, connect=5.0)
+        # no pool timeout: Daraja's delivery is not limited by a local connection pool, so a callback waits for a
+        # free connection instead of being dropped unsent under load (a slow answer still times out, as with Daraja)
+        self._callback_timeout = httpx.Timeout(callback_timeout_s, connect=5.0, pool=None)
         self._token: str | None = None
         self._token_expires = 0.0
         self._sessions: dict[str, results.StkSession] = {}
@@ -438,7 +440,9 @@ class DarajaSimulator:
 
     async def _post_callback(self, url: str, body: str) -> None:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._callback_timeout)
+            self._http = httpx.AsyncClient(
+                timeout=self._callback_timeout, limits=httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S)
+            )
         status: int | None = None
         error: str | None = None
         try:
@@ -453,6 +457,9 @@ class DarajaSimulator:
         entry["seq"] = len(self._journal) + 1
         entry["at"] = dt.datetime.now(dt.UTC).isoformat()
         self._journal.append(entry)
+
+
+CLIENT_KEEPALIVE_S = 2.0  # well inside a server's idle timeout (uvicorn's default is 5 s): no reuse race
 
 
 def _misleading_shortcode_error() -> wire.DarajaError:

@@ -54,6 +54,10 @@ MSISDN = re.compile(r"^254[17]\d{8}$")
 ORIGINATOR_ID = re.compile(r"^[A-Za-z0-9]{1,20}$")
 _UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 -]")
 TOKEN_REFRESH_MARGIN_S = 300
+# An idle connection is dropped after this long, well inside any server's idle timeout (uvicorn's and many proxies'
+# are 5 s): reusing one the server is closing fails the request with a read error, and for an STK push or a B2C
+# request that error leaves the outcome unknown (seen under load against the sandbox).
+KEEPALIVE_EXPIRY_S = 2.0
 STK_AMOUNT_KES = (1, 250_000)
 B2C_AMOUNT_KES = (10, 250_000)
 _TOKEN_REFUSED = frozenset({"404.001.03", "400.003.01", "401.003.01"})
@@ -108,7 +112,9 @@ class DarajaClient:
         self._party_b = party_b or shortcode
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=self._timeout)
+        self._http = http or httpx.AsyncClient(
+            timeout=self._timeout, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
+        )
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._monotonic = monotonic
         self._token: str | None = None
