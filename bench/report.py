@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,21 @@ async def machine(redis_url: str, mariadb_version: str) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "mariadb": mariadb_version,
         "redis": redis_version,
+        "python_loop_mops": python_speed(),
     }
+
+
+def python_speed(iterations: int = 3_000_000) -> float:
+    """Millions of iterations per second of a plain Python loop, best of three: how fast this machine runs Python
+    right now (shared cloud machines vary by 2x from one hour to the next), so that runs compare fairly."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(iterations):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(iterations / best / 1e6, 1)
 
 
 def evaluate(figures: dict[str, float | None]) -> dict[str, dict[str, Any]]:

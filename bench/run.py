@@ -247,23 +247,31 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ round trips
     async def _round_trips(self) -> None:
-        """Restart the API and the worker with statement counting, post deposits one at a time, count."""
+        """Restart the API and the worker with statement counting, post deposits, count: one at a time (every
+        batch a batch of one: the cost of a lone deposit), then as a burst (what a deposit costs under load, where
+        the API and the worker share their units of work across the deposits in flight)."""
+        cfg = self.cfg
+        say(f"round trips: {cfg.count_deposits} deposits, one at a time, with every SQL statement counted")
+        self.out["round_trips"] = await self._count("one", concurrency=1, total=cfg.count_deposits)
+        burst = cfg.count_deposits * 5
+        say(f"round trips under load: {burst} deposits from {cfg.e2e_concurrency} clients, counted the same way")
+        self.out["round_trips_burst"] = await self._count("burst", concurrency=cfg.e2e_concurrency, total=burst)
+
+    async def _count(self, label: str, *, concurrency: int, total: int) -> dict[str, Any]:
         p = self.platform
         assert p is not None
-        cfg = self.cfg
         counts_dir = self.logs / "sqlcount"
         counts_dir.mkdir(parents=True, exist_ok=True)
-        files = {name: counts_dir / f"{name}-{self.tag}.json" for name in ("api", "worker")}
-        say(f"round trips: {cfg.count_deposits} deposits, one at a time, with every SQL statement counted")
+        files = {name: counts_dir / f"{name}-{self.tag}-{label}.json" for name in ("api", "worker")}
         await self._restart(
             lambda: (p.stop("api"), p.stop("worker")),
             lambda: _start_counted(p, "api", files["api"]),
         )
         _start_counted(p, "worker", files["worker"], "--workers", "all")
         await asyncio.sleep(2)
-        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}c")
-        posted = await closed_loop(self.pool, deposits.request, concurrency=1, total=cfg.count_deposits)
-        done = await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=cfg.drain_timeout_s)
+        deposits = flows.Deposits(self.pool, self.mint, users=self.cfg.users, tag=f"{self.tag}c{label}")
+        posted = await closed_loop(self.pool, deposits.request, concurrency=concurrency, total=total)
+        done = await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=self.cfg.drain_timeout_s)
         await self._restart(
             lambda: (p.stop("api"), p.stop("worker")),
             lambda: (p.env.pop("BENCH_SQLCOUNT_FILE", None), p.start("api", "penpay-api")),
@@ -271,7 +279,7 @@ class Bench:
         p.start("worker", "penpay-worker", "--workers", "all")
         counted = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
         n = max(1, done.completed)
-        per: dict[str, Any] = {"deposits": posted.accepted, "completed": done.completed}
+        per: dict[str, Any] = {"deposits": posted.accepted, "completed": done.completed, "concurrency": concurrency}
         for name, data in counted.items():
             statements = sum(int(v) for v in data.get("statements", {}).values())
             per[name] = {
@@ -280,13 +288,13 @@ class Bench:
                 "rollbacks_per_deposit": round(int(data.get("rollback", 0)) / n, 2),
                 "by_statement_per_deposit": {k: round(int(v) / n, 2) for k, v in data.get("statements", {}).items()},
             }
-        self.out["round_trips"] = per
         for name in ("api", "worker"):
             if name in per:
                 say(
                     f"  {name}: {per[name]['statements_per_deposit']} statements, "
                     f"{per[name]['commits_per_deposit']} commits per deposit"
                 )
+        return per
 
     async def _restart(self, stop: Callable[[], object], start: Callable[[], object]) -> None:
         stop()
@@ -355,6 +363,7 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     best = max(d1.get("completed_per_s", 0.0), d2.get("completed_per_s", 0.0)) if d1 else None
     commits = raw["commits_per_s"]
     rt = out.get("round_trips", {})
+    rtb = out.get("round_trips_burst", {})
     checks = out.get("checks", {})
     return {
         "raw_commits_per_s": commits,
@@ -387,6 +396,10 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "sql_commits_per_deposit_api": rt.get("api", {}).get("commits_per_deposit"),
         "sql_statements_per_deposit_worker": rt.get("worker", {}).get("statements_per_deposit"),
         "sql_commits_per_deposit_worker": rt.get("worker", {}).get("commits_per_deposit"),
+        "sql_statements_per_deposit_api_burst": rtb.get("api", {}).get("statements_per_deposit"),
+        "sql_commits_per_deposit_api_burst": rtb.get("api", {}).get("commits_per_deposit"),
+        "sql_statements_per_deposit_worker_burst": rtb.get("worker", {}).get("statements_per_deposit"),
+        "sql_commits_per_deposit_worker_burst": rtb.get("worker", {}).get("commits_per_deposit"),
         "ledger_ok": checks.get("ledger_ok"),
         "audit_ok": checks.get("audit_ok"),
         "all_terminal": checks.get("all_terminal"),
@@ -430,10 +443,14 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         ("e2e: best completed deposits/s", f["e2e_completed_per_s"], mark("e2e_completed_per_s")),
         ("e2e / raw commit limit, %", f["e2e_ratio_to_raw_pct"], mark("e2e_ratio_to_raw_pct")),
         ("", None, ""),
-        ("SQL statements per deposit: API", f["sql_statements_per_deposit_api"], "POST + STK callback"),
+        ("SQL statements per deposit: API", f["sql_statements_per_deposit_api"], "one at a time; POST + callback"),
         ("SQL commits per deposit: API", f["sql_commits_per_deposit_api"], ""),
         ("SQL statements per deposit: worker", f["sql_statements_per_deposit_worker"], "push, credit, steps"),
         ("SQL commits per deposit: worker", f["sql_commits_per_deposit_worker"], ""),
+        ("SQL statements per deposit: API, burst", f["sql_statements_per_deposit_api_burst"], "under load"),
+        ("SQL commits per deposit: API, burst", f["sql_commits_per_deposit_api_burst"], ""),
+        ("SQL statements per deposit: worker, burst", f["sql_statements_per_deposit_worker_burst"], "under load"),
+        ("SQL commits per deposit: worker, burst", f["sql_commits_per_deposit_worker_burst"], ""),
         ("", None, ""),
         ("after the run: ledger balances", _yes(f["ledger_ok"]), "GET /admin/ledger/check"),
         ("after the run: audit chain verifies", _yes(f["audit_ok"]), "GET /admin/audit/verify"),
@@ -441,7 +458,8 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
     ]
     head = (
         f"PenPay benchmark: {machine['cores']} cores ({machine['cpu']}), {machine['memory_mb']:,} MB, "
-        f"MariaDB {machine['mariadb']}, Redis {machine['redis']}, Python {machine['python']}"
+        f"MariaDB {machine['mariadb']}, Redis {machine['redis']}, Python {machine['python']} "
+        f"({machine.get('python_loop_mops', '?')} M loop iterations/s)"
     )
     return head + "\n" + report.table(rows)
 

@@ -4,6 +4,11 @@ A step takes the worker's dependencies, the event and the delivery (which it rec
 concluding unit of work); it is re-entrant and idempotent (see ``flow.py``), so a message delivered twice, or after
 a crash, does no harm. Callbacks arrive on their own stream (raw bodies stored by
 the API) and are applied by ``callbacks.apply_stored_callback``.
+
+The hot steps also have a batch form (``Subscription.batched``): the worker hands it the messages of one event that
+are in flight together, and it runs them through shared units of work (one ``SELECT … FOR UPDATE`` of their rows in
+id order, one commit), with the provider calls made concurrently between them. The one-message step is that batch
+form with one item, so both run the same code.
 """
 
 from __future__ import annotations
