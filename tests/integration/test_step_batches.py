@@ -262,3 +262,12 @@ class TestRepositoryBatches:
             assert await uow.processed.mark_many(group, ["b", "c"], uow.now) == 1
             assert await uow.processed.seen_many(group, ["a", "c", "d"]) == {"a", "c"}
             await uow.commit()
+
+    async def test_get_many_hands_back_the_aggregate_the_unit_of_work_already_holds(self, world: World) -> None:
+        made = await deposits(world, 2)
+        async with world.deps.uow() as uow:
+            first = await uow.transactions.get(made[0].id)
+            both = await uow.transactions.get_many([made[1].id, made[0].id], for_update=True)
+            assert both[made[0].id] is first  # one aggregate per row: its changes are saved once
+            assert list(both) == [made[1].id, made[0].id]  # in the order asked
+            assert await uow.transactions.get_many([]) == {}

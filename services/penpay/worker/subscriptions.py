@@ -190,7 +190,10 @@ async def _apply_many(
 ) -> list[Verdict | None]:
     async with deps.uow() as uow:
         seen = await uow.processed.seen_many(group, [m.dedupe_key for m, _ in batch])
-        todo = [(m, cid) for m, cid in batch if m.dedupe_key not in seen]
+        # in transaction order, as a batch of steps locks its rows: two batches over the same rows queue, not deadlock
+        todo = sorted(
+            ((m, cid) for m, cid in batch if m.dedupe_key not in seen), key=lambda mc: mc[0].transaction_id or ""
+        )
         if not todo:
             return [None] * len(batch)
         stored = await uow.callbacks.get_many([cid for _, cid in todo])

@@ -158,16 +158,18 @@ class SqlTransactionRepository:
     ) -> dict[TransactionId, Transaction]:
         """The transactions of ``txn_ids`` that exist, by id (one statement; locked in id order if ``for_update``).
         An id already loaded in this unit of work gives back the same aggregate, so a batch never holds two copies
-        of one row."""
+        of one row; with ``for_update`` its row is locked all the same (a copy loaded earlier without the lock and
+        changed since by someone else fails its compare-and-set on save)."""
         if not txn_ids:
             return {}
         loaded = {txn.id: txn for txn in self.seen}
-        todo = sorted({i for i in txn_ids if i not in loaded})
+        todo = sorted({i for i in txn_ids if for_update or i not in loaded})
         if todo:
             rows = await self._conn.execute(_GET_MANY_FOR_UPDATE if for_update else _GET_MANY, {"b_ids": todo})
             for row in rows:
-                txn = self._track(_transaction(row))
-                loaded[txn.id] = txn
+                if row.id not in loaded:
+                    txn = self._track(_transaction(row))
+                    loaded[txn.id] = txn
         return {i: loaded[i] for i in txn_ids if i in loaded}
 
     async def _one(self, where: sa.ColumnElement[bool], *, for_update: bool = True) -> Transaction | None:
