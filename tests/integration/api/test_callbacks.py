@@ -258,6 +258,12 @@ class TestStkCallback:
         limited = await api.client.post("/hooks/stk", json={})
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
 
+    async def test_safaricoms_own_addresses_are_never_throttled(self, make_api: MakeApi) -> None:
+        source = f"10.8.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+        api = await make_api(client_ip=source, callback_allowed_ips=[source], rate_limit_callback_per_min=1)
+        for _ in range(3):  # Daraja does not resend a refused callback: a 429 would lose it
+            assert (await api.client.post("/hooks/stk", json={})).status_code == 200
+
 
 class TestB2cResult:
     async def test_a_genuine_b2c_result_completes_a_withdrawal(
