@@ -32,7 +32,7 @@ from penpay.settings import Settings
 from penpay.worker.main import PublishingUnitOfWork
 from penpay.worker.subscriptions import event_handler
 from penpay_domain import ledger
-from penpay_domain.events import DepositCompleted, DepositRequested
+from penpay_domain.events import DepositCompleted, DepositRequested, TransactionEvent
 from penpay_domain.fees import FeePolicy
 from penpay_domain.fx import LockedRate
 from penpay_domain.ids import TransactionId, UserId, new_quote_id, new_transaction_id, parse_deriv_loginid
@@ -465,32 +465,44 @@ async def processed_rows(world: World, group: str) -> list[str]:
         return [str(r.message_key) for r in rows]
 
 
-def requested(txn: Transaction, *, event_id: int, entry_id: str = "1-0") -> StreamMessage:
-    event = DepositRequested(
+def event_message(
+    event_type: type[TransactionEvent],
+    txn: Transaction,
+    *,
+    stream: str,
+    transition: tuple[str | None, str],
+    event_id: int,
+    entry_id: str = "1-0",
+) -> StreamMessage:
+    """A deposit's event as the worker reads it from ``stream`` (``transition``: from and to status)."""
+    event = event_type(
         transaction_id=txn.id,
         occurred_at=datetime.now(UTC),
         kind="deposit",
         user_id=txn.parties.user_id,
-        from_status=None,
-        to_status="PENDING",
+        from_status=transition[0],
+        to_status=transition[1],
         event_id=event_id,
     )
     fields = {"event_id": str(event_id), "transaction_id": txn.id}
-    return StreamMessage(stream="penpay:deposits", id=entry_id, fields=fields, deliveries=1, event=event)
+    return StreamMessage(stream=stream, id=entry_id, fields=fields, deliveries=1, event=event)
+
+
+def requested(txn: Transaction, *, event_id: int, entry_id: str = "1-0") -> StreamMessage:
+    return event_message(
+        DepositRequested,
+        txn,
+        stream="penpay:deposits",
+        transition=(None, "PENDING"),
+        event_id=event_id,
+        entry_id=entry_id,
+    )
 
 
 def completed(txn: Transaction, *, event_id: int) -> StreamMessage:
-    event = DepositCompleted(
-        transaction_id=txn.id,
-        occurred_at=datetime.now(UTC),
-        kind="deposit",
-        user_id=txn.parties.user_id,
-        from_status="CREDITING",
-        to_status="COMPLETED",
-        event_id=event_id,
+    return event_message(
+        DepositCompleted, txn, stream="penpay:notifications", transition=("CREDITING", "COMPLETED"), event_id=event_id
     )
-    fields = {"event_id": str(event_id), "transaction_id": txn.id}
-    return StreamMessage(stream="penpay:notifications", id="1-0", fields=fields, deliveries=1, event=event)
 
 
 class TestDeliveries:

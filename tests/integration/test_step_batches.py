@@ -28,7 +28,16 @@ from penpay_domain.money import Money
 from penpay_domain.providers import DerivTransferResult, Outcome, PaymentResult, PaymentStatus, StkPushResult
 from penpay_domain.transaction import Status, Transaction
 from tests.fakes import FakeDeriv
-from tests.integration.test_flows import World, counting_commits, deposit, paid, processed_rows, requested, world
+from tests.integration.test_flows import (
+    World,
+    counting_commits,
+    deposit,
+    event_message,
+    paid,
+    processed_rows,
+    requested,
+    world,
+)
 
 pytestmark = pytest.mark.integration
 __all__ = ["world"]  # the fixture, shared with test_flows
@@ -39,18 +48,13 @@ def _event_id() -> int:
 
 
 def payment_received(txn: Transaction) -> StreamMessage:
-    event_id = _event_id()
-    event = DepositPaymentReceived(
-        transaction_id=txn.id,
-        occurred_at=datetime.now(UTC),
-        kind="deposit",
-        user_id=txn.parties.user_id,
-        from_status="AWAITING_PAYMENT",
-        to_status="PAYMENT_RECEIVED",
-        event_id=event_id,
+    return event_message(
+        DepositPaymentReceived,
+        txn,
+        stream="penpay:deriv_transfers",
+        transition=("AWAITING_PAYMENT", "PAYMENT_RECEIVED"),
+        event_id=_event_id(),
     )
-    fields = {"event_id": str(event_id), "transaction_id": txn.id}
-    return StreamMessage(stream="penpay:deriv_transfers", id="1-0", fields=fields, deliveries=1, event=event)
 
 
 async def deposits(world: World, n: int) -> list[Transaction]:

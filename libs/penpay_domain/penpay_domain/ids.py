@@ -33,8 +33,8 @@ _MILLISECOND = timedelta(milliseconds=1)
 
 
 def _ulid(now: datetime, randomness: bytes) -> str:
-    # integer arithmetic: ``int(now.timestamp() * 1000)`` rounds through a float, and can give two ids made a
-    # millisecond apart the same time prefix (hypothesis found one)
+    # integer arithmetic on the timedelta: ``timestamp()`` is an inexact binary fraction, and ``int(ts * 1000)`` gave
+    # two ids made a millisecond apart the same time prefix (hypothesis found one)
     millis = (now - _EPOCH) // _MILLISECOND
     if not 0 <= millis < 2**48:
         raise InvalidInput("time out of range for an id")

@@ -18,12 +18,12 @@ from penpay.service_layer.flow import (
     Item,
     ProviderUnavailable,
     Results,
+    lock_due,
     record_all_processed,
-    skip_processed,
     unwrap,
 )
 from penpay_domain import ledger
-from penpay_domain.errors import InvalidAmount, NotFound
+from penpay_domain.errors import InvalidAmount
 from penpay_domain.ids import TransactionId
 from penpay_domain.money import Money
 from penpay_domain.ports import UnitOfWork
@@ -37,20 +37,15 @@ async def push_stk(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery 
 
 
 async def push_stk_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
-    """deposit.requested for a batch of deposits (distinct transactions, see ``flow.distinct``): one unit of work
+    """deposit.requested for a batch of deposits (distinct transactions): one unit of work
     records every push's intent, the pushes go out together, one unit of work records Daraja's answers. Each item
     gets None, or the exception its message ends with (ProviderUnavailable: nothing reached Daraja, push again)."""
     results: Results = [None] * len(items)
     at = {id(item): n for n, item in enumerate(items)}
     due: list[tuple[Item, Transaction]] = []
     async with deps.uow() as uow:
-        todo = await skip_processed(uow, items)
-        txns = await uow.transactions.get_many([item.txn_id for item in todo], for_update=True)
-        for item in todo:
-            txn = txns.get(item.txn_id)
-            if txn is None:
-                results[at[id(item)]] = NotFound(f"transaction {item.txn_id} not found")
-            elif txn.status is Status.PENDING and txn.stk_requested_at is None:
+        for item, txn in await lock_due(uow, items, results):
+            if txn.status is Status.PENDING and txn.stk_requested_at is None:
                 txn.request_stk_push(uow.now)
                 due.append((item, txn))
             # else: already pushed (or its outcome is being settled): never push twice

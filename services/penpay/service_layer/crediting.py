@@ -18,11 +18,10 @@ from penpay.service_layer.flow import (
     ProviderUnavailable,
     Results,
     already_processed,
+    lock_due,
     record_all_processed,
-    skip_processed,
     unwrap,
 )
-from penpay_domain.errors import NotFound
 from penpay_domain.ids import TransactionId
 from penpay_domain.providers import DerivTransferResult, Outcome
 from penpay_domain.transaction import Status, Transaction
@@ -46,13 +45,7 @@ async def credit_deposits(deps: FlowDeps, items: Sequence[Item]) -> Results:
     at = {id(item): n for n, item in enumerate(items)}
     due: list[tuple[Item, Transaction]] = []
     async with deps.uow() as uow:
-        todo = await skip_processed(uow, items)
-        txns = await uow.transactions.get_many([item.txn_id for item in todo], for_update=True)
-        for item in todo:
-            txn = txns.get(item.txn_id)
-            if txn is None:
-                results[at[id(item)]] = NotFound(f"transaction {item.txn_id} not found")
-                continue
+        for item, txn in await lock_due(uow, items, results):
             if txn.status is Status.PAYMENT_RECEIVED:
                 txn.start_credit(uow.now)
             elif txn.status is not Status.CREDITING:

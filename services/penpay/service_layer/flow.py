@@ -14,9 +14,10 @@ from datetime import timedelta
 from typing import Protocol, TypeVar
 
 from penpay.service_layer.intake import IntakeUnitOfWork
-from penpay_domain.errors import DomainError
+from penpay_domain.errors import DomainError, NotFound
 from penpay_domain.ids import TransactionId
 from penpay_domain.ports import Clock, DerivGateway, Mailer, Mpesa, UnitOfWork
+from penpay_domain.transaction import Transaction
 
 
 class CallbackUrls(Protocol):
@@ -101,19 +102,6 @@ def unwrap(result: object) -> object:
     return result
 
 
-def distinct(items: Sequence[Item]) -> tuple[list[Item], list[Item]]:
-    """Split a batch into items of distinct transactions and the repeats (run in a later batch, never beside the
-    first: one unit of work holds one aggregate per row)."""
-    first: dict[TransactionId, Item] = {}
-    repeats: list[Item] = []
-    for item in items:
-        if item.txn_id in first:
-            repeats.append(item)
-        else:
-            first[item.txn_id] = item
-    return list(first.values()), repeats
-
-
 async def skip_processed(uow: UnitOfWork, items: Sequence[Item]) -> list[Item]:
     """The batch's form of :func:`already_processed`: the items still to do (one query per consumer group); the
     others are marked as recorded."""
@@ -132,6 +120,23 @@ async def skip_processed(uow: UnitOfWork, items: Sequence[Item]) -> list[Item]:
             else:
                 todo.append(m)
     return todo
+
+
+async def lock_due(uow: UnitOfWork, items: Sequence[Item], results: Results) -> list[tuple[Item, Transaction]]:
+    """A batch step's first move: the items whose message is still to do, with their transactions loaded under row
+    locks (in id order). An item whose transaction does not exist gets NotFound in ``results`` (its own message
+    fails, the others go on)."""
+    at = {id(item): n for n, item in enumerate(items)}
+    todo = await skip_processed(uow, items)
+    txns = await uow.transactions.get_many([item.txn_id for item in todo], for_update=True)
+    found: list[tuple[Item, Transaction]] = []
+    for item in todo:
+        txn = txns.get(item.txn_id)
+        if txn is None:
+            results[at[id(item)]] = NotFound(f"transaction {item.txn_id} not found")
+        else:
+            found.append((item, txn))
+    return found
 
 
 async def record_all_processed(uow: UnitOfWork, deliveries: Iterable[Delivery | None]) -> None:

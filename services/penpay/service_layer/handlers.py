@@ -42,8 +42,9 @@ def _by_id(step: _ById) -> Step:
 
 
 class BatchStep(Protocol):
-    """The same step for a batch of transactions (distinct, see ``flow.distinct``): one result per item, in order,
-    the outcome or the exception that item's message ends with. A batch of one is the step itself."""
+    """The same step for a batch of distinct transactions (the worker never batches two messages of one
+    transaction): one result per item, in order, the outcome or the exception that item's message ends with. A batch
+    of one is the step itself."""
 
     async def __call__(self, deps: FlowDeps, items: Sequence[Item]) -> Results: ...
 
