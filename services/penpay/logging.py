@@ -6,6 +6,7 @@ follows a task through awaits; values under secret-looking keys are redacted bef
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -22,8 +23,13 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return {key: _redact(key, value) for key, value in event_dict.items()}
 
 
+@functools.lru_cache(maxsize=4096)
+def _names_a_secret(key: str) -> bool:
+    return key != "event" and any(marker in key.lower() for marker in _SECRET_MARKERS)
+
+
 def _redact(key: str, value: Any) -> Any:
-    if any(marker in key.lower() for marker in _SECRET_MARKERS) and key != "event":
+    if _names_a_secret(key):
         return REDACTED
     if isinstance(value, dict):
         return {str(k): _redact(str(k), v) for k, v in value.items()}

@@ -29,7 +29,9 @@ def stream_key(prefix: str, stream: str) -> str:
 
 def payload_json(event: TransactionEvent) -> str:
     """The JSON stored in the outbox and carried in ``payload``: stable, without the event_id."""
-    return json.dumps(replace(event, event_id=None).to_payload(), separators=(",", ":"), sort_keys=True)
+    body = event.to_payload()
+    body["event_id"] = None
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
 def fields_for(*, event_id: int, event_type: str, transaction_id: str | None, payload: str) -> dict[str, str]:

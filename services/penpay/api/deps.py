@@ -13,7 +13,7 @@ from fastapi import Depends, Header, Request
 from penpay.adapters.db.deposit_batch import SqlDepositBatches
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.adapters.db.outbox import PublishedMarks
-from penpay.adapters.rate_limit import RateLimiter
+from penpay.adapters.rate_limit import Budget, RateLimiter
 from penpay.adapters.streams import RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
 from penpay.api.deposit_intake import DepositIntake
@@ -124,11 +124,14 @@ class ApiState:
         peer = request.client.host if request.client else None
         return client_ip(peer, request.headers.get("x-forwarded-for"), self.trusted_proxies)
 
-    async def rate_limit(self, bucket: str, subject: str, limit: int) -> None:
+    async def rate_limit(self, *budgets: Budget) -> None:
+        """Charge the request to ``budgets`` in one round trip; 429 from the first that refuses it."""
         try:
-            decision = await self.limiter.hit(bucket, subject, limit=limit)
+            decision = await self.limiter.hit_all(budgets)
         except Exception:  # Redis trouble must not take payments down: fail open, loudly
-            log.warning("rate limiter unavailable; request let through", bucket=bucket, exc_info=True)
+            log.warning(
+                "rate limiter unavailable; request let through", buckets=[b.bucket for b in budgets], exc_info=True
+            )
             return
         if not decision.allowed:
             raise ApiProblem(
@@ -139,40 +142,64 @@ class ApiState:
             )
 
 
-def get_state(request: Request) -> ApiState:
+def state_of(request: Request) -> ApiState:
     state: ApiState = request.app.state.penpay
     return state
+
+
+async def get_state(request: Request) -> ApiState:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hand-off on every request
+    return state_of(request)
 
 
 State = Annotated[ApiState, Depends(get_state)]
 
 
-async def limit_by_ip(request: Request, state: State) -> str:
-    """Every public route: a budget per client address (``PENPAY_RATE_LIMIT_IP_PER_MIN``)."""
-    ip = state.client_ip(request)
-    await state.rate_limit("ip", ip, state.settings.rate_limit_ip_per_min)
+async def client_address(request: Request, state: State) -> str:
+    """The client's address (``PENPAY_TRUSTED_PROXIES`` decide which ``X-Forwarded-For`` hop), charging nothing."""
+    return state.client_ip(request)
+
+
+Address = Annotated[str, Depends(client_address)]
+
+
+def _ip_budget(state: ApiState, ip: str) -> Budget:
+    return Budget("ip", ip, state.settings.rate_limit_ip_per_min)
+
+
+async def limit_by_ip(state: State, ip: Address) -> str:
+    """Public routes without a caller: a budget per client address (``PENPAY_RATE_LIMIT_IP_PER_MIN``)."""
+    await state.rate_limit(_ip_budget(state, ip))
     return ip
 
 
 ClientIp = Annotated[str, Depends(limit_by_ip)]
 
 
-async def current_user(state: State, _ip: ClientIp, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """The bearer token's user, then a budget per user (``PENPAY_RATE_LIMIT_USER_PER_MIN``)."""
-    if not authorization:
-        raise ApiProblem(401, "unauthenticated", "send Authorization: Bearer <token>", headers=BEARER_CHALLENGE)
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiProblem(401, "unauthenticated", "send Authorization: Bearer <token>", headers=BEARER_CHALLENGE)
-    principal = state.verifier.verify(token.strip())
-    await state.rate_limit("user", principal.user_id, state.settings.rate_limit_user_per_min)
+async def current_user(state: State, ip: Address, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """The bearer token's user. The request is charged to its address's budget and then to the user's
+    (``PENPAY_RATE_LIMIT_USER_PER_MIN``), in one round trip; a request without a valid token only to its address's,
+    and an address over its budget gets 429 before a bad token gets 401 (tokens cannot be guessed at speed)."""
+    try:
+        if not authorization:
+            raise ApiProblem(401, "unauthenticated", "send Authorization: Bearer <token>", headers=BEARER_CHALLENGE)
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiProblem(401, "unauthenticated", "send Authorization: Bearer <token>", headers=BEARER_CHALLENGE)
+        principal = state.verifier.verify(token.strip())
+    except ApiProblem:
+        await state.rate_limit(_ip_budget(state, ip))
+        raise
+    await state.rate_limit(
+        _ip_budget(state, ip), Budget("user", principal.user_id, state.settings.rate_limit_user_per_min)
+    )
     return principal
 
 
 User = Annotated[Principal, Depends(current_user)]
 
 
-async def current_admin(state: State, principal: User, ip: ClientIp) -> Principal:
+async def current_admin(state: State, principal: User, ip: Address) -> Principal:
     """Admins: ``role=admin`` AND a client address inside ``PENPAY_ADMIN_ALLOWED_CIDRS``; either alone is 403."""
     if not principal.is_admin:
         raise ApiProblem(403, "admin_only", "this route is for administrators")

@@ -4,7 +4,9 @@ Tokens (pyjwt): the algorithm is pinned from ``PENPAY_JWT_ALGORITHM`` (HS* with 
 with ``PENPAY_JWT_PUBLIC_KEY``); a token whose header names any other algorithm (``none``, or HS256 against an RSA
 key) is refused before its signature is looked at. ``exp``, ``nbf``, ``iss``, ``aud`` and ``sub`` are required
 (ISSUE 4: "exp, nbf, iss, aud required and checked"), checked with ``PENPAY_JWT_LEEWAY_S`` of leeway. ``sub`` is the
-user id (1-64 printable characters); ``role=admin`` marks an admin.
+user id (1-64 printable characters); ``role=admin`` marks an admin. A token that passed is remembered (up to
+``VERIFIED_CACHE_SIZE`` of them) until its ``exp`` (plus leeway), so a client's next requests skip the signature
+and claim checks: the key and the rules are fixed for the process's life, and ``exp`` is checked on every use.
 
 Client address: the TCP peer, unless the peer is one of ``PENPAY_TRUSTED_PROXIES``; then ``X-Forwarded-For`` is
 walked from the right, skipping trusted proxies, and the first other address is the client. A client can therefore
@@ -14,6 +16,7 @@ prepend anything it likes to the header without effect.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="penpay"'}
 INVALID_TOKEN_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="penpay", error="invalid_token"'}
 REQUIRED_CLAIMS = ["exp", "nbf", "iss", "aud", "sub"]
+VERIFIED_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +91,22 @@ class TokenVerifier:
             if settings.jwt_public_key is None or not settings.jwt_public_key.get_secret_value().strip():
                 raise ValueError(f"PENPAY_JWT_ALGORITHM={self._algorithm} needs PENPAY_JWT_PUBLIC_KEY (PEM)")
             self._key = settings.jwt_public_key.get_secret_value()
+        # token -> (its principal, the moment it stops being accepted): insertion order is eviction order
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            del self._verified[token]  # expired: the full check below says so
+        principal, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != self._algorithm:
@@ -118,7 +136,9 @@ class TokenVerifier:
         if not isinstance(sub, str) or not 1 <= len(sub) <= 64 or not all(33 <= ord(ch) <= 126 for ch in sub):
             raise _invalid("the token's subject is not a user id")
         role = claims.get("role", "user")
-        return Principal(user_id=sub, role=role if isinstance(role, str) else "user")
+        # pyjwt refuses a token once ``exp <= now - leeway``; it has checked that ``exp`` is a number
+        expires = float(claims["exp"]) + self._leeway
+        return Principal(user_id=sub, role=role if isinstance(role, str) else "user"), expires
 
 
 def _invalid(detail: str) -> ApiProblem:

@@ -263,3 +263,24 @@ class TestRateLimits:
         api = await make_api(client_ip=address, rate_limit_ip_per_min=2)
         statuses = [(await api.client.get("/fx/quote")).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
+
+    async def test_an_address_over_budget_gets_429_before_a_bad_token_gets_401(self, make_api: MakeApi) -> None:
+        address = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+        api = await make_api(client_ip=address, rate_limit_ip_per_min=2)
+        bad = {"Authorization": "Bearer not.a.jwt"}
+        statuses = [(await api.client.get("/transactions", headers=bad)).status_code for _ in range(3)]
+        assert statuses == [401, 401, 429]  # tokens cannot be guessed faster than the address's budget
+
+    async def test_authenticated_requests_spend_their_address_budget_too(self, make_api: MakeApi) -> None:
+        address = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+        api = await make_api(client_ip=address, rate_limit_ip_per_min=2)
+        statuses = [(await api.client.get("/transactions", headers=api.auth(new_user()))).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        # GET /transactions/{id} reads the address too (for the admin gate) and charges it once, not twice
+        api = await make_api(client_ip=address.rsplit(".", 1)[0] + ".250", rate_limit_ip_per_min=2)
+        user = new_user()
+        statuses = [
+            (await api.client.get("/transactions/01JAAAAAAAAAAAAAAAAAAAAAAA", headers=api.auth(user))).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [404, 404, 429]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import secrets
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -111,6 +113,18 @@ class TestJwt:
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == "invalid_token"
         assert response.headers["www-authenticate"].startswith("Bearer")
+
+    async def test_a_remembered_token_is_refused_once_it_expires(self, make_api: MakeApi) -> None:
+        api = await make_api(jwt_leeway_s=0)
+        exp = int(time.time()) + 2
+        token = jwt.encode(_claims(api, exp=exp), _secret(api), algorithm="HS256")
+        assert [(await _me(api, token)).status_code for _ in range(2)] == [200, 200]  # the second from memory
+
+        await asyncio.sleep(max(0.0, exp - time.time()) + 0.1)
+        response = await _me(api, token)
+
+        assert response.status_code == 401
+        assert response.json()["detail"] == "the token has expired"
 
     async def test_a_token_within_the_leeway_is_accepted(self, api: Api) -> None:
         token = jwt.encode(_claims(api, exp=datetime.now(UTC) - timedelta(seconds=2)), _secret(api), algorithm="HS256")

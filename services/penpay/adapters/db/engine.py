@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolResetState
 
 
 def create_engine(database_url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
@@ -16,17 +19,39 @@ def create_engine(database_url: str, *, pool_size: int = 20, echo: bool = False)
     No ping on checkout: it would be one more round trip for every unit of work (several per deposit). Connections
     are recycled well inside the server's ``wait_timeout``, and a connection found dead (the server restarted) fails
     that one unit of work, which rolls back whole; SQLAlchemy then discards the pool's other connections, and the
-    work is retried — a worker's message comes back, an API client retries under its idempotency key."""
-    return create_async_engine(
+    work is retried — a worker's message comes back, an API client retries under its idempotency key.
+
+    A connection goes back to the pool rolled back only if the server says it is inside a transaction
+    (:func:`_reset_if_in_transaction`): SQLAlchemy's default sends a ROLLBACK for every unit of work that committed,
+    one more round trip each."""
+    engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
         pool_recycle=1800,
+        pool_reset_on_return=None,
         isolation_level="READ COMMITTED",
         echo=echo,
         connect_args={"connect_timeout": 5},
     )
+    event.listen(engine.sync_engine.pool, "reset", _reset_if_in_transaction)
+    return engine
+
+
+def _reset_if_in_transaction(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    """The pool's reset on return: ROLLBACK unless the connection is known to be outside a transaction.
+
+    Every OK packet carries the server's status flags, and asyncmy keeps the last ones: after a COMMIT or ROLLBACK
+    they say "not in a transaction". A connection closed inside a transaction that SQLAlchemy knows of was already
+    rolled back (``transaction_was_reset``); anything else, or a driver that cannot tell, is rolled back."""
+    if state.transaction_was_reset or not state.asyncio_safe:
+        return  # not asyncio_safe: the connection is being thrown away (garbage collected), not reused
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    in_transaction = getattr(driver, "get_transaction_status", None)
+    if in_transaction is not None and not in_transaction():
+        return
+    dbapi_connection.rollback()
 
 
 async def begin(engine: AsyncEngine) -> AsyncConnection:

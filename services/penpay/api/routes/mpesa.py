@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from penpay.adapters.rate_limit import Budget
 from penpay.adapters.streams import MPESA_CALLBACKS_STREAM
-from penpay.api.deps import ApiState, get_state
+from penpay.api.deps import ApiState, state_of
 from penpay.api.schemas import Acknowledgement
 from penpay.api.security import contains
 from penpay.logging import get_logger
@@ -42,7 +43,7 @@ async def accept(
         # Safaricom's own addresses are never throttled: Daraja does not resend a callback it was refused, so a 429
         # at a payday peak would lose it (the reconciler would have to ask for each one); the budget holds back
         # everyone else, whose callbacks are stored and audited but never applied
-        await state.rate_limit("callback", source, state.settings.rate_limit_callback_per_min)
+        await state.rate_limit(Budget("callback", source, state.settings.rate_limit_callback_per_min))
     raw = await request.body()
     parsed: TransactionId | None
     try:
@@ -85,10 +86,10 @@ def _allowed(state: ApiState, source: str) -> bool:
 
 def _handlers(kind: CallbackKind) -> tuple[Handler, Handler]:
     async def bare(request: Request) -> JSONResponse:
-        return await accept(get_state(request), request, kind, None, None)
+        return await accept(state_of(request), request, kind, None, None)
 
     async def signed(request: Request, txn_id: str, token: str) -> JSONResponse:
-        return await accept(get_state(request), request, kind, txn_id, token)
+        return await accept(state_of(request), request, kind, txn_id, token)
 
     return bare, signed
 

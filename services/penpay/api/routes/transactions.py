@@ -10,7 +10,7 @@ import structlog
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from penpay.api.deps import ClientIp, State, User, sees_everything
+from penpay.api.deps import Address, State, User, sees_everything
 from penpay.api.schemas import TransactionOut, TransactionPage, render_page, render_transaction
 from penpay.service_layer import transactions
 from penpay_domain.errors import NotFound
@@ -20,7 +20,7 @@ router = APIRouter(tags=["transactions"])
 
 
 @router.get("/transactions/{txn_id}", response_model=TransactionOut, summary="One transaction")
-async def get_transaction(txn_id: str, state: State, user: User, ip: ClientIp) -> Response:
+async def get_transaction(txn_id: str, state: State, user: User, ip: Address) -> Response:
     try:
         parsed = parse_transaction_id(txn_id)
     except Exception as exc:
