@@ -211,3 +211,43 @@ async def test_chaining_does_not_wait_for_transactions_still_open(db: Database) 
             await chainer.connection.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 2")
             assert await chainer.audit.chain_pending(limit=1000) >= 300  # would raise 1205 if it waited
             await chainer.commit()
+
+
+async def test_chaining_around_an_open_row_neither_waits_for_it_nor_deletes_it(db: Database) -> None:
+    """Committed rows on both sides of a row still being inserted: runs of ids are deleted by ranges that stop
+    short of that row, and it is chained once it commits."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    async def committed(subject: str) -> None:
+        async with db.uow() as uow:
+            await uow.audit.append(actor="t", action="test.row", subject=subject, payload={}, now=uow.now)
+            await uow.commit()
+
+    tag = secrets.token_hex(4)
+    for n in range(5):
+        await committed(f"{tag}-before-{n}")
+    open_uow = db.uow()
+    async with open_uow as uow:
+        await uow.audit.append(actor="t", action="test.open", subject=f"{tag}-open", payload={}, now=datetime.now(UTC))
+        for n in range(5):
+            await committed(f"{tag}-after-{n}")
+        async with db.uow(actor="auditor") as chainer:
+            await chainer.connection.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 2")
+            await chainer.audit.chain_pending(limit=1000)  # would raise 1205 if it waited
+            await chainer.commit()
+        await uow.commit()
+
+    async with db.engine.connect() as conn:
+        left = (
+            await conn.execute(sa.text("SELECT subject FROM audit_pending WHERE subject LIKE :t"), {"t": f"{tag}-%"})
+        ).all()
+        assert [r.subject for r in left] == [f"{tag}-open"]  # the open row survived the chainer's deletes
+    await chain_audit(db)
+    async with db.engine.connect() as conn:
+        chained = (
+            await conn.execute(sa.text("SELECT subject FROM audit_log WHERE subject LIKE :t"), {"t": f"{tag}-%"})
+        ).all()
+    assert sorted(r.subject for r in chained) == sorted(
+        [f"{tag}-before-{n}" for n in range(5)] + [f"{tag}-after-{n}" for n in range(5)] + [f"{tag}-open"]
+    )
+    assert (await admin.verify_audit(db.uow)).ok

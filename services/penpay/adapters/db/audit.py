@@ -77,6 +77,17 @@ def pending_row(actor: str, entry: tuple[str, str, dict[str, Any]], now: datetim
     }
 
 
+def runs(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted distinct ids as runs of consecutive integers: [1, 2, 3, 7, 9, 10] -> [(1, 3), (7, 7), (9, 10)]."""
+    out: list[tuple[int, int]] = []
+    for i in ids:
+        if out and i == out[-1][1] + 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
 class SqlAuditLog:
     """Appends go to ``audit_pending`` inside the caller's transaction (no shared lock); ``chain_pending`` links
     committed pending rows into the chain, holding the ``audit_head`` lock only for that short transaction."""
@@ -126,17 +137,33 @@ class SqlAuditLog:
             )
             prev = digest
         await self._conn.execute(audit_log.insert(), rows)
-        # one key per statement: an ``IN`` list over this small table makes MariaDB scan it, and a scanning DELETE
-        # waits for every row that a still-open transaction has just inserted
-        await self._conn.execute(
-            audit_pending.delete().where(audit_pending.c.id == sa.bindparam("pending_id")),
-            [{"pending_id": p.id} for p in pending],
-        )
+        await self._delete_chained(sorted(int(p.id) for p in pending))
         await self._conn.execute(audit_head.update().where(audit_head.c.id == 1).values(last_seq=seq, last_hash=prev))
         return len(rows)
 
     async def verify(self) -> ChainReport:
         return await verify_chain(self._conn)
+
+    async def _delete_chained(self, ids: Sequence[int]) -> None:
+        """Delete the pending rows just chained without waiting on rows that open transactions are inserting.
+
+        A scan that reaches a row another transaction has inserted but not committed waits for that transaction.
+        So no statement here may read past the rows it deletes: not an ``IN`` list (over this small table MariaDB
+        scans it all), and not a range ending at the last row chained (a range scan reads the next row to find its
+        end, and that may be one still being inserted). Each run of consecutive ids ``a..b`` is deleted as the
+        range ``a <= id < b``, whose scan stops at ``b``, a committed row no one else locks, and then ``b`` alone by
+        its key. Only the ids of a run are in its range, so a row committed later is never deleted unchained."""
+        pk = audit_pending.c.id
+        ranges, ends = [], []
+        for first, last in runs(ids):
+            if last > first:
+                ranges.append({"first": first, "last": last})
+            ends.append({"pending_id": last})
+        if ranges:
+            await self._conn.execute(
+                audit_pending.delete().where(pk >= sa.bindparam("first"), pk < sa.bindparam("last")), ranges
+            )
+        await self._conn.execute(audit_pending.delete().where(pk == sa.bindparam("pending_id")), ends)
 
 
 async def _rows(conn: AsyncConnection, batch: int) -> AsyncIterator[sa.Row[tuple[object, ...]]]:
