@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
+import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from penpay.adapters.rate_limit import Budget, RateLimiter
 
@@ -55,3 +59,27 @@ class TestHitAll:
     async def test_one_budget_is_the_single_call(self, redis_client: aioredis.Redis) -> None:
         limiter = _limiter(redis_client)
         assert [(await limiter.hit("ip", "10.0.0.4", limit=2)).allowed for _ in range(3)] == [True, True, False]
+
+
+class TestConcurrentRequests:
+    async def test_requests_arriving_together_are_each_decided_in_order(self, redis_client: aioredis.Redis) -> None:
+        limiter = _limiter(redis_client)
+        budgets = [[Budget("ip", "10.0.1.1", 100), Budget("user", f"u{i % 2}", 3)] for i in range(10)]
+
+        decisions = await asyncio.gather(*(limiter.hit_all(b) for b in budgets))  # one script call, in order
+
+        assert [d.allowed for d in decisions] == [True] * 6 + [False] * 4  # 3 each for u0 and u1
+        assert {d.refused_by for d in decisions if not d.allowed} == {"user"}
+        assert not (await limiter.hit_all([Budget("user", "u0", 3)])).allowed
+        await limiter.aclose()
+
+    async def test_a_redis_failure_reaches_every_request_of_the_call(self) -> None:
+        broken = aioredis.from_url(  # nothing listens there; no retries, to keep the test short
+            "redis://127.0.0.1:1", socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
+        limiter = RateLimiter(broken, prefix="test-rl-broken")
+        results = await asyncio.gather(
+            *(limiter.hit("ip", f"10.0.2.{i}", limit=5) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, redis.exceptions.ConnectionError) for r in results)  # the API then fails open
+        await broken.aclose()

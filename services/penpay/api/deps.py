@@ -113,6 +113,7 @@ class ApiState:
     async def aclose(self) -> None:
         """At shutdown: let queued deposits commit and pending outbox stamps land."""
         await self.deposit_intake.aclose()
+        await self.limiter.aclose()
         await self.marks.aclose()
 
     def require_gateway(self) -> DerivGateway:

@@ -11,6 +11,8 @@ from decimal import Decimal
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from penpay.adapters.db.tables import outbox
 from penpay.bootstrap import Database
@@ -263,6 +265,17 @@ class TestRateLimits:
         api = await make_api(client_ip=address, rate_limit_ip_per_min=2)
         statuses = [(await api.client.get("/fx/quote")).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
+
+    async def test_the_limiter_fails_open_when_redis_is_down(self, make_api: MakeApi) -> None:
+        broken = aioredis.from_url(  # nothing listens there; no retries, to keep the test short
+            "redis://127.0.0.1:1", socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
+        try:
+            api = await make_api(redis=broken, rate_limit_ip_per_min=1)
+            statuses = [(await api.client.get("/fx/quote")).status_code for _ in range(2)]
+        finally:
+            await broken.aclose()
+        assert statuses == [200, 200]  # payments do not stop for the rate limiter (it logs a warning)
 
     async def test_an_address_over_budget_gets_429_before_a_bad_token_gets_401(self, make_api: MakeApi) -> None:
         address = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
