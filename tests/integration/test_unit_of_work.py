@@ -122,6 +122,26 @@ class TestUnitOfWork:
         assert check.ok, check.problems
         assert (await admin.verify_audit(db.uow)).ok
 
+    async def test_the_events_of_one_commit_get_the_ids_of_their_own_outbox_rows(self, db: Database) -> None:
+        await _fund_agent(db, 100_00)
+        txns = [_deposit(1_000 + i) for i in range(3)]
+        async with db.uow() as uow:  # three aggregates, one outbox insert for their events
+            for txn in txns:
+                await uow.transactions.add(txn)
+            events = await uow.commit()
+
+        assert [e.transaction_id for e in events] == [t.id for t in txns]
+        async with db.engine.connect() as conn:
+            rows = {
+                r.id: (r.transaction_id, r.event_type)
+                for r in await conn.execute(
+                    sa.select(outbox.c.id, outbox.c.transaction_id, outbox.c.event_type).where(
+                        outbox.c.transaction_id.in_([t.id for t in txns])
+                    )
+                )
+            }
+        assert {e.event_id: (e.transaction_id, e.name) for e in events} == rows
+
     async def test_nothing_is_kept_without_commit(self, db: Database) -> None:
         txn = _deposit()
         async with db.uow() as uow:

@@ -186,39 +186,37 @@ class SqlLedgerRepository:
     async def transfer(self, transfer_id: str, *, for_update: bool = False) -> dl.Transfer | None:
         """``for_update``: lock the transfer's row, as a resolution does, so that two resolutions of one pending
         transfer take turns (the second then sees the first) instead of racing on the unique ``pending_id``."""
+        found = await self._transfers([transfer_id], for_update=for_update)
+        return found.get(transfer_id)
+
+    async def _transfers(self, transfer_ids: Sequence[str], *, for_update: bool = False) -> dict[str, dl.Transfer]:
+        """The transfers of ``transfer_ids`` that exist, with their postings: two statements for all of them (their
+        rows locked in id order with ``for_update``, looked up by their unique ``id``: the hint keeps MariaDB from
+        scanning a small table, which would lock rows other transactions are inserting)."""
         await self.flush()
-        stmt = sa.select(ledger_transfers).where(ledger_transfers.c.id == transfer_id)
-        head = (await self._conn.execute(stmt.with_for_update() if for_update else stmt)).first()
-        if head is None:
-            return None
+        if not transfer_ids:
+            return {}
+        ids = sorted(set(transfer_ids))
+        stmt = (
+            sa.select(ledger_transfers)
+            .with_hint(ledger_transfers, "FORCE INDEX (uq_ledger_transfers_id)")
+            .where(ledger_transfers.c.id.in_(ids))
+            .order_by(ledger_transfers.c.id)
+        )
+        heads = (await self._conn.execute(stmt.with_for_update() if for_update else stmt)).all()
+        if not heads:
+            return {}
         rows = (
             await self._conn.execute(
                 sa.select(ledger_entries)
-                .where(ledger_entries.c.transfer_id == transfer_id)
-                .order_by(ledger_entries.c.posting, ledger_entries.c.direction.desc())
+                .where(ledger_entries.c.transfer_id.in_([h.id for h in heads]))
+                .order_by(ledger_entries.c.transfer_id, ledger_entries.c.posting, ledger_entries.c.direction.desc())
             )
         ).all()
-        legs: dict[int, dict[str, sa.Row[tuple[object, ...]]]] = {}
+        legs: dict[str, dict[int, dict[str, sa.Row[tuple[object, ...]]]]] = {}
         for r in rows:
-            legs.setdefault(int(r.posting), {})[str(r.direction)] = r
-        postings = tuple(
-            dl.Posting(
-                debit=str(leg["D"].account_code),
-                credit=str(leg["C"].account_code),
-                amount=Money(int(leg["D"].amount), Currency(leg["D"].currency)),
-            )
-            for _, leg in sorted(legs.items())
-        )
-        kind = dl.TransferKind(head.kind)
-        resolves = kind in (dl.TransferKind.POST_PENDING, dl.TransferKind.VOID_PENDING)
-        return dl.Transfer(
-            id=str(head.id),
-            kind=kind,
-            postings=() if resolves else postings,
-            pending_id=head.pending_id,
-            transaction_id=head.transaction_id,
-            memo=str(head.memo),
-        )
+            legs.setdefault(str(r.transfer_id), {}).setdefault(int(r.posting), {})[str(r.direction)] = r
+        return {str(head.id): _transfer(head, legs.get(str(head.id), {})) for head in heads}
 
     async def apply(self, transfer: dl.Transfer) -> bool:
         """Apply ``transfer``. Returns False, writing nothing, if a transfer with this id already exists, so a
@@ -241,12 +239,11 @@ class SqlLedgerRepository:
             .all()
         )
         todo = [t for t in transfers if t.id not in existing]
-        pendings: dict[str, dl.Transfer] = {}
-        for pending_id in sorted({t.pending_id for t in todo if t.pending_id is not None}):
-            pending = await self.transfer(pending_id, for_update=True)
-            if pending is None:
-                raise NotFound(f"pending transfer {pending_id} not found")
-            pendings[pending_id] = pending
+        wanted = sorted({t.pending_id for t in todo if t.pending_id is not None})
+        pendings = await self._transfers(wanted, for_update=True)
+        missing = [i for i in wanted if i not in pendings]
+        if missing:
+            raise NotFound(f"pending transfer {missing[0]} not found")
         resolved: set[str] = set()
         if pendings:
             resolved = {
@@ -406,3 +403,24 @@ class SqlLedgerRepository:
         ).group_by(ledger_entries.c.account_code)
         rows = await self._conn.execute(stmt)
         return {str(r.account_code): {c: int(getattr(r, c)) for c in _COUNTERS} for r in rows}
+
+
+def _transfer(head: sa.Row[tuple[object, ...]], legs: dict[int, dict[str, sa.Row[tuple[object, ...]]]]) -> dl.Transfer:
+    postings = tuple(
+        dl.Posting(
+            debit=str(leg["D"].account_code),
+            credit=str(leg["C"].account_code),
+            amount=Money(int(leg["D"].amount), Currency(leg["D"].currency)),
+        )
+        for _, leg in sorted(legs.items())
+    )
+    kind = dl.TransferKind(head.kind)
+    resolves = kind in (dl.TransferKind.POST_PENDING, dl.TransferKind.VOID_PENDING)
+    return dl.Transfer(
+        id=str(head.id),
+        kind=kind,
+        postings=() if resolves else postings,
+        pending_id=head.pending_id,
+        transaction_id=head.transaction_id,
+        memo=str(head.memo),
+    )

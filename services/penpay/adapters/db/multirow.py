@@ -44,6 +44,19 @@ async def insert_returning_ids(
     return [await insert_rows(conn, table, [row]) for row in rows]
 
 
+_CONSECUTIVE: dict[int, bool] = {}  # id(sync engine) -> the server's answer, asked once per engine
+
+
+async def consecutive_ids_on(conn: AsyncConnection) -> bool:
+    """:func:`consecutive_insert_ids`, asked on ``conn`` the first time for its engine and remembered."""
+    key = id(conn.sync_engine)
+    known = _CONSECUTIVE.get(key)
+    if known is None:
+        mode = await conn.exec_driver_sql("SELECT @@innodb_autoinc_lock_mode")
+        known = _CONSECUTIVE[key] = int(mode.scalar_one()) in (0, 1)
+    return known
+
+
 async def consecutive_insert_ids(engine: AsyncEngine) -> bool:
     """Whether a multi-row INSERT's AUTO_INCREMENT ids are consecutive on this server (lock mode 0 or 1)."""
     async with engine.connect() as conn:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.engine import to_db
+from penpay.adapters.db.multirow import consecutive_ids_on, insert_returning_ids
 from penpay.adapters.db.tables import outbox
 from penpay.adapters.stream_codec import payload_json
 from penpay.logging import get_logger
@@ -21,9 +22,6 @@ from penpay_domain.events import TransactionEvent
 from penpay_domain.ports import Clock
 
 log = get_logger(__name__)
-_INSERT = outbox.insert().values(
-    {c: sa.bindparam(c) for c in ("stream", "event_type", "transaction_id", "payload", "created_at")}
-)  # built once: see adapters.db.repositories
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,23 +38,20 @@ class SqlOutbox:
         self._conn = conn
 
     async def add(self, events: Sequence[TransactionEvent], now: datetime) -> list[int]:
-        ids = []
-        for event in events:
-            result = await self._conn.execute(
-                _INSERT,
-                {
-                    "stream": event.stream,
-                    "event_type": event.name,
-                    "transaction_id": event.transaction_id,
-                    "payload": payload_json(event),
-                    "created_at": to_db(now),
-                },
-            )
-            key = result.inserted_primary_key
-            if key is None:
-                raise RuntimeError("the outbox insert returned no id")
-            ids.append(int(key[0]))
-        return ids
+        """Insert the events' rows (one statement where the server numbers a multi-row insert consecutively) and
+        return their ids, in order."""
+        at = to_db(now)
+        rows = [
+            {
+                "stream": event.stream,
+                "event_type": event.name,
+                "transaction_id": event.transaction_id,
+                "payload": payload_json(event),
+                "created_at": at,
+            }
+            for event in events
+        ]
+        return await insert_returning_ids(self._conn, "outbox", rows, consecutive=await consecutive_ids_on(self._conn))
 
     async def claim_unpublished(self, limit: int, *, older_than: datetime | None = None) -> list[OutboxRow]:
         stmt = sa.select(outbox).where(outbox.c.published_at.is_(None))
