@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from penpay.adapters.mailer import MailNotSent
 from penpay_domain import ports
 from penpay_domain.ids import DerivLoginId, PayoutId, TransactionId
 from penpay_domain.money import Money
@@ -109,8 +110,11 @@ class FakeDeriv:
 @dataclass
 class FakeMailer:
     sent: list[tuple[str, str, str]] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)  # recipients whose mail the server refuses
 
     async def send(self, *, to: str, subject: str, body: str) -> None:
+        if to in self.refuse:
+            raise MailNotSent(f"mail to {to!r} refused")
         self.sent.append((to, subject, body))
 
 

@@ -105,7 +105,9 @@ class Settings(BaseSettings):
     withdraw_min_kes: int = 10
     withdraw_max_kes: int = 250_000
 
-    intake_max_batch: int = Field(default=64, ge=1)  # deposits one database transaction of the API takes at most
+    intake_max_batch: int = Field(
+        default=64, ge=1
+    )  # deposits (or callbacks) one database transaction of the API takes at most
     intake_max_in_flight: int = Field(default=2, ge=1)  # such transactions at once per API process
 
     reconcile_after_s: int = 30

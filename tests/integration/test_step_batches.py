@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from penpay.adapters.mailer import MailNotSent
 from penpay.adapters.stream_consumer import StreamMessage
-from penpay.service_layer import collection, crediting
+from penpay.service_layer import collection, crediting, notifications
 from penpay.service_layer.callbacks import B2cNotice, StkNotice
 from penpay.service_layer.flow import Delivery, Item, ProviderUnavailable
 from penpay.service_layer.handlers import SUBSCRIPTIONS
@@ -30,6 +31,8 @@ from penpay_domain.transaction import Status, Transaction
 from tests.fakes import FakeDeriv
 from tests.integration.test_flows import (
     World,
+    _link,
+    completed,
     counting_commits,
     deposit,
     event_message,
@@ -275,3 +278,45 @@ class TestRepositoryBatches:
             assert both[made[0].id] is first  # one aggregate per row: its changes are saved once
             assert list(both) == [made[1].id, made[0].id]  # in the order asked
             assert await uow.transactions.get_many([]) == {}
+
+
+class TestNotifyBatch:
+    async def test_notifications_in_flight_together_share_one_unit_of_work_and_each_is_recorded_once(
+        self, world: World
+    ) -> None:
+        sub = SUBSCRIPTIONS["notifier"]
+        made = await deposits(world, 4)
+        async with world.deps.uow() as uow:  # two of the four users linked their Deriv account (an address)
+            for n, txn in enumerate(made[:2]):
+                await _link(uow, txn, f"payer{n}@example.test")
+            await uow.commit()
+        handle = event_handler(sub, world.deps)
+        messages = [completed(txn, event_id=_event_id()) for txn in made]
+
+        with counting_commits(world.db.engine) as counts:
+            await asyncio.gather(*(handle(m) for m in messages))
+
+        # one commit records the two with no address; the two sent are recorded together after the sends
+        assert counts == Counter(commit=2)
+        sent = sorted(to for to, _, _ in world.deps.mailer.sent)  # type: ignore[attr-defined]
+        assert sent == ["payer0@example.test", "payer1@example.test"]
+        recorded = await processed_rows(world, sub.group)
+        assert all(recorded.count(m.dedupe_key) == 1 for m in messages)
+
+        await asyncio.gather(*(handle(m) for m in messages))  # all redelivered: nothing is sent again
+        assert len(world.deps.mailer.sent) == 2  # type: ignore[attr-defined]
+
+    async def test_a_failed_send_fails_only_its_own_message(self, world: World) -> None:
+        made = await deposits(world, 2)
+        async with world.deps.uow() as uow:
+            await _link(uow, made[0], "bounce@example.test")
+            await _link(uow, made[1], "payer@example.test")
+            await uow.commit()
+        world.deps.mailer.refuse = {"bounce@example.test"}  # type: ignore[attr-defined]
+        items = [
+            Item(txn.id, Delivery("notifier-test", f"event:{_event_id()}"), completed(txn, event_id=1).event)
+            for txn in made
+        ]
+        results = await notifications.notify_many(world.deps, items)
+        assert isinstance(results[0], MailNotSent) and results[1] == "sent"
+        assert [to for to, _, _ in world.deps.mailer.sent] == ["payer@example.test"]  # type: ignore[attr-defined]

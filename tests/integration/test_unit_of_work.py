@@ -271,3 +271,26 @@ async def test_chaining_around_an_open_row_neither_waits_for_it_nor_deletes_it(d
         [f"{tag}-before-{n}" for n in range(5)] + [f"{tag}-after-{n}" for n in range(5)] + [f"{tag}-open"]
     )
     assert (await admin.verify_audit(db.uow)).ok
+
+
+async def test_rows_linked_while_the_chain_is_verified_are_not_a_broken_head(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verification reads the head first and walks up to it: the chainer linking more rows meanwhile (here: just as
+    the walk ends, the worst moment) is not reported as a head that does not match its last row."""
+    from penpay.adapters.db import audit  # noqa: PLC0415
+
+    walk = audit._rows
+
+    async def walk_while_the_chainer_runs(conn, batch, upto):  # type: ignore[no-untyped-def]
+        async for row in walk(conn, batch, upto):
+            yield row
+        async with db.uow() as uow:
+            await uow.audit.append(actor="t", action="test.race", subject="race", payload={}, now=uow.now)
+            await uow.commit()
+        await chain_audit(db)
+
+    await chain_audit(db)
+    monkeypatch.setattr(audit, "_rows", walk_while_the_chainer_runs)
+    report = await admin.verify_audit(db.uow)
+    assert report.ok, report

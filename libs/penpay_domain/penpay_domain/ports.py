@@ -122,6 +122,12 @@ class AuditLog(Protocol):
         """Record an entry in the caller's transaction; it joins the hash chain shortly after the commit."""
         ...
 
+    async def append_many(
+        self, *, actor: str, entries: Sequence[tuple[str, str, dict[str, Any]]], now: datetime
+    ) -> None:
+        """Record several (action, subject, payload) entries, in order, as ``append`` would one by one."""
+        ...
+
     async def verify(self) -> ChainReport: ...
 
 
@@ -138,6 +144,11 @@ class LinkedAccount:
 class LinkedAccountRepository(Protocol):
     async def upsert(self, account: LinkedAccount) -> None: ...
     async def get(self, user_id: UserId, loginid: DerivLoginId) -> LinkedAccount | None: ...
+    async def get_many(
+        self, keys: Sequence[tuple[UserId, DerivLoginId]]
+    ) -> Mapping[tuple[UserId, DerivLoginId], LinkedAccount]:
+        """Those of ``keys`` (user, login id) that are linked (one query)."""
+        ...
 
 
 class UnitOfWork(Protocol):

@@ -16,6 +16,7 @@ from penpay.adapters.db.outbox import PublishedMarks
 from penpay.adapters.rate_limit import Budget, RateLimiter
 from penpay.adapters.streams import RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
+from penpay.api.callback_intake import CallbackIntake
 from penpay.api.deposit_intake import DepositIntake
 from penpay.api.idempotency import IdempotencyGate
 from penpay.api.problems import ApiProblem
@@ -58,6 +59,7 @@ class ApiState:
     marks: PublishedMarks = field(init=False)
     publisher: RedisStreamPublisher = field(init=False)
     deposit_intake: DepositIntake = field(init=False)
+    callback_intake: CallbackIntake = field(init=False)
     idempotency: IdempotencyGate = field(init=False)
     deposit_policy: DepositPolicy = field(init=False)
     withdrawal_policy: DepositPolicy = field(init=False)
@@ -83,6 +85,12 @@ class ApiState:
             fx=self.adapters.fx,
             policy=self.deposit_policy,
             publisher=self.publisher,
+            max_batch=s.intake_max_batch,
+            max_in_flight=s.intake_max_in_flight,
+        )
+        self.callback_intake = CallbackIntake(
+            lambda: self.uow("mpesa"),
+            self.publisher,
             max_batch=s.intake_max_batch,
             max_in_flight=s.intake_max_in_flight,
         )
@@ -113,6 +121,7 @@ class ApiState:
     async def aclose(self) -> None:
         """At shutdown: let queued deposits commit and pending outbox stamps land."""
         await self.deposit_intake.aclose()
+        await self.callback_intake.aclose()
         await self.limiter.aclose()
         await self.marks.aclose()
 

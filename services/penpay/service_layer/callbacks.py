@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -97,12 +97,12 @@ class CallbackUrls:
 
 
 # ------------------------------------------------------------------------------------------------ intake
-async def receive_callback(uow: IntakeUnitOfWork, callback: ReceivedCallback) -> StoredCallback:
-    """Store the raw callback and audit it, in one commit. The caller acknowledges only after this returns."""
+async def receive_callbacks(uow: IntakeUnitOfWork, callbacks: Sequence[ReceivedCallback]) -> list[StoredCallback]:
+    """Store the raw callbacks and audit them, in one commit (callbacks that arrived together share it). The caller
+    acknowledges them only after this returns."""
     async with uow:
-        stored = await uow.callbacks.add(callback)
-        action, subject, payload = callback_audit_entry(stored)
-        await uow.audit.append(actor=ACTOR, action=action, subject=subject, payload=payload, now=uow.now)
+        stored = await uow.callbacks.add_many(callbacks)
+        await uow.audit.append_many(actor=ACTOR, entries=[callback_audit_entry(s) for s in stored], now=uow.now)
         await uow.commit()
     return stored
 

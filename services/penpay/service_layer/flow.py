@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 
 from penpay.service_layer.intake import IntakeUnitOfWork
 from penpay_domain.errors import DomainError, NotFound
+from penpay_domain.events import TransactionEvent
 from penpay_domain.ids import TransactionId
 from penpay_domain.ports import Clock, DerivGateway, Mailer, Mpesa, UnitOfWork
 from penpay_domain.transaction import Transaction
@@ -90,6 +91,7 @@ class Item:
 
     txn_id: TransactionId
     delivery: Delivery | None = None
+    event: TransactionEvent | None = None  # the message's event, for steps that depend on more than its name
 
 
 Results = list[object]  # one per item, in order: the step's outcome, or the exception that item ends with

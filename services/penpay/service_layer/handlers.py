@@ -58,6 +58,7 @@ class Subscription:
     batched: Mapping[str, BatchStep] = field(default_factory=dict)
 
 
+_NOTIFIED = (*notifications.SUBJECTS, ev.TransactionNeedsReview.name)
 SUBSCRIPTIONS: Mapping[str, Subscription] = {
     "deposit": Subscription(
         "deposits",
@@ -86,6 +87,7 @@ SUBSCRIPTIONS: Mapping[str, Subscription] = {
     "notifier": Subscription(
         "notifications",
         "notifier",
-        dict.fromkeys((*notifications.SUBJECTS, ev.TransactionNeedsReview.name), notifications.notify),
+        dict.fromkeys(_NOTIFIED, notifications.notify),
+        batched=dict.fromkeys(_NOTIFIED, notifications.notify_many),
     ),
 }

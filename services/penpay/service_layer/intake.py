@@ -65,6 +65,10 @@ class WithdrawalCodes(Protocol):
 
 class CallbackInbox(Protocol):
     async def add(self, callback: ReceivedCallback) -> StoredCallback: ...
+    async def add_many(self, callbacks: Sequence[ReceivedCallback]) -> list[StoredCallback]:
+        """Store several, in order (one statement where the database allows)."""
+        ...
+
     async def get(self, callback_id: int) -> StoredCallback: ...
     async def get_many(self, callback_ids: Sequence[int]) -> Mapping[int, StoredCallback]:
         """Those of ``callback_ids`` that exist (one query)."""

@@ -8,9 +8,13 @@ processed twice may send twice, which is the safe side for "your money arrived".
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from penpay.logging import get_logger
-from penpay.service_layer.flow import Delivery, FlowDeps, already_processed, record_processed
+from penpay.service_layer.flow import Delivery, FlowDeps, Item, Results, record_all_processed, skip_processed, unwrap
 from penpay_domain import events as ev
+from penpay_domain.errors import NotFound
 from penpay_domain.ids import TransactionId
 from penpay_domain.msisdn import mask_msisdn
 from penpay_domain.transaction import Transaction
@@ -48,27 +52,65 @@ async def notify(deps: FlowDeps, event: ev.TransactionEvent, *, delivery: Delive
     """Send the e-mail an event calls for. A sent message is recorded as processed by the caller after the send (an
     e-mail cannot share a commit), so a crash in between sends it again: at-least-once. One with no one to send to
     is recorded in the unit of work that found that out."""
-    subject = SUBJECTS.get(event.name)
-    review = event.name == ev.TransactionNeedsReview.name
-    if subject is None and not review:
-        return "not notified"
+    return str(unwrap((await notify_many(deps, [Item(TransactionId(event.transaction_id), delivery, event)]))[0]))
+
+
+async def notify_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
+    """:func:`notify` for the messages of a batch (distinct transactions): one unit of work reads every
+    transaction and linked account and records the messages with no one to write to, then the e-mails go out
+    together. Each item gets what ``notify`` returns, or the exception its message ends with."""
+    results: Results = [None] * len(items)
+    relevant: list[tuple[int, Item, ev.TransactionEvent]] = []
+    for n, item in enumerate(items):
+        event = item.event
+        if event is None:
+            results[n] = ValueError("a notification needs its event")
+        elif event.name not in SUBJECTS and event.name != ev.TransactionNeedsReview.name:
+            results[n] = "not notified"
+        else:
+            relevant.append((n, item, event))
+    if not relevant:
+        return results
+    mails: list[tuple[int, str, str, str, str]] = []  # (index, to, subject, body, outcome)
     async with deps.uow() as uow:
-        if await already_processed(uow, delivery):
-            return "duplicate"
-        txn = await uow.transactions.get(TransactionId(event.transaction_id))
-        linked = await uow.linked_accounts.get(txn.parties.user_id, txn.parties.deriv_loginid)
-        to = deps.ops_email if review else (linked.email if subject is not None and linked is not None else "")
-        if not to:  # nothing to send: the message is done here, recorded in this very unit of work
-            await record_processed(uow, delivery)
+        todo = {id(i) for i in await skip_processed(uow, [item for _, item, _ in relevant])}
+        txns = await uow.transactions.get_many([item.txn_id for _, item, _ in relevant if id(item) in todo])
+        linked = await uow.linked_accounts.get_many(
+            [(t.parties.user_id, t.parties.deriv_loginid) for t in txns.values()]
+        )
+        nobody: list[Delivery | None] = []
+        for n, item, event in relevant:
+            txn = txns.get(item.txn_id)
+            if id(item) not in todo:
+                results[n] = "duplicate"
+                continue
+            if txn is None:
+                results[n] = NotFound(f"transaction {item.txn_id} not found")
+                continue
+            subject = SUBJECTS.get(event.name)
+            review = subject is None
+            account = linked.get((txn.parties.user_id, txn.parties.deriv_loginid))
+            to = deps.ops_email if review else (account.email if account is not None else "")
+            if not to:  # nothing to send: the message is done here, recorded in this very unit of work
+                nobody.append(item.delivery)
+                if review:
+                    log.warning("needs_review_without_ops_email", transaction_id=txn.id, reason=event.detail)
+                    results[n] = "no ops address"
+                else:
+                    log.info("no_address_for_notification", transaction_id=txn.id, event_type=event.name)
+                    results[n] = "no address"
+            elif review:
+                title = f"PenPay: {txn.kind.value} {txn.id} needs review"
+                mails.append((n, to, title, _body(txn, event), "ops notified"))
+            else:
+                mails.append((n, to, str(subject), _body(txn, event), "sent"))
+        if nobody:
+            await record_all_processed(uow, nobody)
             await uow.commit()
-    if review:
-        if not to:
-            log.warning("needs_review_without_ops_email", transaction_id=txn.id, reason=event.detail)
-            return "no ops address"
-        await deps.mailer.send(to=to, subject=f"PenPay: {txn.kind.value} {txn.id} needs review", body=_body(txn, event))
-        return "ops notified"
-    if subject is None or not to:
-        log.info("no_address_for_notification", transaction_id=txn.id, event_type=event.name)
-        return "no address"
-    await deps.mailer.send(to=to, subject=subject, body=_body(txn, event))
-    return "sent"
+    sent = await asyncio.gather(
+        *(deps.mailer.send(to=to, subject=subject, body=body) for _, to, subject, body, _ in mails),
+        return_exceptions=True,
+    )
+    for (n, *_, outcome), answer in zip(mails, sent, strict=True):
+        results[n] = answer if isinstance(answer, BaseException) else outcome
+    return results

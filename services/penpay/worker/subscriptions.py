@@ -104,7 +104,9 @@ async def _run_round(
         async def attempt() -> tuple[object, Delivery]:
             delivery = Delivery(sub.group, message.dedupe_key)  # fresh per try: a rolled-back record is no record
             if batch_step is not None:
-                return (await batch_step(deps, [Item(TransactionId(event.transaction_id), delivery)]))[0], delivery
+                return (await batch_step(deps, [Item(TransactionId(event.transaction_id), delivery, event)]))[
+                    0
+                ], delivery
             return await step(deps, event, delivery=delivery), delivery
 
         try:
@@ -118,7 +120,9 @@ async def _run_round(
 
     async def attempt_batch() -> tuple[Results, list[Delivery]]:
         fresh = [Delivery(sub.group, messages[n].dedupe_key) for n in members]
-        items = [Item(TransactionId(_txn(messages[n])), d) for n, d in zip(members, fresh, strict=True)]
+        items = [
+            Item(TransactionId(_txn(messages[n])), d, messages[n].event) for n, d in zip(members, fresh, strict=True)
+        ]
         return await batch_step(deps, items), fresh
 
     try:

@@ -98,6 +98,11 @@ class SqlAuditLog:
     async def append(self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime) -> None:
         await self._conn.execute(audit_pending.insert().values(**pending_row(actor, (action, subject, payload), now)))
 
+    async def append_many(
+        self, *, actor: str, entries: Sequence[tuple[str, str, dict[str, Any]]], now: datetime
+    ) -> None:
+        await self.append_rows([pending_row(actor, entry, now) for entry in entries])
+
     async def append_rows(self, rows: Sequence[dict[str, Any]]) -> None:
         """Several ``pending_row``s in one statement (in order: their ids keep it)."""
         if rows:
@@ -166,14 +171,13 @@ class SqlAuditLog:
         await self._conn.execute(audit_pending.delete().where(pk == sa.bindparam("pending_id")), ends)
 
 
-async def _rows(conn: AsyncConnection, batch: int) -> AsyncIterator[sa.Row[tuple[object, ...]]]:
+async def _rows(conn: AsyncConnection, batch: int, upto: int | None) -> AsyncIterator[sa.Row[tuple[object, ...]]]:
     last = 0
     while True:
-        rows = (
-            await conn.execute(
-                sa.select(audit_log).where(audit_log.c.seq > last).order_by(audit_log.c.seq).limit(batch)
-            )
-        ).all()
+        stmt = sa.select(audit_log).where(audit_log.c.seq > last)
+        if upto is not None:
+            stmt = stmt.where(audit_log.c.seq <= upto)
+        rows = (await conn.execute(stmt.order_by(audit_log.c.seq).limit(batch))).all()
         if not rows:
             return
         for row in rows:
@@ -182,9 +186,15 @@ async def _rows(conn: AsyncConnection, batch: int) -> AsyncIterator[sa.Row[tuple
 
 
 async def verify_chain(conn: AsyncConnection, *, batch: int = 5000) -> ChainReport:
-    """Re-walk the chain from the genesis hash; name the first row whose link or hash is wrong."""
+    """Re-walk the chain from the genesis hash; name the first row whose link or hash is wrong.
+
+    The head is read first and the walk stops at its row: the chainer links rows while this runs, and rows chained
+    after the head was read are the next verification's. The chainer writes rows and head in one transaction, so
+    every row up to the head read here is committed."""
+    head = (await conn.execute(sa.select(audit_head).where(audit_head.c.id == 1))).first()
+    upto = int(head.last_seq) if head is not None else None
     prev, expected_seq, count = GENESIS, 1, 0
-    async for row in _rows(conn, batch):
+    async for row in _rows(conn, batch, upto):
         seq = int(row.seq)
         if seq != expected_seq:
             return ChainReport(
@@ -209,7 +219,6 @@ async def verify_chain(conn: AsyncConnection, *, batch: int = 5000) -> ChainRepo
         if digest != row.hash:
             return ChainReport(ok=False, rows=count, first_bad_row=seq, reason="hash does not match the row's contents")
         prev, expected_seq, count = digest, seq + 1, count + 1
-    head = (await conn.execute(sa.select(audit_head).where(audit_head.c.id == 1))).first()
     if head is not None and (int(head.last_seq) != count or head.last_hash != prev):
         return ChainReport(
             ok=False, rows=count, first_bad_row=count + 1, reason="the chain's head does not match its last row"

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.engine import from_db, to_db
+from penpay.adapters.db.multirow import consecutive_ids_on, insert_returning_ids
 from penpay.adapters.db.tables import mpesa_callbacks, user_limits, withdrawal_codes
 from penpay.adapters.db.unit_of_work import SqlUnitOfWork
 from penpay.adapters.tokens import SecretBox
@@ -68,22 +69,29 @@ class SqlCallbackInbox:
         self._clock = clock
 
     async def add(self, callback: ReceivedCallback) -> StoredCallback:
+        return (await self.add_many([callback]))[0]
+
+    async def add_many(self, callbacks: Sequence[ReceivedCallback]) -> list[StoredCallback]:
         received_at = from_db(to_db(self._clock.now()))
-        result = await self._conn.execute(
-            mpesa_callbacks.insert().values(
-                kind=callback.kind.value,
-                transaction_id=callback.transaction_id,
-                source_ip=callback.source_ip[:45],
-                source_allowed=callback.source_allowed,
-                token_valid=callback.token_valid,
-                body=callback.body,
-                received_at=to_db(received_at),
-            )
+        rows = [
+            {
+                "kind": callback.kind.value,
+                "transaction_id": callback.transaction_id,
+                "source_ip": callback.source_ip[:45],
+                "source_allowed": callback.source_allowed,
+                "token_valid": callback.token_valid,
+                "body": callback.body,
+                "received_at": to_db(received_at),
+            }
+            for callback in callbacks
+        ]
+        ids = await insert_returning_ids(
+            self._conn, "mpesa_callbacks", rows, consecutive=await consecutive_ids_on(self._conn)
         )
-        key = result.inserted_primary_key
-        if key is None:
-            raise RuntimeError("the callback insert returned no id")
-        return StoredCallback(id=int(key[0]), received_at=received_at, callback=callback)
+        return [
+            StoredCallback(id=i, received_at=received_at, callback=callback)
+            for i, callback in zip(ids, callbacks, strict=True)
+        ]
 
     async def get(self, callback_id: int) -> StoredCallback:
         found = await self.get_many([callback_id])

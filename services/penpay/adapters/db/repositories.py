@@ -274,20 +274,33 @@ class SqlLinkedAccountRepository:
         await self._conn.execute(stmt)
 
     async def get(self, user_id: UserId, loginid: DerivLoginId) -> LinkedAccount | None:
-        row = (
-            await self._conn.execute(
-                sa.select(deriv_accounts).where(
-                    deriv_accounts.c.user_id == user_id, deriv_accounts.c.loginid == loginid
-                )
-            )
-        ).first()
-        if row is None:
-            return None
-        return LinkedAccount(
-            user_id=UserId(row.user_id),
-            loginid=DerivLoginId(row.loginid),
-            currency=str(row.currency),
-            token_ciphertext=bytes(row.token_ciphertext),
-            linked_at=from_db(row.linked_at),
-            email=str(row.email),
+        return (await self.get_many([(user_id, loginid)])).get((user_id, loginid))
+
+    async def get_many(
+        self, keys: Sequence[tuple[UserId, DerivLoginId]]
+    ) -> dict[tuple[UserId, DerivLoginId], LinkedAccount]:
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        rows = await self._conn.execute(
+            _LINKED, {"b_users": sorted({u for u, _ in wanted}), "b_logins": sorted({lid for _, lid in wanted})}
         )
+        found = (_linked(row) for row in rows)
+        return {(a.user_id, a.loginid): a for a in found if (a.user_id, a.loginid) in wanted}
+
+
+_LINKED = sa.select(deriv_accounts).where(
+    deriv_accounts.c.user_id.in_(sa.bindparam("b_users", expanding=True)),
+    deriv_accounts.c.loginid.in_(sa.bindparam("b_logins", expanding=True)),
+)
+
+
+def _linked(row: sa.Row[Any]) -> LinkedAccount:
+    return LinkedAccount(
+        user_id=UserId(row.user_id),
+        loginid=DerivLoginId(row.loginid),
+        currency=str(row.currency),
+        token_ciphertext=bytes(row.token_ciphertext),
+        linked_at=from_db(row.linked_at),
+        email=str(row.email),
+    )

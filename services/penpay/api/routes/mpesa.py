@@ -19,12 +19,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from penpay.adapters.rate_limit import Budget
-from penpay.adapters.streams import MPESA_CALLBACKS_STREAM
 from penpay.api.deps import ApiState, state_of
 from penpay.api.schemas import Acknowledgement
 from penpay.api.security import contains
 from penpay.logging import get_logger
-from penpay.service_layer.callbacks import LEGACY_PATHS, receive_callback
+from penpay.service_layer.callbacks import LEGACY_PATHS
 from penpay.service_layer.intake import CallbackKind, ReceivedCallback
 from penpay_domain.ids import TransactionId, parse_transaction_id, parse_transaction_id_hex
 
@@ -59,7 +58,7 @@ async def accept(
         token_valid=token_valid,
         body=raw.decode("utf-8", "replace"),
     )
-    stored = await receive_callback(state.uow("mpesa"), callback)
+    stored = await state.callback_intake.submit(callback)  # stored, audited and (if verified) queued, batched
     log.info(
         "mpesa callback stored",
         callback_id=stored.id,
@@ -67,11 +66,6 @@ async def accept(
         transaction_id=parsed,
         verified=callback.verified,
     )
-    if callback.verified:
-        try:
-            await state.publisher.add(MPESA_CALLBACKS_STREAM, {"callback_id": stored.id, "kind": kind.value})
-        except Exception:  # stored durably already: the row can be re-queued from mpesa_callbacks
-            log.warning("could not queue a stored callback", callback_id=stored.id, exc_info=True)
     return JSONResponse(ACK)
 
 
