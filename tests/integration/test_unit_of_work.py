@@ -227,6 +227,7 @@ async def test_chaining_does_not_wait_for_transactions_still_open(db: Database) 
     open_uow = db.uow()
     async with open_uow as uow:
         await uow.audit.append(actor="t", action="test.open", subject="open", payload={}, now=datetime.now(UTC))
+        await uow.audit.flush()  # inserted, not committed
         async with db.uow(actor="auditor") as chainer:
             await chainer.connection.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 2")
             assert await chainer.audit.chain_pending(limit=1000) >= 300  # would raise 1205 if it waited
@@ -249,6 +250,7 @@ async def test_chaining_around_an_open_row_neither_waits_for_it_nor_deletes_it(d
     open_uow = db.uow()
     async with open_uow as uow:
         await uow.audit.append(actor="t", action="test.open", subject=f"{tag}-open", payload={}, now=datetime.now(UTC))
+        await uow.audit.flush()  # inserted, not committed
         for n in range(5):
             await committed(f"{tag}-after-{n}")
         async with db.uow(actor="auditor") as chainer:
@@ -271,6 +273,27 @@ async def test_chaining_around_an_open_row_neither_waits_for_it_nor_deletes_it(d
         [f"{tag}-before-{n}" for n in range(5)] + [f"{tag}-after-{n}" for n in range(5)] + [f"{tag}-open"]
     )
     assert (await admin.verify_audit(db.uow)).ok
+
+
+async def test_audit_entries_of_a_unit_of_work_are_one_insert_with_its_commit(db: Database) -> None:
+    tag = secrets.token_hex(4)
+    async with db.uow() as uow:
+        for n in range(3):
+            await uow.audit.append(actor="t", action="test.buffered", subject=f"{tag}-{n}", payload={}, now=uow.now)
+        async with db.engine.connect() as other:  # nothing written before the commit
+            count = "SELECT COUNT(*) FROM audit_pending WHERE subject LIKE :t"
+            assert (await other.execute(sa.text(count), {"t": f"{tag}-%"})).scalar_one() == 0
+        await uow.commit()
+    async with db.uow() as uow:  # a unit of work that does not commit leaves nothing
+        await uow.audit.append(actor="t", action="test.buffered", subject=f"{tag}-x", payload={}, now=uow.now)
+    await chain_audit(db)
+    async with db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(audit_log.c.subject).where(audit_log.c.subject.like(f"{tag}-%")).order_by(audit_log.c.seq)
+            )
+        ).all()
+    assert [r.subject for r in rows] == [f"{tag}-{n}" for n in range(3)]  # in the order appended
 
 
 async def test_rows_linked_while_the_chain_is_verified_are_not_a_broken_head(

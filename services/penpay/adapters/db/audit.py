@@ -94,19 +94,27 @@ class SqlAuditLog:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+        self._buffered: list[dict[str, Any]] = []
 
     async def append(self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime) -> None:
-        await self._conn.execute(audit_pending.insert().values(**pending_row(actor, (action, subject, payload), now)))
+        """Buffered: the row is inserted with the unit of work's own audit rows, in one statement right before its
+        commit (``append_rows``), or by ``flush``. A unit of work that does not commit writes nothing, as before."""
+        self._buffered.append(pending_row(actor, (action, subject, payload), now))
 
     async def append_many(
         self, *, actor: str, entries: Sequence[tuple[str, str, dict[str, Any]]], now: datetime
     ) -> None:
-        await self.append_rows([pending_row(actor, entry, now) for entry in entries])
+        self._buffered.extend(pending_row(actor, entry, now) for entry in entries)
 
     async def append_rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Several ``pending_row``s in one statement (in order: their ids keep it)."""
-        if rows:
-            await self._conn.execute(audit_pending.insert(), list(rows))
+        """The buffered rows, then several ``pending_row``s, in one statement (in order: their ids keep it)."""
+        pending, self._buffered = [*self._buffered, *rows], []
+        if pending:
+            await self._conn.execute(audit_pending.insert(), pending)
+
+    async def flush(self) -> None:
+        """Insert the buffered rows now (still inside the caller's transaction)."""
+        await self.append_rows([])
 
     async def chain_pending(self, limit: int = 1000) -> int:
         """Link up to ``limit`` committed pending rows, oldest first, into the hash chain; returns how many. Rows
