@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
 from penpay.adapters.mailer import MailNotSent
 from penpay.adapters.stream_consumer import StreamMessage
@@ -269,6 +270,30 @@ class TestRepositoryBatches:
             assert await uow.processed.mark_many(group, ["b", "c"], uow.now) == 1
             assert await uow.processed.seen_many(group, ["a", "c", "d"]) == {"a", "c"}
             await uow.commit()
+
+    async def test_deposits_found_by_checkout_together_need_no_query_each(self, world: World) -> None:
+        made = await deposits(world, 3)
+        for txn in made:
+            await collection.push_stk(world.deps, txn.id)
+        checkouts = [str((await world.get(t.id)).mpesa_checkout_request_id) for t in made]
+        statements: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            statements.append(statement)
+
+        async with world.deps.uow() as uow:
+            found = await uow.transactions.find_many_by_checkout_request_ids([*checkouts, "ws_CO_nobody"])
+            assert sorted(t.id for t in found.values()) == sorted(t.id for t in made)
+            sa.event.listen(world.db.engine.sync_engine, "before_cursor_execute", count)
+            try:
+                again = [await uow.transactions.find_by_checkout_request_id(c) for c in checkouts]
+                assert statements == []  # locked already, and the same aggregates
+                assert [t.id for t in again if t is not None] == [found[c].id for c in checkouts]
+                assert all(t is found[c] for t, c in zip(again, checkouts, strict=True))
+                assert await uow.transactions.find_by_checkout_request_id("ws_CO_nobody") is None
+                assert len(statements) == 1  # an id not found is asked again
+            finally:
+                sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", count)
 
     async def test_get_many_hands_back_the_aggregate_the_unit_of_work_already_holds(self, world: World) -> None:
         made = await deposits(world, 2)

@@ -22,6 +22,7 @@ from penpay.service_layer.batching import MicroBatcher
 from penpay.service_layer.callbacks import CallbackDecoder, Verdict, apply_callback
 from penpay.service_layer.flow import Delivery, FlowDeps, Item, Results, unwrap
 from penpay.service_layer.handlers import BatchStep, Step, Subscription
+from penpay.service_layer.intake import CallbackKind, StoredCallback
 from penpay_domain.ids import TransactionId
 
 log = get_logger(__name__)
@@ -201,6 +202,10 @@ async def _apply_many(
         if not todo:
             return [None] * len(batch)
         stored = await uow.callbacks.get_many([cid for _, cid in todo])
+        # the STK callbacks' deposits, found and locked in one statement (each apply_callback then finds its own)
+        await uow.transactions.find_many_by_checkout_request_ids(
+            [c for c in (_checkout_request_id(decoder, s) for s in stored.values()) if c]
+        )
         verdicts: dict[str, Verdict] = {}
         for message, callback_id in todo:
             if callback_id not in stored:
@@ -213,6 +218,15 @@ async def _apply_many(
             raise _BatchNotApplied("another consumer recorded one of these messages meanwhile")
         await uow.commit()
     return [verdicts.get(m.dedupe_key) for m, _ in batch]
+
+
+def _checkout_request_id(decoder: CallbackDecoder, stored: StoredCallback) -> str | None:
+    if stored.callback.kind is not CallbackKind.STK:
+        return None
+    try:
+        return decoder.stk(stored.callback.body).checkout_request_id
+    except ValueError:  # malformed: apply_callback rejects it on its own
+        return None
 
 
 async def _apply_one(

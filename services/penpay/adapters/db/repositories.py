@@ -81,6 +81,14 @@ _GET_FOR_UPDATE = _GET.with_for_update()
 # batches over the same rows wait for each other instead of deadlocking)
 _GET_MANY = sa.select(transactions).where(transactions.c.id.in_(sa.bindparam("b_ids", expanding=True)))
 _GET_MANY_FOR_UPDATE = _GET_MANY.order_by(transactions.c.id).with_for_update()
+# by the unique index: the hint keeps MariaDB from scanning (and locking its way through) a small table
+_BY_CHECKOUTS_FOR_UPDATE = (
+    sa.select(transactions)
+    .with_hint(transactions, "FORCE INDEX (uq_transactions_mpesa_checkout_request_id)")
+    .where(transactions.c.mpesa_checkout_request_id.in_(sa.bindparam("b_checkouts", expanding=True)))
+    .order_by(transactions.c.id)
+    .with_for_update()
+)
 
 
 def _transaction(row: sa.Row[tuple[object, ...]]) -> Transaction:
@@ -131,6 +139,7 @@ class SqlTransactionRepository:
         self._conn = conn
         self.seen: list[Transaction] = []
         self._written: dict[int, tuple[int, int]] = {}  # id(txn) -> (events, transfers) when last written
+        self._locked_by_checkout: dict[str, Transaction] = {}  # found and locked by find_many_by_checkout_request_ids
 
     def _track(self, txn: Transaction) -> Transaction:
         if all(t is not txn for t in self.seen):
@@ -180,7 +189,22 @@ class SqlTransactionRepository:
         return self._track(_transaction(row)) if row is not None else None
 
     async def find_by_checkout_request_id(self, checkout_request_id: str) -> Transaction | None:
+        locked = self._locked_by_checkout.get(checkout_request_id)
+        if locked is not None:
+            return locked
         return await self._one(transactions.c.mpesa_checkout_request_id == checkout_request_id)
+
+    async def find_many_by_checkout_request_ids(self, checkout_request_ids: Sequence[str]) -> dict[str, Transaction]:
+        wanted = sorted(set(checkout_request_ids))
+        if not wanted:
+            return {}
+        loaded = {txn.id: txn for txn in self.seen}
+        rows = await self._conn.execute(_BY_CHECKOUTS_FOR_UPDATE, {"b_checkouts": wanted})
+        for row in rows:
+            txn = loaded.get(row.id) or self._track(_transaction(row))
+            if txn.mpesa_checkout_request_id is not None:
+                self._locked_by_checkout[txn.mpesa_checkout_request_id] = txn
+        return {c: self._locked_by_checkout[c] for c in wanted if c in self._locked_by_checkout}
 
     async def find_by_payout_id(self, payout_id: str) -> Transaction | None:
         return await self._one((transactions.c.payout_id == payout_id) | (transactions.c.refund_payout_id == payout_id))
