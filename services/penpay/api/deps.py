@@ -119,7 +119,7 @@ class ApiState:
         return lambda: self.uow(actor)
 
     async def aclose(self) -> None:
-        """At shutdown: let queued deposits commit and pending outbox stamps land."""
+        """At shutdown: let queued deposits and callbacks commit and pending outbox stamps land."""
         await self.deposit_intake.aclose()
         await self.callback_intake.aclose()
         await self.limiter.aclose()
