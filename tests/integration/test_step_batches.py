@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
+from penpay.adapters.db.repositories import transaction_row
 from penpay.adapters.mailer import MailNotSent
 from penpay.adapters.stream_consumer import StreamMessage
 from penpay.service_layer import collection, crediting, notifications
@@ -260,6 +261,44 @@ class TestRepositoryBatches:
             stale.version -= 1  # as if another writer had saved it since it was read
             with pytest.raises(ConcurrencyConflict):
                 await uow.transactions.save_many(list(txns.values()))
+
+    async def test_save_many_writes_every_column_of_every_row_in_one_statement(self, world: World) -> None:
+        made = await deposits(world, 3)
+        statements: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            statements.append(statement)
+
+        async with world.deps.uow() as uow:
+            txns = list((await uow.transactions.get_many([t.id for t in made], for_update=True)).values())
+            for n, txn in enumerate(txns):
+                txn.request_stk_push(uow.now)
+                txn.stk_push_accepted(f"ws_CO_{secrets.token_hex(6)}{n}", uow.now)
+            txns[1].review_reason = "a note with 'quotes' and a ; semicolon"  # escaped like any value
+            sa.event.listen(world.db.engine.sync_engine, "before_cursor_execute", count)
+            try:
+                await uow.transactions.save_many(txns)
+            finally:
+                sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", count)
+            await uow.commit()
+        assert [s.split(" ", 1)[0] for s in statements] == ["UPDATE"]  # one statement for the three rows
+        for txn in txns:
+            stored = await world.get(txn.id)
+            assert transaction_row(stored) == transaction_row(txn)  # every column, as the aggregate holds it
+            assert stored.version == 1 and stored.status is Status.AWAITING_PAYMENT
+
+    async def test_a_refused_batch_save_leaves_every_row_as_it_was(self, world: World) -> None:
+        made = await deposits(world, 2)
+        async with world.deps.uow() as uow:
+            txns = list((await uow.transactions.get_many([t.id for t in made], for_update=True)).values())
+            for txn in txns:
+                txn.request_stk_push(uow.now)
+            txns[0].version -= 1  # as if another writer had saved it since it was read
+            with pytest.raises(ConcurrencyConflict):
+                await uow.transactions.save_many(txns)
+        for txn in made:  # the unit of work rolled back: the row that did match was not kept either
+            stored = await world.get(txn.id)
+            assert stored.version == 0 and stored.stk_requested_at is None
 
     async def test_mark_many_counts_only_the_keys_it_recorded(self, world: World) -> None:
         group = f"g-{secrets.token_hex(4)}"

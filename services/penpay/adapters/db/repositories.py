@@ -75,6 +75,32 @@ _SAVE = (
     .where(transactions.c.id == sa.bindparam("b_id"), transactions.c.version == sa.bindparam("b_version"))
     .values({c: sa.bindparam(f"v_{c}") for c in _COLUMNS if c != "id"})
 )
+_SET_COLUMNS = [c for c in _COLUMNS if c != "id"]
+
+
+def _save_all(txns: Sequence[Transaction], rows: Sequence[dict[str, Any]]) -> tuple[str, tuple[Any, ...]]:
+    """One ``UPDATE`` for several rows (distinct ids): each column set by a ``CASE id``, each row matched on its id
+    and the version it was read at. MySQL counts the rows matched (the driver's FOUND_ROWS), so a count short of the
+    batch means one row moved on, and the caller rolls back. ``executemany`` would be one round trip per row. The
+    primary key is forced: the id list must never become a scan that locks other transactions' rows."""
+    n = len(txns)
+    case = "CASE id " + " ".join(["WHEN %s THEN %s"] * n) + " END"
+    assignments = ", ".join(f"`{column}` = {case}" for column in _SET_COLUMNS)
+    cas = " OR ".join(["(id = %s AND version = %s)"] * n)
+    values: list[Any] = []
+    for column in _SET_COLUMNS:
+        for txn, row in zip(txns, rows, strict=True):
+            values += [txn.id, row[column]]
+    values += [t.id for t in txns]
+    for txn in txns:
+        values += [txn.id, txn.version]
+    sql = (
+        f"UPDATE transactions FORCE INDEX (PRIMARY) SET {assignments} "  # noqa: S608 - column names from the table
+        f"WHERE id IN ({', '.join(['%s'] * n)}) AND ({cas})"
+    )
+    return sql, tuple(values)
+
+
 _GET = sa.select(transactions).where(transactions.c.id == sa.bindparam("b_id"))
 _GET_FOR_UPDATE = _GET.with_for_update()
 # a batch of steps loads its transactions in one statement, locking them in id order (as every batch does, so two
@@ -216,18 +242,25 @@ class SqlTransactionRepository:
         await self.save_many([txn])
 
     async def save_many(self, txns: Sequence[Transaction]) -> None:
-        """Compare-and-set every aggregate on its ``version``, in one round of the driver (``executemany``)."""
+        """Compare-and-set every aggregate on its ``version``, all in one statement (:func:`_save_all`); if any row
+        has moved on, nothing is saved (``ConcurrencyConflict``: the unit of work is rolled back and retried)."""
         if not txns:
             return
-        params = []
+        rows = []
         for txn in txns:
             values = transaction_row(txn)
             values["version"] = txn.version + 1
-            params.append(
-                {**{f"v_{k}": v for k, v in values.items() if k != "id"}, "b_id": txn.id, "b_version": txn.version}
-            )
-        result = await self._conn.execute(_SAVE, params[0] if len(params) == 1 else params)
-        if result.rowcount != len(txns):
+            rows.append(values)
+        if len(txns) == 1 or len({t.id for t in txns}) != len(txns):
+            params = [
+                {**{f"v_{k}": v for k, v in row.items() if k != "id"}, "b_id": txn.id, "b_version": txn.version}
+                for txn, row in zip(txns, rows, strict=True)
+            ]
+            matched = (await self._conn.execute(_SAVE, params[0] if len(params) == 1 else params)).rowcount
+        else:
+            sql, args = _save_all(txns, rows)
+            matched = (await self._conn.exec_driver_sql(sql, args)).rowcount
+        if matched != len(txns):
             which = ", ".join(f"{t.id} (version {t.version})" for t in txns)
             raise ConcurrencyConflict(f"transaction(s) changed concurrently: {which}")
         for txn in txns:
