@@ -35,20 +35,33 @@ class CallbackIntake:
     ) -> None:
         self._uow = uow
         self._publisher = publisher
-        self._batcher: MicroBatcher[ReceivedCallback, StoredCallback] = MicroBatcher(
+        self._batcher: MicroBatcher[ReceivedCallback, StoredCallback | BaseException] = MicroBatcher(
             self._flush, max_batch=max_batch, max_in_flight=max_in_flight
         )
 
     async def submit(self, callback: ReceivedCallback) -> StoredCallback:
-        """Store (and, if verified, queue) the callback; returns once it is durable."""
-        return await self._batcher.submit(callback)
+        """Store (and, if verified, queue) the callback; returns once it is durable, or raises why it is not."""
+        stored = await self._batcher.submit(callback)
+        if isinstance(stored, BaseException):
+            raise stored
+        return stored
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
 
-    async def _flush(self, batch: list[ReceivedCallback]) -> Sequence[StoredCallback]:
-        stored = await with_retries(lambda: receive_callbacks(self._uow(), batch))
-        verified = [s for s in stored if s.callback.verified]
+    async def _flush(self, batch: list[ReceivedCallback]) -> Sequence[StoredCallback | BaseException]:
+        try:
+            stored: list[StoredCallback | BaseException] = list(
+                await with_retries(lambda: receive_callbacks(self._uow(), batch))
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                raise
+            # whatever refused the batch must not refuse every callback in it: each on its own, so only the one
+            # it concerns is answered 500 (and Daraja's retry, or the reconciler, gets another chance)
+            log.warning("callback_batch_one_by_one", size=len(batch), error=repr(exc))
+            stored = [await self._one(callback) for callback in batch]
+        verified = [s for s in stored if isinstance(s, StoredCallback) and s.callback.verified]
         try:
             await self._publisher.add_many(
                 MPESA_CALLBACKS_STREAM, [{"callback_id": s.id, "kind": s.callback.kind.value} for s in verified]
@@ -56,3 +69,9 @@ class CallbackIntake:
         except Exception:  # stored durably already: the reconciler settles what the worker never heard of
             log.warning("could not queue stored callbacks", callback_ids=[s.id for s in verified], exc_info=True)
         return stored
+
+    async def _one(self, callback: ReceivedCallback) -> StoredCallback | BaseException:
+        try:
+            return (await with_retries(lambda: receive_callbacks(self._uow(), [callback])))[0]
+        except Exception as exc:
+            return exc

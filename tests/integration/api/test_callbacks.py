@@ -351,3 +351,45 @@ class TestCallbackBursts:
             ).all()
         assert sorted(a.subject for a in audited) == sorted(t for t, _ in deposits)
         assert sum(a.action == "mpesa.callback_rejected" for a in audited) == 4
+
+    async def test_a_callback_the_database_refuses_does_not_refuse_the_rest_of_its_batch(
+        self, api: Api, db: Database, redis_client: aioredis.Redis
+    ) -> None:
+        import asyncio  # noqa: PLC0415
+
+        from penpay.adapters.streams import RedisStreamPublisher  # noqa: PLC0415
+        from penpay.adapters.tokens import SecretBox  # noqa: PLC0415
+        from penpay.api.callback_intake import CallbackIntake  # noqa: PLC0415
+        from penpay.service_layer.intake import ReceivedCallback, StoredCallback  # noqa: PLC0415
+
+        box = SecretBox.from_settings(api.settings)
+        intake = CallbackIntake(
+            lambda: SqlIntakeUnitOfWork(db.engine, db.clock, box, actor="mpesa"),
+            RedisStreamPublisher(redis_client, prefix=api.settings.stream_prefix),
+            max_in_flight=1,
+        )
+        marker = secrets.token_hex(6)
+
+        def received(body: str) -> ReceivedCallback:
+            return ReceivedCallback(
+                kind=CallbackKind.STK,
+                transaction_id=None,
+                source_ip="196.201.214.200",
+                source_allowed=True,
+                token_valid=False,
+                body=body,
+            )
+
+        bodies = [f'{{"n": 0, "m": "{marker}"}}', "x" * 70_000, f'{{"n": 2, "m": "{marker}"}}']  # 70 kB: over TEXT
+        try:
+            results = await asyncio.gather(*(intake.submit(received(b)) for b in bodies), return_exceptions=True)
+        finally:
+            await intake.aclose()
+
+        assert isinstance(results[0], StoredCallback) and isinstance(results[2], StoredCallback)
+        assert isinstance(results[1], Exception)  # this one's request is answered 500; the others are acknowledged
+        async with db.engine.connect() as conn:
+            kept = (
+                await conn.execute(sa.select(mpesa_callbacks.c.id).where(mpesa_callbacks.c.body.contains(marker)))
+            ).all()
+        assert sorted(r.id for r in kept) == sorted([results[0].id, results[2].id])
