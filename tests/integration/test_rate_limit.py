@@ -58,7 +58,7 @@ class TestHitAll:
 
     async def test_one_budget_is_the_single_call(self, redis_client: aioredis.Redis) -> None:
         limiter = _limiter(redis_client)
-        assert [(await limiter.hit("ip", "10.0.0.4", limit=2)).allowed for _ in range(3)] == [True, True, False]
+        assert [(await limiter.hit_all([Budget("ip", "10.0.0.4", 2)])).allowed for _ in range(3)] == [True, True, False]
 
 
 class TestConcurrentRequests:
@@ -79,7 +79,7 @@ class TestConcurrentRequests:
         )
         limiter = RateLimiter(broken, prefix="test-rl-broken")
         results = await asyncio.gather(
-            *(limiter.hit("ip", f"10.0.2.{i}", limit=5) for i in range(3)), return_exceptions=True
+            *(limiter.hit_all([Budget("ip", f"10.0.2.{i}", 5)]) for i in range(3)), return_exceptions=True
         )
         assert all(isinstance(r, redis.exceptions.ConnectionError) for r in results)  # the API then fails open
         await broken.aclose()

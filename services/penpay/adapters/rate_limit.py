@@ -98,9 +98,6 @@ class RateLimiter:
         self._script = client.register_script(_GCRA)
         self._batcher: MicroBatcher[_Ask, Decision] = MicroBatcher(self._ask, max_batch=MAX_BATCH, max_in_flight=2)
 
-    async def hit(self, bucket: str, subject: str, *, limit: int, period_s: int = 60) -> Decision:
-        return await self.hit_all([Budget(bucket, subject, limit, period_s)])
-
     async def hit_all(self, budgets: Sequence[Budget]) -> Decision:
         """Charge one request to every budget, in order (see the module's docstring)."""
         asked: list[Budget] = []

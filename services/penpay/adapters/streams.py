@@ -61,12 +61,9 @@ class RedisStreamPublisher:
             except Exception:  # the relay will publish them again; consumers deduplicate on event_id
                 log.warning("could not mark outbox rows published", exc_info=True)
 
-    async def add(self, stream: str, fields: Mapping[str, str | int]) -> str:
-        """One message with the given fields (e.g. a stored callback's id, for the callback worker)."""
-        return (await self.add_many(stream, [fields]))[0]
-
     async def add_many(self, stream: str, messages: Sequence[Mapping[str, str | int]]) -> list[str]:
-        """Several messages, in order, in one pipelined round trip; their stream ids."""
+        """Messages with the given fields (e.g. stored callbacks' ids, for the callback worker), in order, in one
+        pipelined round trip; their stream ids."""
         if not messages:
             return []
         pipe = self._client.pipeline(transaction=False)

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from penpay.adapters.db.audit import event_entry, pending_row, transfer_entry
 from penpay.adapters.db.engine import begin, release, to_db
 from penpay.adapters.db.ledger import account_from_row, add_to_counters, counter_deltas, entry_rows, transfer_row
-from penpay.adapters.db.multirow import consecutive_insert_ids, insert_returning_ids, insert_rows, marks
+from penpay.adapters.db.multirow import insert_rows, marks
+from penpay.adapters.db.outbox import SqlOutbox
 from penpay.adapters.db.repositories import FAILED_STATUSES, transaction_row
-from penpay.adapters.stream_codec import payload_json
 from penpay.service_layer.deposit_batch import Created, DepositBatchStore, KeyAnswer
 from penpay_domain import ledger
 from penpay_domain.events import TransactionEvent
@@ -38,10 +38,9 @@ _COUNTERS = ledger.COUNTERS
 class SqlDepositBatch:
     """One batch's database transaction. Rolled back unless ``write`` committed it."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock, *, consecutive_ids: bool, lock: bool = False) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock, *, lock: bool = False) -> None:
         self._engine = engine
         self._clock = clock
-        self._consecutive_ids = consecutive_ids
         self._lock = lock
         self._conn: AsyncConnection | None = None
         self._committed = False
@@ -136,7 +135,7 @@ class SqlDepositBatch:
         if audit:
             await self._insert("audit_pending", audit)
         events = [e for c in created for e in c.events]
-        ids = await self._outbox(events, at)
+        ids = await self._outbox(events)
         if self._conn is None:
             raise RuntimeError("the batch transaction is not open")
         # last, right before the commit: the shared accounts' row locks, for this one statement and the commit
@@ -151,20 +150,10 @@ class SqlDepositBatch:
             raise RuntimeError("the batch transaction is not open")
         return await insert_rows(self._conn, table, rows)
 
-    async def _outbox(self, events: Sequence[TransactionEvent], at: datetime) -> list[int]:
-        rows = [
-            {
-                "stream": e.stream,
-                "event_type": e.name,
-                "transaction_id": e.transaction_id,
-                "payload": payload_json(e),
-                "created_at": at,
-            }
-            for e in events
-        ]
+    async def _outbox(self, events: Sequence[TransactionEvent]) -> list[int]:
         if self._conn is None:
             raise RuntimeError("the batch transaction is not open")
-        return await insert_returning_ids(self._conn, "outbox", rows, consecutive=self._consecutive_ids)
+        return await SqlOutbox(self._conn).add(events, self._now)
 
 
 def _answer_row(a: KeyAnswer, at: datetime) -> dict[str, Any]:
@@ -189,14 +178,11 @@ class SqlDepositBatches:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
         self._clock = clock
-        self._consecutive: bool | None = None
 
     async def open(self, *, lock: bool = False) -> SqlDepositBatch:
         """``lock``: read the ledger accounts ``FOR UPDATE`` (after a batch lost a race for the last of a float)."""
-        if self._consecutive is None:
-            self._consecutive = await consecutive_insert_ids(self._engine)
-        return SqlDepositBatch(self._engine, self._clock, consecutive_ids=self._consecutive, lock=lock)
+        return SqlDepositBatch(self._engine, self._clock, lock=lock)
 
 
 def _conforms(engine: AsyncEngine, clock: Clock) -> DepositBatchStore:
-    return SqlDepositBatch(engine, clock, consecutive_ids=True)  # mypy checks the protocol
+    return SqlDepositBatch(engine, clock)  # mypy checks the protocol

@@ -5,7 +5,7 @@ value travels as a bound parameter.
 
 AUTO_INCREMENT ids: a multi-row INSERT's rows get consecutive ids, starting at the reported last insert id, when
 ``innodb_autoinc_lock_mode`` is 0 or 1 (MariaDB's default); with 2 (MySQL 8's default) they may interleave with other
-sessions' ids, so callers that need the ids insert row by row there (:func:`consecutive_insert_ids` tells which).
+sessions' ids, so callers that need the ids insert row by row there (:func:`consecutive_ids_on` tells which).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def marks(n: int, width: int = 1) -> str:
@@ -48,17 +48,11 @@ _CONSECUTIVE: dict[int, bool] = {}  # id(sync engine) -> the server's answer, as
 
 
 async def consecutive_ids_on(conn: AsyncConnection) -> bool:
-    """:func:`consecutive_insert_ids`, asked on ``conn`` the first time for its engine and remembered."""
+    """Whether a multi-row INSERT's AUTO_INCREMENT ids are consecutive on this server (lock mode 0 or 1), asked on
+    ``conn`` the first time for its engine and remembered."""
     key = id(conn.sync_engine)
     known = _CONSECUTIVE.get(key)
     if known is None:
         mode = await conn.exec_driver_sql("SELECT @@innodb_autoinc_lock_mode")
         known = _CONSECUTIVE[key] = int(mode.scalar_one()) in (0, 1)
     return known
-
-
-async def consecutive_insert_ids(engine: AsyncEngine) -> bool:
-    """Whether a multi-row INSERT's AUTO_INCREMENT ids are consecutive on this server (lock mode 0 or 1)."""
-    async with engine.connect() as conn:
-        mode = await conn.exec_driver_sql("SELECT @@innodb_autoinc_lock_mode")
-        return int(mode.scalar_one()) in (0, 1)
