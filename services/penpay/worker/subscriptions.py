@@ -105,9 +105,8 @@ async def _run_round(
         async def attempt() -> tuple[object, Delivery]:
             delivery = Delivery(sub.group, message.dedupe_key)  # fresh per try: a rolled-back record is no record
             if batch_step is not None:
-                return (await batch_step(deps, [Item(TransactionId(event.transaction_id), delivery, event)]))[
-                    0
-                ], delivery
+                [outcome] = await batch_step(deps, [Item(TransactionId(event.transaction_id), delivery, event)])
+                return outcome, delivery
             return await step(deps, event, delivery=delivery), delivery
 
         try:

@@ -196,23 +196,11 @@ class SqlLedgerRepository:
         await self.flush()
         if not transfer_ids:
             return {}
-        ids = sorted(set(transfer_ids))
-        stmt = (
-            sa.select(ledger_transfers)
-            .with_hint(ledger_transfers, "FORCE INDEX (uq_ledger_transfers_id)")
-            .where(ledger_transfers.c.id.in_(ids))
-            .order_by(ledger_transfers.c.id)
-        )
-        heads = (await self._conn.execute(stmt.with_for_update() if for_update else stmt)).all()
+        ids = {"b_ids": sorted(set(transfer_ids))}
+        heads = (await self._conn.execute(_TRANSFERS_FOR_UPDATE if for_update else _TRANSFERS, ids)).all()
         if not heads:
             return {}
-        rows = (
-            await self._conn.execute(
-                sa.select(ledger_entries)
-                .where(ledger_entries.c.transfer_id.in_([h.id for h in heads]))
-                .order_by(ledger_entries.c.transfer_id, ledger_entries.c.posting, ledger_entries.c.direction.desc())
-            )
-        ).all()
+        rows = (await self._conn.execute(_ENTRIES, {"b_ids": [h.id for h in heads]})).all()
         legs: dict[str, dict[int, dict[str, sa.Row[tuple[object, ...]]]]] = {}
         for r in rows:
             legs.setdefault(str(r.transfer_id), {}).setdefault(int(r.posting), {})[str(r.direction)] = r
@@ -403,6 +391,21 @@ class SqlLedgerRepository:
         ).group_by(ledger_entries.c.account_code)
         rows = await self._conn.execute(stmt)
         return {str(r.account_code): {c: int(getattr(r, c)) for c in _COUNTERS} for r in rows}
+
+
+# built once, their id lists bound (see adapters.db.repositories)
+_TRANSFERS = (
+    sa.select(ledger_transfers)
+    .with_hint(ledger_transfers, "FORCE INDEX (uq_ledger_transfers_id)")
+    .where(ledger_transfers.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+    .order_by(ledger_transfers.c.id)
+)
+_TRANSFERS_FOR_UPDATE = _TRANSFERS.with_for_update()
+_ENTRIES = (
+    sa.select(ledger_entries)
+    .where(ledger_entries.c.transfer_id.in_(sa.bindparam("b_ids", expanding=True)))
+    .order_by(ledger_entries.c.transfer_id, ledger_entries.c.posting, ledger_entries.c.direction.desc())
+)
 
 
 def _transfer(head: sa.Row[tuple[object, ...]], legs: dict[int, dict[str, sa.Row[tuple[object, ...]]]]) -> dl.Transfer:
