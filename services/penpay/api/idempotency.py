@@ -64,6 +64,12 @@ def require_key(user_id: str, header: str | None) -> IdempotencyKey:
         raise ApiProblem(422, "invalid_idempotency_key", exc.message) from exc
 
 
+def request_path(request: Request) -> str:
+    """``request.url.path`` (what the request hash has always covered) without building the whole URL."""
+    path: str = request.scope["path"]
+    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
 def request_hash(method: str, path: str, body: bytes) -> str:
     """What "the same request" means: method, path and the body's JSON value (key order and spacing ignored)."""
     try:
@@ -131,7 +137,7 @@ class IdempotencyGate:
         """The whole Stripe-style exchange around a money-moving POST: claim the key (or replay its answer), run
         ``initiate`` (which stores its own 202 response with the transaction), keep a rule's 4xx as the key's answer,
         and release the key after anything else so the client may retry."""
-        replay = await self.claim(key, request_hash(request.method, request.url.path, await request.body()))
+        replay = await self.claim(key, request_hash(request.method, request_path(request), await request.body()))
         if replay is not None:
             return replay.response()
         try:

@@ -3,18 +3,22 @@
 New keys go through the batched intake (``api.deposit_intake``): many deposits, one database transaction. A key that
 exists already is answered by the one-request path of ``api.idempotency`` (replay, 409 in flight, 422 reused, or a
 stale claim taken over), exactly as before batching.
+
+The route is the hottest in the API, so it is served by ``api.direct_route``: ``_arguments`` calls the same
+dependencies FastAPI would (``State``, ``User``, the body model and the header), in FastAPI's order.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from penpay.api.deps import State, User
-from penpay.api.idempotency import HEADER, request_hash, require_key
+from penpay.api.deps import State, User, current_user, state_of
+from penpay.api.direct_route import DirectRoute, json_body, served_directly, validate_body
+from penpay.api.idempotency import HEADER, request_hash, request_path, require_key
 from penpay.api.problems import PROBLEM_JSON
 from penpay.api.schemas import DepositRequest, TransactionOut, render_transaction
 from penpay.service_layer import deposits
@@ -24,8 +28,21 @@ from penpay_domain.ids import UserId, parse_deriv_loginid
 from penpay_domain.money import Money
 from penpay_domain.msisdn import parse_msisdn
 
-router = APIRouter(tags=["deposits"])
+router = APIRouter(tags=["deposits"], route_class=DirectRoute)
 IdempotencyHeader = Annotated[str | None, Header(alias=HEADER, description="required; Stripe semantics")]
+
+
+async def _arguments(request: Request) -> dict[str, Any]:
+    data = await json_body(request)
+    state = state_of(request)
+    user = await current_user(state, state.client_ip(request), request.headers.get("authorization"))
+    return {
+        "body": validate_body(DepositRequest, data),
+        "request": request,
+        "state": state,
+        "user": user,
+        "idempotency_key": request.headers.get(HEADER),
+    }
 
 
 @router.post(
@@ -34,6 +51,7 @@ IdempotencyHeader = Annotated[str | None, Header(alias=HEADER, description="requ
     response_model=TransactionOut,
     summary="Pay KES by M-Pesa (STK push) and receive USD on a Deriv account",
 )
+@served_directly(_arguments)
 async def create_deposit(
     body: DepositRequest, request: Request, state: State, user: User, idempotency_key: IdempotencyHeader = None
 ) -> Response:
@@ -45,7 +63,7 @@ async def create_deposit(
         deriv_loginid=parse_deriv_loginid(body.deriv_loginid),
         idempotency_key=key,
     )
-    digest = request_hash(request.method, request.url.path, await request.body())
+    digest = request_hash(request.method, request_path(request), await request.body())
     outcome = await state.deposit_intake.submit(DepositSubmission(cmd, digest))
     if isinstance(outcome, Accepted):
         structlog.contextvars.bind_contextvars(transaction_id=outcome.txn.id)

@@ -1,0 +1,115 @@
+"""``POST /deposit`` is served by ``api.direct_route``, not by FastAPI's dependency solver. These tests send the same
+requests to the real route and to a twin app in which the same endpoint is an ordinary ``APIRoute``, and require the
+same status, problem code and errors from both, so the two stay interchangeable (FastAPI's order of checks included).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fastapi.routing
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from penpay.api.app import create_app
+from penpay.api.deps import ApiState
+from penpay.api.direct_route import DirectRoute
+from tests.integration.api.conftest import CLIENT_IP, Api, new_key, new_user
+
+pytestmark = pytest.mark.integration
+
+GOOD = {"amount_kes": 1000, "msisdn": "254712345678", "deriv_loginid": "CR1234567"}
+
+
+@pytest.fixture
+async def twin(api: Api, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
+    """The same app, but with ``/deposit`` served by FastAPI's own handler (the dependency solver)."""
+    state: ApiState = api.client._transport.app.state.penpay  # type: ignore[attr-defined]
+    app = create_app(api.settings, state.adapters)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(CLIENT_IP, 51000)), base_url="http://testserver"
+    ) as client:
+        with monkeypatch.context() as patched:
+            # FastAPI builds an included route's handler at the app's first request
+            patched.setattr(DirectRoute, "get_route_handler", APIRoute.get_route_handler)
+            assert (await client.get("/deposit")).status_code == 405
+        yield client
+
+
+async def test_the_deposit_route_skips_the_dependency_solver(
+    api: Api, twin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    solved: list[str] = []
+    solve = vars(fastapi.routing)["solve_dependencies"]
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs["request"].url.path)
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    headers = api.auth(new_user(), **{"Idempotency-Key": new_key()})
+    assert (await api.client.post("/deposit", json=GOOD, headers=headers)).status_code == 202
+    assert solved == []
+    assert (await twin.post("/deposit", json=GOOD, headers=headers)).status_code == 202
+    assert solved == ["/deposit"]
+
+
+def _cases(api: Api) -> list[tuple[str, dict[str, str], bytes]]:
+    user = new_user()
+    json_type = {"Content-Type": "application/json"}
+    auth = api.auth(user, **json_type)
+    return [
+        ("malformed JSON, no token", json_type, b'{"amount_kes": '),
+        ("malformed JSON", auth, b'{"amount_kes": '),
+        ("not UTF-8", auth, b'{"msisdn": "\xff"}'),
+        ("nested too deep", auth, b"[" * 30_000),
+        ("empty body", auth, b""),
+        ("empty body, no token", json_type, b""),
+        ("a list", auth, b"[1, 2]"),
+        ("a missing field, no token", json_type, json.dumps({"amount_kes": 5}).encode()),
+        ("a missing field", auth, json.dumps({"amount_kes": 5}).encode()),
+        ("a float amount", auth, json.dumps({**GOOD, "amount_kes": 5.5}).encode()),
+        ("a string amount", auth, json.dumps({**GOOD, "amount_kes": "5"}).encode()),
+        ("an unknown field", auth, json.dumps({**GOOD, "extra": 1}).encode()),
+        ("a bad msisdn", auth, json.dumps({**GOOD, "msisdn": "12"}).encode()),
+        ("a bad login id", auth, json.dumps({**GOOD, "deriv_loginid": "nope"}).encode()),
+        ("no idempotency key", auth, json.dumps(GOOD).encode()),
+        ("a garbage token", {"Authorization": "Bearer x.y.z", **json_type}, json.dumps(GOOD).encode()),
+        ("a wrong scheme", {"Authorization": "Basic abc", **json_type}, json.dumps(GOOD).encode()),
+    ]
+
+
+def _answer(response: httpx.Response) -> tuple[int, str, Any]:
+    body = response.json()
+    return response.status_code, body.get("code"), body.get("errors")
+
+
+async def test_bad_requests_get_the_answers_fastapi_gives(api: Api, twin: httpx.AsyncClient) -> None:
+    for what, headers, body in _cases(api):
+        direct = await api.client.post("/deposit", content=body, headers=headers)
+        served = await twin.post("/deposit", content=body, headers=headers)
+        assert direct.status_code >= 400, what
+        assert _answer(direct) == _answer(served), what
+        assert direct.headers.get("content-type") == served.headers.get("content-type"), what
+        assert direct.headers.get("www-authenticate") == served.headers.get("www-authenticate"), what
+
+
+async def test_a_deposit_and_its_replay_are_answered_alike(api: Api, twin: httpx.AsyncClient) -> None:
+    """The direct route and FastAPI's hash the request the same way: a replay through either is the same answer,
+    and the same key with another body is refused by either."""
+    user = new_user()
+    headers = api.auth(user, **{"Idempotency-Key": new_key()})
+    first = await api.client.post("/deposit", json=GOOD, headers=headers)
+    assert first.status_code == 202
+    again = await twin.post("/deposit", json=GOOD, headers=headers)
+    assert again.status_code == 202
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.content == first.content
+    other = await twin.post("/deposit", json={**GOOD, "amount_kes": 2000}, headers=headers)
+    assert _answer(other) == _answer(
+        await api.client.post("/deposit", json={**GOOD, "amount_kes": 2000}, headers=headers)
+    )
+    assert other.status_code == 422
