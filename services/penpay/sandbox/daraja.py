@@ -441,7 +441,7 @@ class DarajaSimulator:
     async def _post_callback(self, url: str, body: str) -> None:
         if self._http is None:
             self._http = httpx.AsyncClient(
-                timeout=self._callback_timeout, limits=httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S)
+                timeout=self._callback_timeout, limits=httpx.Limits(max_keepalive_connections=None, keepalive_expiry=CLIENT_KEEPALIVE_S)
             )
         status: int | None = None
         error: str | None = None
