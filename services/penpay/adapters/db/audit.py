@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import from_db, to_db
+from penpay.adapters.db.multirow import insert_rows
 from penpay.adapters.db.tables import audit_head, audit_log, audit_pending
 from penpay_domain.events import TransactionEvent
 from penpay_domain.ledger import Transfer
@@ -110,7 +111,7 @@ class SqlAuditLog:
         """The buffered rows, then several ``pending_row``s, in one statement (in order: their ids keep it)."""
         pending, self._buffered = [*self._buffered, *rows], []
         if pending:
-            await self._conn.execute(audit_pending.insert(), pending)
+            await insert_rows(self._conn, audit_pending.name, pending)
 
     async def flush(self) -> None:
         """Insert the buffered rows now (still inside the caller's transaction)."""
@@ -149,7 +150,7 @@ class SqlAuditLog:
                 }
             )
             prev = digest
-        await self._conn.execute(audit_log.insert(), rows)
+        await insert_rows(self._conn, audit_log.name, rows)
         await self._delete_chained(sorted(int(p.id) for p in pending))
         await self._conn.execute(audit_head.update().where(audit_head.c.id == 1).values(last_seq=seq, last_hash=prev))
         return len(rows)

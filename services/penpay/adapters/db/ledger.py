@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import to_db
+from penpay.adapters.db.multirow import insert_rows
 from penpay.adapters.db.tables import ledger_accounts, ledger_entries, ledger_transfers
 from penpay_domain import ledger as dl
 from penpay_domain.errors import InsufficientFunds, NotFound, PendingTransferResolved
@@ -256,12 +257,12 @@ class SqlLedgerRepository:
             if t.pending_id is not None:
                 resolved.add(t.pending_id)
         try:
-            await self._conn.execute(ledger_transfers.insert(), [transfer_row(t, to_db(self._now)) for t in todo])
+            await insert_rows(self._conn, ledger_transfers.name, [transfer_row(t, to_db(self._now)) for t in todo])
         except IntegrityError:
             # someone committed one of these concurrently; nothing of this statement was kept: decide one by one
             return [await self._apply_one(t) for t in transfers]
-        await self._conn.execute(
-            ledger_entries.insert(), [e for t in todo for e in entry_rows(t, postings[t.id], to_db(self._now))]
+        await insert_rows(
+            self._conn, ledger_entries.name, [e for t in todo for e in entry_rows(t, postings[t.id], to_db(self._now))]
         )  # no lock on the accounts: entries have no foreign key to them (migration 0005)
         merge_deltas(self._staged, counter_deltas(locked, working))
         return [t.id not in existing for t in transfers]
@@ -339,7 +340,7 @@ class SqlLedgerRepository:
                 raise PendingTransferResolved(f"pending transfer {transfer.pending_id} was already resolved") from exc
             raise
         await self._store(changed.values())
-        await self._conn.execute(ledger_entries.insert(), entry_rows(transfer, postings, to_db(self._now)))
+        await insert_rows(self._conn, ledger_entries.name, entry_rows(transfer, postings, to_db(self._now)))
         return True
 
     async def leg_states(self) -> dict[str, dict[str, LegState]]:
