@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -67,7 +67,9 @@ class DarajaSimulator:
         self.certificate = certificate or SandboxCertificate()
         # no pool timeout: Daraja's delivery is not limited by a local connection pool, so a callback waits for a
         # free connection instead of being dropped unsent under load (a slow answer still times out, as with Daraja)
-        self._callback_timeout = httpx.Timeout(callback_timeout_s, connect=5.0, pool=None)
+        self._callback_timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=5.0, sock_read=callback_timeout_s
+        )
         self._token: str | None = None
         self._token_expires = 0.0
         self._sessions: dict[str, results.StkSession] = {}
@@ -76,7 +78,7 @@ class DarajaSimulator:
         self._balances_cents = {"utility": 5_000_000_000, "working": 119_937_100, "charges": -198_000}
         self._journal: list[dict[str, object]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self.app = self._build_app()
 
     @classmethod
@@ -121,7 +123,7 @@ class DarajaSimulator:
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
 
     # ---------------------------------------------------------------------------------- HTTP surface
@@ -439,16 +441,23 @@ class DarajaSimulator:
         task.add_done_callback(self._tasks.discard)
 
     async def _post_callback(self, url: str, body: str) -> None:
+        # aiohttp, not httpx: httpcore's pool checks every pooled connection on each request, which under a burst of
+        # callbacks was half of the sandbox's CPU (docs/performance.md, round 5)
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=self._callback_timeout, limits=httpx.Limits(max_keepalive_connections=None, keepalive_expiry=CLIENT_KEEPALIVE_S)
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=CLIENT_KEEPALIVE_S),
+                timeout=self._callback_timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         status: int | None = None
         error: str | None = None
         try:
-            response = await self._http.post(url, content=body.encode(), headers={"Content-Type": JSON})
-            status = response.status_code
-        except httpx.HTTPError as exc:
+            async with self._http.post(
+                url, data=body.encode(), headers={"Content-Type": JSON}, allow_redirects=False
+            ) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("daraja_callback_failed", url=url, error=error)
         self._record(kind="callback", method="POST", url=url, status=status, body=body, error=error)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from penpay.adapters.aiohttp_transport import AiohttpTransport
 from penpay.adapters.daraja import credentials
 from penpay.adapters.daraja.codes import (
     DarajaAuthError,
@@ -58,8 +59,6 @@ TOKEN_REFRESH_MARGIN_S = 300
 # are 5 s): reusing one the server is closing fails the request with a read error, and for an STK push or a B2C
 # request that error leaves the outcome unknown (seen under load against the sandbox).
 KEEPALIVE_EXPIRY_S = 2.0
-# Every connection the pool opens may stay idle in it (httpx keeps only 20 by default): with more requests in flight
-# than that, each answer beyond the 20th closed its connection and the next request opened a new one.
 STK_AMOUNT_KES = (1, 250_000)
 B2C_AMOUNT_KES = (10, 250_000)
 _TOKEN_REFUSED = frozenset({"404.001.03", "400.003.01", "401.003.01"})
@@ -73,7 +72,8 @@ def sanitise(text: str, max_len: int) -> str:
 
 
 class DarajaClient:
-    """Daraja over one ``httpx.AsyncClient`` (injectable; closed by :meth:`aclose` only if the client made it)."""
+    """Daraja over one ``httpx.AsyncClient`` (injectable; closed by :meth:`aclose` only if the client made it). The
+    client it makes sends over aiohttp's pool (``adapters.aiohttp_transport``, which keeps "sent or not" exact)."""
 
     def __init__(
         self,
@@ -115,7 +115,7 @@ class DarajaClient:
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
-            timeout=self._timeout, limits=httpx.Limits(max_keepalive_connections=None, keepalive_expiry=KEEPALIVE_EXPIRY_S)
+            timeout=self._timeout, transport=AiohttpTransport(keepalive_expiry_s=KEEPALIVE_EXPIRY_S)
         )
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._monotonic = monotonic
