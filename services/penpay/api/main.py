@@ -9,6 +9,7 @@ from __future__ import annotations
 import uvicorn
 
 from penpay.api.app import create_app
+from penpay.gc_tuning import settle_heap
 from penpay.logging import configure_logging
 from penpay.settings import Settings
 
@@ -18,8 +19,10 @@ KEEP_ALIVE_S = 75
 def main() -> None:
     settings = Settings()
     configure_logging("api", settings.log_level)
+    app = create_app(settings)
+    settle_heap()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         proxy_headers=False,

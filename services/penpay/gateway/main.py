@@ -16,6 +16,7 @@ from penpay.gateway.runtime import GatewayRuntime
 from penpay.gateway.service import DerivGatewayService
 from penpay.gateway.tokens import TokenVault
 from penpay.gateway.transfers import TransferExecutor
+from penpay.gc_tuning import settle_heap
 from penpay.logging import configure_logging, get_logger
 from penpay.settings import Settings
 
@@ -99,6 +100,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging("gateway", settings.log_level)
+    settle_heap()
     asyncio.run(serve(settings))
 
 

@@ -12,6 +12,7 @@ import signal
 from urllib.parse import urlsplit
 
 from penpay import eventloop
+from penpay.gc_tuning import settle_heap
 from penpay.logging import configure_logging, get_logger
 from penpay.sandbox.control import AppServer, create_control_app
 from penpay.sandbox.daraja import DarajaSimulator
@@ -79,6 +80,7 @@ async def _main() -> None:
 
 
 def main() -> None:
+    settle_heap()
     eventloop.run(_main())
 
 

@@ -40,6 +40,7 @@ from penpay.adapters.stream_consumer import StreamConsumer
 from penpay.adapters.streams import MPESA_CALLBACKS_STREAM, RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
 from penpay.bootstrap import Database, database
+from penpay.gc_tuning import settle_heap
 from penpay.logging import configure_logging, get_logger
 from penpay.service_layer.callbacks import CallbackUrls
 from penpay.service_layer.flow import FlowDeps
@@ -223,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         await run(settings, workers, stop)
 
+    settle_heap()
     eventloop.run(_main())
 
 
