@@ -57,6 +57,27 @@ async def test_the_deposit_route_skips_the_dependency_solver(
     assert solved == ["/deposit"]
 
 
+async def test_the_callback_routes_skip_the_dependency_solver_and_answer_alike(
+    api: Api, twin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    solved: list[str] = []
+    solve = vars(fastapi.routing)["solve_dependencies"]
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs["request"].url.path)
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    body = {"Body": {"stkCallback": {"CheckoutRequestID": "ws_CO_direct", "ResultCode": 1032}}}
+    for path in ("/mpesa/callback", f"/mpesa/callback/{'0' * 32}/not-a-token", "/mpesa/b2c/result"):
+        direct = await api.client.post(path, json=body)
+        served = await twin.post(path, json=body)
+        assert direct.status_code == served.status_code == 200, path
+        assert direct.json() == served.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}, path
+        assert direct.headers["content-type"] == served.headers["content-type"], path
+    assert solved == ["/mpesa/callback", f"/mpesa/callback/{'0' * 32}/not-a-token", "/mpesa/b2c/result"]
+
+
 def _cases(api: Api) -> list[tuple[str, dict[str, str], bytes]]:
     user = new_user()
     json_type = {"Content-Type": "application/json"}
