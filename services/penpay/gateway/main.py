@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from penpay import eventloop
 from penpay.gateway.balances import BalanceTracker
 from penpay.gateway.connection import DerivConnection
 from penpay.gateway.lease import RedisLease
@@ -101,7 +102,7 @@ def main() -> None:
     settings = Settings()
     configure_logging("gateway", settings.log_level)
     settle_heap()
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":
