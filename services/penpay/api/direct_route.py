@@ -13,7 +13,10 @@ The ``arguments`` function must keep FastAPI's order of checks, which the API's 
 3. then the body's schema (422 ``validation_error``), raised as FastAPI's ``RequestValidationError`` with FastAPI's
    ``loc`` (``["body", field]``), so the app's exception handlers render it exactly as they do for other routes.
 
-Exceptions reach the app's exception handlers as they do from any FastAPI route.
+Exceptions reach the app's exception handlers as they do from any FastAPI route. What does not apply to a direct
+route: ``app.dependency_overrides`` (its dependencies are called by name; PenPay's tests use real adapters instead)
+and dependencies declared on the router or the app (``tests/integration/api/test_direct_route.py`` checks against
+FastAPI's own handler that the answers are the same).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class DirectRoute(APIRoute):
         arguments: Arguments | None = getattr(self.endpoint, _ARGUMENTS, None)
         if arguments is None:
             return super().get_route_handler()
+        if self.dependencies:
+            raise TypeError(f"{self.path}: a directly served route cannot have route or router dependencies")
         endpoint = self.endpoint
 
         async def handle(request: Request) -> Response:

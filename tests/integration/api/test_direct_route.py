@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import fastapi
 import fastapi.routing
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from fastapi.routing import APIRoute
 
 from penpay.api.app import create_app
 from penpay.api.deps import ApiState
-from penpay.api.direct_route import DirectRoute
+from penpay.api.direct_route import DirectRoute, served_directly
 from tests.integration.api.conftest import CLIENT_IP, Api, new_key, new_user
 
 pytestmark = pytest.mark.integration
@@ -134,3 +135,19 @@ async def test_a_deposit_and_its_replay_are_answered_alike(api: Api, twin: httpx
         await api.client.post("/deposit", json={**GOOD, "amount_kes": 2000}, headers=headers)
     )
     assert other.status_code == 422
+
+
+def test_a_direct_route_refuses_dependencies_it_would_not_run() -> None:
+    async def arguments(request: Any) -> dict[str, Any]:
+        return {}
+
+    @served_directly(arguments)
+    async def endpoint() -> Any:
+        raise AssertionError("never called")
+
+    async def gate() -> None:
+        return None
+
+    router = fastapi.APIRouter(route_class=DirectRoute, dependencies=[fastapi.Depends(gate)])
+    with pytest.raises(TypeError, match="cannot have route or router dependencies"):
+        router.add_api_route("/x", endpoint, methods=["POST"])
