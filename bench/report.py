@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -54,6 +55,27 @@ async def machine(redis_url: str, mariadb_version: str) -> dict[str, Any]:
         "mariadb": mariadb_version,
         "redis": redis_version,
         "python_loop_mops": python_speed(),
+    }
+
+
+def code(root: Path) -> dict[str, Any]:
+    """Which code ran: the checkout's commit and whether it had changes, and ``PYTHONPATH`` (set when the
+    processes import another tree, e.g. an older commit's ``git worktree`` for an A/B run)."""
+    import penpay  # noqa: PLC0415 - where the processes import PenPay from
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)  # noqa: S603, S607
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": None if status is None else bool(status),
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
+        "penpay_from": str(Path(penpay.__file__).resolve().parent),
     }
 
 

@@ -550,6 +550,7 @@ def main() -> None:
         "finished_at": datetime.now(UTC).isoformat(),
         "mode": mode,
         "quick": cfg.quick,
+        "code": report.code(ROOT),
         "machine": machine,
         "figures": figs,
         "targets": targets,
