@@ -7,14 +7,23 @@ A raw asyncio server on a real socket plays the far end, so each failure happens
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gzip
+import ipaddress
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from penpay.adapters.aiohttp_transport import AiohttpTransport
 from penpay.adapters.daraja.client import DarajaClient
@@ -246,3 +255,48 @@ async def test_the_daraja_client_calls_a_hang_up_after_an_stk_push_unknown_and_d
             await client.aclose()
     pushes = [r for r in far.requests if r.startswith(b"POST /mpesa/stkpush/v1/processrequest")]
     assert len(pushes) == 1
+
+
+async def test_a_certificate_not_signed_by_a_known_authority_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    """Certificates are verified (against certifi's bundle, as httpx does): a self-signed server gets no request."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            requests.append(await _read_request(reader))
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with client() as http:
+            with pytest.raises(httpx.ConnectError) as refused:
+                await http.post(f"https://127.0.0.1:{port}/pay", json={})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(refused.value.__cause__, aiohttp.ClientConnectorCertificateError)
+    assert requests == []

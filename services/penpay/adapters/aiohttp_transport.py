@@ -17,12 +17,17 @@ written count as "not sent":
   treated as possibly sent.
 
 Other rules kept from httpx's defaults: redirects are never followed (a 307 would re-POST a payment), aiohttp keeps no
-cookies (httpx's client owns them), and bodies are handed to httpx undecoded, which decodes them as it would its own.
+cookies (httpx's client owns them), bodies are handed to httpx undecoded, which decodes them as it would its own, and
+TLS certificates are verified against certifi's bundle, as httpx verifies them (not the system's store, which a slim
+image may lack). Proxies from the environment are still httpx's: it mounts its own transport for those URLs.
 """
 
 from __future__ import annotations
 
+import ssl
+
 import aiohttp
+import certifi
 import httpx
 
 # aiohttp computes these from the body itself
@@ -39,7 +44,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_expiry_s)
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=self._keepalive_expiry_s, ssl=_tls_context()
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, timeout=_NO_TIMEOUT
             )
@@ -90,6 +97,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None)
+
+
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
