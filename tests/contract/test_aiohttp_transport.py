@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from penpay.adapters.aiohttp_transport import AiohttpTransport
+from penpay.adapters.aiohttp_transport import AiohttpTransport, env_proxy_for
 from penpay.adapters.daraja.client import DarajaClient
-from penpay.adapters.daraja.codes import DarajaOutcomeUnknown
+from penpay.adapters.daraja.codes import DarajaOutcomeUnknown, DarajaRefused
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # the request's bytes -> keep the connection?
 
@@ -300,3 +300,56 @@ async def test_a_certificate_not_signed_by_a_known_authority_is_refused_before_a
         await server.wait_closed()
     assert isinstance(refused.value.__cause__, aiohttp.ClientConnectorCertificateError)
     assert requests == []
+
+
+def test_the_environment_decides_which_urls_go_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert not env_proxy_for("https://api.safaricom.co.ke")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert env_proxy_for("https://api.safaricom.co.ke")
+    assert not env_proxy_for("http://api.safaricom.co.ke")
+    monkeypatch.setenv("NO_PROXY", "safaricom.co.ke")
+    assert not env_proxy_for("https://api.safaricom.co.ke")
+
+
+async def test_with_a_proxy_in_the_environment_the_daraja_client_sends_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This transport does not go through proxies, so a client the environment routes through one keeps httpx's own
+    transport, which does: the far end below is the proxy, and sees the requests in absolute form."""
+
+    async def proxy(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if request.startswith(b"GET http://daraja.invalid/oauth/v1/generate"):
+            writer.write(answer(200, b'{"access_token": "t", "expires_in": "3599"}'))
+        else:
+            writer.write(answer(400, b'{"requestId": "1", "errorCode": "400.002.02", "errorMessage": "Bad Request"}'))
+        await writer.drain()
+        return True
+
+    async with far_end(proxy) as far:
+        for name in ("NO_PROXY", "no_proxy", "http_proxy", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", far.url)
+        client = DarajaClient(
+            base_url="http://daraja.invalid",
+            consumer_key="k",
+            consumer_secret="s",
+            shortcode="174379",
+            passkey="p",
+            b2c_shortcode="600000",
+            initiator_name="i",
+            initiator_password="pw",
+            certificate=b"unused",
+            timeout_s=2.0,
+        )
+        try:
+            with pytest.raises(DarajaRefused):
+                await client.stk_query(checkout_request_id="ws_CO_1")
+        finally:
+            await client.aclose()
+    assert [r.split(b" ", 2)[:2] for r in far.requests] == [
+        [b"GET", b"http://daraja.invalid/oauth/v1/generate?grant_type=client_credentials"],
+        [b"POST", b"http://daraja.invalid/mpesa/stkpushquery/v1/query"],
+    ]

@@ -19,12 +19,15 @@ written count as "not sent":
 Other rules kept from httpx's defaults: redirects are never followed (a 307 would re-POST a payment), aiohttp keeps no
 cookies (httpx's client owns them), bodies are handed to httpx undecoded, which decodes them as it would its own, and
 TLS certificates are verified against certifi's bundle, as httpx verifies them (not the system's store, which a slim
-image may lack). Proxies from the environment are still httpx's: it mounts its own transport for those URLs.
+image may lack). This transport does not go through proxies: httpx honours ``HTTP(S)_PROXY`` only with its own
+transport, so a client whose URL the environment routes through a proxy (:func:`env_proxy_for`) keeps httpx's.
 """
 
 from __future__ import annotations
 
 import ssl
+import urllib.request  # noqa: TID251 - only the environment's proxy rules (getproxies, proxy_bypass); no request
+from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
@@ -116,3 +119,12 @@ def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
         sock_connect=connect,
         sock_read=given.get("read"),
     )
+
+
+def env_proxy_for(url: str) -> bool:
+    """Whether the environment sends ``url`` through a proxy (``HTTP(S)_PROXY``/``ALL_PROXY``, less ``NO_PROXY``)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()  # noqa: TID251
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")  # noqa: TID251

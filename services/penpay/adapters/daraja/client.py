@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from penpay.adapters.aiohttp_transport import AiohttpTransport
+from penpay.adapters.aiohttp_transport import AiohttpTransport, env_proxy_for
 from penpay.adapters.daraja import credentials
 from penpay.adapters.daraja.codes import (
     DarajaAuthError,
@@ -64,6 +64,15 @@ B2C_AMOUNT_KES = (10, 250_000)
 _TOKEN_REFUSED = frozenset({"404.001.03", "400.003.01", "401.003.01"})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 T = TypeVar("T")
+
+
+def _default_http(base_url: str, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """aiohttp's pool (``adapters.aiohttp_transport``), or httpx's own transport where the environment names a proxy
+    for Daraja's host: httpx honours ``HTTP(S)_PROXY`` only with its own transport."""
+    if env_proxy_for(base_url):
+        limits = httpx.Limits(max_keepalive_connections=None, keepalive_expiry=KEEPALIVE_EXPIRY_S)
+        return httpx.AsyncClient(timeout=timeout, limits=limits)
+    return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(keepalive_expiry_s=KEEPALIVE_EXPIRY_S))
 
 
 def sanitise(text: str, max_len: int) -> str:
@@ -114,9 +123,7 @@ class DarajaClient:
         self._party_b = party_b or shortcode
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=self._timeout, transport=AiohttpTransport(keepalive_expiry_s=KEEPALIVE_EXPIRY_S)
-        )
+        self._http = http or _default_http(self._base_url, self._timeout)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._monotonic = monotonic
         self._token: str | None = None
