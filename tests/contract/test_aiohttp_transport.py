@@ -258,7 +258,7 @@ async def test_the_daraja_client_calls_a_hang_up_after_an_stk_push_unknown_and_d
 
 
 async def test_a_certificate_not_signed_by_a_known_authority_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
-    """Certificates are verified (against certifi's bundle, as httpx does): a self-signed server gets no request."""
+    """Certificates are verified, as httpx verifies them: a self-signed server gets no request."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)

@@ -18,9 +18,10 @@ written count as "not sent":
 
 Other rules kept from httpx's defaults: redirects are never followed (a 307 would re-POST a payment), aiohttp keeps no
 cookies (httpx's client owns them), bodies are handed to httpx undecoded, which decodes them as it would its own, and
-TLS certificates are verified against certifi's bundle, as httpx verifies them (not the system's store, which a slim
-image may lack). This transport does not go through proxies: httpx honours ``HTTP(S)_PROXY`` only with its own
-transport, so a client whose URL the environment routes through a proxy (:func:`env_proxy_for`) keeps httpx's.
+TLS certificates are verified as httpx verifies them (``httpx.create_ssl_context``: certifi's bundle, or
+``SSL_CERT_FILE``/``SSL_CERT_DIR``; not aiohttp's default, the system's store, which a slim image may lack). This
+transport does not go through proxies: httpx honours ``HTTP(S)_PROXY`` only with its own transport, so a client whose
+URL the environment routes through a proxy (:func:`env_proxy_for`) keeps httpx's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import urllib.request  # noqa: TID251 - only the environment's proxy rules (getp
 from urllib.parse import urlsplit
 
 import aiohttp
-import certifi
 import httpx
 
 # aiohttp computes these from the body itself
@@ -103,7 +103,8 @@ _NO_TIMEOUT = aiohttp.ClientTimeout(total=None)
 
 
 def _tls_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=certifi.where())
+    """httpx's own: certifi's bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when the environment names one."""
+    return httpx.create_ssl_context()
 
 
 def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
