@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 from fastapi import FastAPI
@@ -42,6 +42,28 @@ PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 B2C_SHORTCODE = "600997"
 INITIATOR = "testapi"
 INITIATOR_PASSWORD = "Safaricom999!*!"
+
+
+class ClientCredentials(TypedDict):
+    consumer_key: str
+    consumer_secret: str
+    shortcode: str
+    passkey: str
+    b2c_shortcode: str
+    initiator_name: str
+    initiator_password: str
+
+
+# what a DarajaClient is given for the simulator's app: DarajaClient(base_url=..., **CLIENT_CREDENTIALS, ...)
+CLIENT_CREDENTIALS: ClientCredentials = {
+    "consumer_key": CONSUMER_KEY,
+    "consumer_secret": CONSUMER_SECRET,
+    "shortcode": SHORTCODE,
+    "passkey": PASSKEY,
+    "b2c_shortcode": B2C_SHORTCODE,
+    "initiator_name": INITIATOR,
+    "initiator_password": INITIATOR_PASSWORD,
+}
 CALLBACK_DELAY_MS = 40
 
 

@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from penpay.adapters.aiohttp_transport import AiohttpTransport, env_proxy_for
 from penpay.adapters.daraja.client import DarajaClient
 from penpay.adapters.daraja.codes import DarajaOutcomeUnknown, DarajaRefused
+from tests.contract.daraja_fixtures import CLIENT_CREDENTIALS
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # the request's bytes -> keep the connection?
 
@@ -97,6 +98,24 @@ async def client(**transport: float | int) -> AsyncIterator[httpx.AsyncClient]:
         timeout=httpx.Timeout(2.0, connect=1.0),
     ) as http:
         yield http
+
+
+TOKEN = b'{"access_token": "t", "expires_in": "3599"}'
+
+
+@asynccontextmanager
+async def daraja_client(base_url: str) -> AsyncIterator[DarajaClient]:
+    """The client as the worker builds it (its own transport), against ``base_url``; closed after."""
+    client = DarajaClient(
+        base_url=base_url,
+        **CLIENT_CREDENTIALS,
+        certificate=b"unused",
+        timeout_s=2.0,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def test_a_post_is_sent_once_with_its_headers_and_body_and_answered() -> None:
@@ -224,35 +243,20 @@ async def test_the_daraja_client_calls_a_hang_up_after_an_stk_push_unknown_and_d
 
     async def daraja(request: bytes, writer: asyncio.StreamWriter) -> bool:
         if request.startswith(b"GET /oauth/v1/generate"):
-            writer.write(answer(200, b'{"access_token": "t", "expires_in": "3599"}'))
+            writer.write(answer(200, TOKEN))
             await writer.drain()
             return True
         return False
 
-    async with far_end(daraja) as far:
-        client = DarajaClient(
-            base_url=far.url,
-            consumer_key="k",
-            consumer_secret="s",
-            shortcode="174379",
-            passkey="p",
-            b2c_shortcode="600000",
-            initiator_name="i",
-            initiator_password="pw",
-            certificate=b"unused",
-            timeout_s=2.0,
-        )
-        try:
-            with pytest.raises(DarajaOutcomeUnknown):
-                await client.stk_push(
-                    amount_kes=10,
-                    msisdn="254712345678",
-                    callback_url="https://penpay.example/mpesa/callback",
-                    account_reference="PENPAY",
-                    description="Deposit",
-                )
-        finally:
-            await client.aclose()
+    async with far_end(daraja) as far, daraja_client(far.url) as client:
+        with pytest.raises(DarajaOutcomeUnknown):
+            await client.stk_push(
+                amount_kes=10,
+                msisdn="254712345678",
+                callback_url="https://penpay.example/mpesa/callback",
+                account_reference="PENPAY",
+                description="Deposit",
+            )
     pushes = [r for r in far.requests if r.startswith(b"POST /mpesa/stkpush/v1/processrequest")]
     assert len(pushes) == 1
 
@@ -322,7 +326,7 @@ async def test_with_a_proxy_in_the_environment_the_daraja_client_sends_through_i
 
     async def proxy(request: bytes, writer: asyncio.StreamWriter) -> bool:
         if request.startswith(b"GET http://daraja.invalid/oauth/v1/generate"):
-            writer.write(answer(200, b'{"access_token": "t", "expires_in": "3599"}'))
+            writer.write(answer(200, TOKEN))
         else:
             writer.write(answer(400, b'{"requestId": "1", "errorCode": "400.002.02", "errorMessage": "Bad Request"}'))
         await writer.drain()
@@ -332,23 +336,9 @@ async def test_with_a_proxy_in_the_environment_the_daraja_client_sends_through_i
         for name in ("NO_PROXY", "no_proxy", "http_proxy", "all_proxy", "ALL_PROXY"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", far.url)
-        client = DarajaClient(
-            base_url="http://daraja.invalid",
-            consumer_key="k",
-            consumer_secret="s",
-            shortcode="174379",
-            passkey="p",
-            b2c_shortcode="600000",
-            initiator_name="i",
-            initiator_password="pw",
-            certificate=b"unused",
-            timeout_s=2.0,
-        )
-        try:
+        async with daraja_client("http://daraja.invalid") as client:
             with pytest.raises(DarajaRefused):
                 await client.stk_query(checkout_request_id="ws_CO_1")
-        finally:
-            await client.aclose()
     assert [r.split(b" ", 2)[:2] for r in far.requests] == [
         [b"GET", b"http://daraja.invalid/oauth/v1/generate?grant_type=client_credentials"],
         [b"POST", b"http://daraja.invalid/mpesa/stkpushquery/v1/query"],

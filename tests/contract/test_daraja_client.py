@@ -39,8 +39,7 @@ from penpay.sandbox.daraja_crypto import SandboxCertificate  # only as a source 
 from penpay.settings import Settings
 from tests.contract.daraja_fixtures import (
     B2C_SHORTCODE,
-    CONSUMER_KEY,
-    CONSUMER_SECRET,
+    CLIENT_CREDENTIALS,
     GOLDEN,
     INITIATOR,
     INITIATOR_PASSWORD,
@@ -80,13 +79,7 @@ async def receiver() -> AsyncIterator[CallbackReceiver]:
 def make_client(daraja: RunningDaraja, **overrides: Any) -> DarajaClient:
     arguments: dict[str, Any] = {
         "base_url": daraja.url,
-        "consumer_key": CONSUMER_KEY,
-        "consumer_secret": CONSUMER_SECRET,
-        "shortcode": SHORTCODE,
-        "passkey": PASSKEY,
-        "b2c_shortcode": B2C_SHORTCODE,
-        "initiator_name": INITIATOR,
-        "initiator_password": INITIATOR_PASSWORD,
+        **CLIENT_CREDENTIALS,
         "certificate_url": f"{daraja.control_url}/daraja/certificate",
         "timeout_s": 5.0,
     }

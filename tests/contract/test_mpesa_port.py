@@ -29,13 +29,7 @@ from penpay_domain.money import Money
 from penpay_domain.msisdn import Msisdn
 from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus
 from tests.contract.daraja_fixtures import (
-    B2C_SHORTCODE,
-    CONSUMER_KEY,
-    CONSUMER_SECRET,
-    INITIATOR,
-    INITIATOR_PASSWORD,
-    PASSKEY,
-    SHORTCODE,
+    CLIENT_CREDENTIALS,
     CallbackReceiver,
     RunningDaraja,
     callback_receiver,
@@ -64,13 +58,7 @@ async def receiver() -> AsyncIterator[CallbackReceiver]:
 def client_for(daraja: RunningDaraja, *, base_url: str | None = None, timeout_s: float = 5.0) -> DarajaClient:
     return DarajaClient(
         base_url=base_url or daraja.url,
-        consumer_key=CONSUMER_KEY,
-        consumer_secret=CONSUMER_SECRET,
-        shortcode=SHORTCODE,
-        passkey=PASSKEY,
-        b2c_shortcode=B2C_SHORTCODE,
-        initiator_name=INITIATOR,
-        initiator_password=INITIATOR_PASSWORD,
+        **CLIENT_CREDENTIALS,
         certificate_url=f"{daraja.control_url}/daraja/certificate",
         timeout_s=timeout_s,
     )

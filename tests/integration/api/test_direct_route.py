@@ -40,17 +40,23 @@ async def twin(api: Api, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx
         yield client
 
 
-async def test_the_deposit_route_skips_the_dependency_solver(
-    api: Api, twin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    solved: list[str] = []
+@pytest.fixture
+def solved(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests FastAPI's dependency solver handles from now on."""
+    paths: list[str] = []
     solve = vars(fastapi.routing)["solve_dependencies"]
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
-        solved.append(kwargs["request"].url.path)
+        paths.append(kwargs["request"].url.path)
         return await solve(*args, **kwargs)
 
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    return paths
+
+
+async def test_the_deposit_route_skips_the_dependency_solver(
+    api: Api, twin: httpx.AsyncClient, solved: list[str]
+) -> None:
     headers = api.auth(new_user(), **{"Idempotency-Key": new_key()})
     assert (await api.client.post("/deposit", json=GOOD, headers=headers)).status_code == 202
     assert solved == []
@@ -59,16 +65,8 @@ async def test_the_deposit_route_skips_the_dependency_solver(
 
 
 async def test_the_callback_routes_skip_the_dependency_solver_and_answer_alike(
-    api: Api, twin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    api: Api, twin: httpx.AsyncClient, solved: list[str]
 ) -> None:
-    solved: list[str] = []
-    solve = vars(fastapi.routing)["solve_dependencies"]
-
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        solved.append(kwargs["request"].url.path)
-        return await solve(*args, **kwargs)
-
-    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
     body = {"Body": {"stkCallback": {"CheckoutRequestID": "ws_CO_direct", "ResultCode": 1032}}}
     for path in ("/mpesa/callback", f"/mpesa/callback/{'0' * 32}/not-a-token", "/mpesa/b2c/result"):
         direct = await api.client.post(path, json=body)
