@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import secrets
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,6 +29,7 @@ from penpay.service_layer import admin, collection, crediting, debiting, payouts
 from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable
 from penpay.service_layer.handlers import SUBSCRIPTIONS
 from penpay.service_layer.intake import CallbackKind, IntakeUnitOfWork, ReceivedCallback, StoredCallback
+from penpay.service_layer.publishing import publish_quietly
 from penpay.settings import Settings
 from penpay.worker.main import PublishingUnitOfWork
 from penpay.worker.subscriptions import event_handler
@@ -62,6 +64,13 @@ class World:
     clock: ShiftedClock
     db: Database
     box: SecretBox
+    redis: aioredis.Redis
+    prefix: str  # the streams' key prefix of this test's bus (deps.publish)
+
+    async def published(self, stream: str) -> list[tuple[str, str]]:
+        """(event type, transaction id) of what ``deps.publish`` put on ``stream``, in order."""
+        entries = await self.redis.xrange(f"{self.prefix}:{stream}")
+        return [(f[b"type"].decode(), f[b"transaction_id"].decode()) for _, f in entries]
 
     async def store(self, txn: Transaction) -> None:
         async with self.deps.uow() as uow:
@@ -90,9 +99,10 @@ class World:
 
 
 @pytest.fixture
-async def world(db: Database, settings: Settings) -> World:
+async def world(db: Database, settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[World]:
     clock = ShiftedClock()
     box = SecretBox.from_settings(settings)
+    prefix = f"flows-{secrets.token_hex(4)}"
     deps = FlowDeps(
         uow=lambda: SqlIntakeUnitOfWork(db.engine, clock, box, actor="worker"),
         mpesa=FakeMpesa(),
@@ -100,6 +110,7 @@ async def world(db: Database, settings: Settings) -> World:
         mailer=FakeMailer(),
         clock=clock,
         callback_urls=FakeCallbackUrls(),
+        publish=partial(publish_quietly, RedisStreamPublisher(redis_client, prefix=prefix)),
         reconcile_after=timedelta(seconds=30),
     )
     async with deps.uow() as uow:
@@ -109,8 +120,11 @@ async def world(db: Database, settings: Settings) -> World:
         ):
             await uow.ledger.apply(ledger.funding(f"fund:{secrets.token_hex(6)}", spec, amount))
         await uow.commit()
-    w = World(deps, deps.mpesa, deps.deriv, clock, db, box)  # type: ignore[arg-type]
+    w = World(deps, deps.mpesa, deps.deriv, clock, db, box, redis_client, prefix)  # type: ignore[arg-type]
     yield w
+    keys = [key async for key in redis_client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await redis_client.delete(*keys)
     check = await admin.check_ledger(db.uow)
     assert check.ok, check.problems
 
@@ -643,6 +657,27 @@ class TestWorkerPublishing:
             stamped = await conn.scalar(sa.select(outbox.c.published_at).where(outbox.c.id == event.event_id))
         assert stamped is not None
         await redis_client.delete(f"{prefix}:{event.stream}")
+
+    async def test_carried_events_are_written_published_and_not_sent(self, world: World) -> None:
+        publisher = RedisStreamPublisher(world.redis, prefix=world.prefix)
+        txn = deposit()
+        await world.store(txn)
+        await collection.push_stk(world.deps, txn.id)
+        async with PublishingUnitOfWork(world.db, world.box, publisher) as uow:
+            loaded = await uow.transactions.get(txn.id, for_update=True)
+            await collection.settle_stk_result(uow, loaded, paid("RCARRY001", loaded.amount_kes), from_query=False)
+            loaded.start_credit(uow.now)
+            await uow.transactions.save(loaded)
+            events = await uow.commit(carried=crediting.CARRIED)
+        assert [e.name for e in events] == ["deposit.payment_received", "deposit.credit_started"]
+        async with world.db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(outbox.c.event_type, outbox.c.published_at).where(outbox.c.transaction_id == txn.id)
+            )
+            stamped = {str(r.event_type): r.published_at is not None for r in rows}
+        assert stamped["deposit.payment_received"] is True  # carried: the relay never sends it
+        assert await world.published("deriv_transfers") == []
+        assert await world.published("audit") == [("deposit.credit_started", txn.id)]  # the rest as before
 
 
 async def _push_recorded(world: World, txn_id: TransactionId) -> None:

@@ -10,15 +10,16 @@ import asyncio
 import json
 import secrets
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from penpay.adapters.db.repositories import transaction_row
+from penpay.adapters.db.tables import outbox
 from penpay.adapters.mailer import MailNotSent
-from penpay.adapters.stream_consumer import StreamMessage
-from penpay.service_layer import collection, crediting, notifications
+from penpay.adapters.stream_consumer import StreamMessage, decode_event
+from penpay.service_layer import collection, crediting, notifications, reconciliation
 from penpay.service_layer.callbacks import B2cNotice, StkNotice
 from penpay.service_layer.flow import Delivery, Item, ProviderUnavailable
 from penpay.service_layer.handlers import SUBSCRIPTIONS
@@ -210,26 +211,49 @@ async def _stored_callback(world: World, txn: Transaction, checkout: str) -> Str
     return StreamMessage(stream="penpay:mpesa_callbacks", id=f"{stored.id}-0", fields=fields, deliveries=1)
 
 
+async def _pushed_callbacks(world: World, n: int) -> tuple[list[Transaction], list[StreamMessage]]:
+    """``n`` deposits pushed, and the stored STK callback (paid) of each, as the callback worker reads them."""
+    made = await deposits(world, n)
+    for txn in made:
+        await collection.push_stk(world.deps, txn.id)
+    messages = [await _stored_callback(world, t, str((await world.get(t.id)).mpesa_checkout_request_id)) for t in made]
+    return made, messages
+
+
+async def _outbox_rows(world: World, made: list[Transaction], event_type: str) -> list[tuple[str, bool]]:
+    """(transaction id, stamped published) of the outbox rows of ``event_type`` for ``made``."""
+    async with world.db.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(outbox.c.transaction_id, outbox.c.published_at).where(
+                outbox.c.event_type == event_type, outbox.c.transaction_id.in_([t.id for t in made])
+            )
+        )
+        return sorted((str(r.transaction_id), r.published_at is not None) for r in rows)
+
+
 class TestCallbackBatch:
-    async def test_callbacks_in_flight_together_are_applied_in_one_commit(self, world: World) -> None:
-        made = await deposits(world, 4)
-        for txn in made:
-            await collection.push_stk(world.deps, txn.id)
-        messages = [
-            await _stored_callback(world, t, str((await world.get(t.id)).mpesa_checkout_request_id)) for t in made
-        ]
+    async def test_callbacks_in_flight_together_are_applied_in_one_commit_and_their_credits_in_one_more(
+        self, world: World
+    ) -> None:
+        made, messages = await _pushed_callbacks(world, 4)
         group = f"callbacks-{secrets.token_hex(4)}"
         handle = callback_handler(world.deps, _Decoder(), group)
         with counting_commits(world.db.engine) as counts:
             await asyncio.gather(*(handle(m) for m in messages))
-        assert counts == Counter(commit=1)
+        # the four payments (each deposit moved on to CREDITING in the same commit), then the four credits' answers
+        assert counts == Counter(commit=2)
         for txn in made:
-            assert (await world.get(txn.id)).status is Status.PAYMENT_RECEIVED
+            assert (await world.get(txn.id)).status is Status.COMPLETED
+        assert world.deriv.executed == {t.id: t.amount_usd for t in made}
         assert sorted(await processed_rows(world, group)) == sorted(m.dedupe_key for m in messages)
+        # the callback worker carried deposit.payment_received itself: stamped published, never on the stream
+        assert await _outbox_rows(world, made, DepositPaymentReceived.name) == sorted((t.id, True) for t in made)
+        assert await world.published("deriv_transfers") == []
 
         with counting_commits(world.db.engine) as counts:
             await asyncio.gather(*(handle(m) for m in messages))  # redelivered: nothing to apply, nothing to commit
         assert counts["commit"] == 0
+        assert len(world.deriv.calls) == 4
 
     async def test_an_early_callback_is_retried_alone_and_the_others_are_applied(self, world: World) -> None:
         made = await deposits(world, 3)
@@ -244,11 +268,83 @@ class TestCallbackBatch:
         results = await asyncio.gather(*(handle(m) for m in messages), return_exceptions=True)
         assert results[0] is None and results[1] is None
         assert isinstance(results[2], CallbackNotReady)
-        assert [(await world.get(t.id)).status for t in made] == [
-            Status.PAYMENT_RECEIVED,
-            Status.PAYMENT_RECEIVED,
+        assert [(await world.get(t.id)).status for t in made] == [  # the two applied are credited at once
+            Status.COMPLETED,
+            Status.COMPLETED,
             Status.PENDING,
         ]
+
+
+class TestCarriedCredit:
+    """The callback worker credits the deposits it saw paid (``crediting.carry_credits``); where it cannot, the
+    ``deriv`` consumers or the reconciler finish the credit from CREDITING, each reference transferred once."""
+
+    async def test_a_gateway_that_cannot_be_reached_hands_the_credits_to_the_deriv_consumers(
+        self, world: World
+    ) -> None:
+        made, messages = await _pushed_callbacks(world, 3)
+        world.deriv.outcome = Outcome.UNAVAILABLE
+        handle = callback_handler(world.deps, _Decoder(), f"callbacks-{secrets.token_hex(4)}")
+        await asyncio.gather(*(handle(m) for m in messages))  # the payments are recorded: the messages are done
+        assert [(await world.get(t.id)).status for t in made] == [Status.CREDITING] * 3
+        assert sorted(await world.published("deriv_transfers")) == sorted(
+            (DepositPaymentReceived.name, t.id) for t in made
+        )
+
+        world.deriv.outcome = Outcome.DONE
+        entries = await world.redis.xrange(f"{world.prefix}:deriv_transfers")
+        deriv = event_handler(SUBSCRIPTIONS["deriv"], world.deps)
+        read = [(i.decode(), _text(f)) for i, f in entries]
+        await asyncio.gather(
+            *(
+                deriv(StreamMessage(stream="deriv_transfers", id=i, fields=f, deliveries=1, event=decode_event(f)))
+                for i, f in read
+            )
+        )
+        assert [(await world.get(t.id)).status for t in made] == [Status.COMPLETED] * 3
+        assert world.deriv.executed == {t.id: t.amount_usd for t in made}
+
+    async def test_an_unknown_answer_is_left_to_the_reconciler(self, world: World) -> None:
+        made, messages = await _pushed_callbacks(world, 2)
+        world.deriv.outcome = Outcome.UNKNOWN
+        handle = callback_handler(world.deps, _Decoder(), f"callbacks-{secrets.token_hex(4)}")
+        await asyncio.gather(*(handle(m) for m in messages))
+        assert [(await world.get(t.id)).status for t in made] == [Status.CREDITING] * 2
+        assert await world.published("deriv_transfers") == []  # asking again is the reconciler's job, not a retry
+
+        world.deriv.outcome = Outcome.DONE
+        world.clock.offset = timedelta(minutes=2)
+        await reconciliation.sweep(world.deps)
+        assert [(await world.get(t.id)).status for t in made] == [Status.COMPLETED] * 2
+
+    async def test_a_worker_that_dies_after_recording_the_payment_leaves_the_credit_to_the_reconciler(
+        self, world: World
+    ) -> None:
+        [txn] = await deposits(world, 1)
+        await collection.push_stk(world.deps, txn.id)
+        async with world.deps.uow() as uow:  # what the callback worker commits before it makes the transfer
+            loaded = await uow.transactions.get(txn.id, for_update=True)
+            await collection.settle_stk_result(uow, loaded, paid("RDIED0001", loaded.amount_kes), from_query=False)
+            assert [t.id for t in await crediting.start_credits(uow, [txn.id])] == [txn.id]
+            await uow.transactions.save(loaded)
+            await uow.commit(carried=crediting.CARRIED)
+        assert (await world.get(txn.id)).status is Status.CREDITING
+        assert await _outbox_rows(world, [txn], DepositPaymentReceived.name) == [(txn.id, True)]
+
+        world.clock.offset = timedelta(minutes=2)
+        assert (await reconciliation.sweep(world.deps))["done"] == 1
+        assert (await world.get(txn.id)).status is Status.COMPLETED
+        assert world.deriv.executed == {txn.id: txn.amount_usd}
+
+    async def test_only_deposits_seen_paid_in_this_unit_of_work_are_started(self, world: World) -> None:
+        [earlier, other] = await paid_deposits(world, 2)  # paid before: their events were published then
+        async with world.deps.uow() as uow:
+            assert await crediting.start_credits(uow, [earlier.id, other.id]) == []
+        assert (await world.get(earlier.id)).status is Status.PAYMENT_RECEIVED
+
+
+def _text(fields: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in fields.items()}
 
 
 class TestRepositoryBatches:

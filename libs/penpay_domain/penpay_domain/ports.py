@@ -3,7 +3,7 @@ fakes for tests implement them too (without inheriting) and are checked by mypy 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -184,8 +184,11 @@ class UnitOfWork(Protocol):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
-    async def commit(self) -> list[TransactionEvent]:
-        """Commit, returning the events written to the outbox (to publish right away)."""
+    async def commit(self, *, carried: Collection[str] = ()) -> list[TransactionEvent]:
+        """Commit, returning the events written to the outbox (to publish right away). Events whose name is in
+        ``carried`` are taken on by the committing step itself (it goes on to do what their consumer would): their
+        outbox rows are written already published and they are not published after the commit; the step publishes
+        one itself when it cannot finish it, and the reconciler re-drives it if the process dies first."""
         ...
 
     async def rollback(self) -> None: ...

@@ -3,6 +3,14 @@
 The gateway executes each reference at most once (it records the reference before sending and settles an
 interrupted attempt from Deriv's statement), so re-running a step with the same reference is always safe; an UNKNOWN
 answer leaves the status as it is for the reconciler to ask again.
+
+The step that sees a deposit paid (the callback worker applying an STK callback) credits it itself: in the unit of
+work that records the payment it also moves the deposit to CREDITING (:func:`start_credits`) and carries the
+``deposit.payment_received`` event on itself (``UnitOfWork.commit(carried=CARRIED)``: written to the outbox as
+published, not sent to the ``deriv`` consumers), then makes the transfers and records their answers
+(:func:`carry_credits`), as ``credit_deposits`` would have after one more stream hop. Where it cannot finish (the
+gateway unreachable, a database failure), it publishes the event after all and the ``deriv`` consumers retry it from
+CREDITING; if the process dies first, the reconciler finds the deposit CREDITING and credits it (same reference).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
+from penpay.logging import get_logger
 from penpay.service_layer.flow import (
     Delivery,
     FlowDeps,
@@ -22,9 +31,15 @@ from penpay.service_layer.flow import (
     record_all_processed,
     unwrap,
 )
+from penpay_domain import events as ev
 from penpay_domain.ids import TransactionId
+from penpay_domain.ports import UnitOfWork
 from penpay_domain.providers import DerivTransferResult, Outcome
-from penpay_domain.transaction import Status, Transaction
+from penpay_domain.transaction import Kind, Status, Transaction
+
+log = get_logger(__name__)
+
+CARRIED = frozenset({ev.DepositPaymentReceived.name})  # what the step that saw the payment carries on itself
 
 
 def reversal_reference(txn_id: TransactionId) -> str:
@@ -53,15 +68,68 @@ async def credit_deposits(deps: FlowDeps, items: Sequence[Item]) -> Results:
                 continue
             due.append((item, txn))
         await uow.commit()  # saves those that moved to CREDITING
-    answers = await asyncio.gather(
-        *(deps.deriv.transfer(reference=t.id, loginid=t.parties.deriv_loginid, amount=t.amount_usd) for _, t in due),
-        return_exceptions=True,
-    )
+    answers = await asyncio.gather(*(_transfer(deps, t) for _, t in due), return_exceptions=True)
     recorded = await _record_many(
         deps, Status.CREDITING, [(item, a) for (item, _), a in zip(due, answers, strict=True)]
     )
     for (item, _), outcome in zip(due, recorded, strict=True):
         results[at[id(item)]] = outcome
+    return results
+
+
+async def _transfer(deps: FlowDeps, txn: Transaction) -> DerivTransferResult:
+    """A deposit's credit: its USD to its Deriv account, under its own id as the reference."""
+    return await deps.deriv.transfer(reference=txn.id, loginid=txn.parties.deriv_loginid, amount=txn.amount_usd)
+
+
+async def start_credits(uow: UnitOfWork, txn_ids: Sequence[TransactionId]) -> list[Transaction]:
+    """Of the transactions ``uow`` holds among ``txn_ids``, the deposits it has just seen paid (their
+    ``deposit.payment_received`` is still to be committed), moved on to CREDITING in the same unit of work. The caller
+    commits with ``carried=CARRIED`` and then hands them to :func:`carry_credits`."""
+    held = await uow.transactions.get_many(list(dict.fromkeys(txn_ids)), for_update=True)  # already held: no query
+    started: list[Transaction] = []
+    for txn in held.values():
+        if (
+            txn.kind is Kind.DEPOSIT
+            and txn.status is Status.PAYMENT_RECEIVED
+            and any(e.name == ev.DepositPaymentReceived.name for e in txn.events)
+        ):
+            txn.start_credit(uow.now)
+            started.append(txn)
+    return started
+
+
+async def carry_credits(
+    deps: FlowDeps, started: Sequence[Transaction], events: Sequence[ev.TransactionEvent]
+) -> Results:
+    """The transfers of deposits :func:`start_credits` moved to CREDITING, made together, their answers recorded in
+    one unit of work. ``events`` are the committed events of that unit of work: a deposit that does not end DONE,
+    REJECTED or UNKNOWN here gets its ``deposit.payment_received`` published after all, for the ``deriv`` consumers
+    to retry. Never raises: the payment is recorded whatever happens to the credit."""
+    if not started:
+        return []
+    carried = {e.transaction_id: e for e in events if e.name in CARRIED}
+    try:
+        answers = await asyncio.gather(
+            *(
+                deps.deriv.transfer(reference=t.id, loginid=t.parties.deriv_loginid, amount=t.amount_usd)
+                for t in started
+            ),
+            return_exceptions=True,
+        )
+        results = await _record_many(
+            deps, Status.CREDITING, [(Item(t.id), a) for t, a in zip(started, answers, strict=True)]
+        )
+    except Exception as exc:  # the answers are not recorded: the deriv consumers credit again (same references)
+        log.warning("carried_credits_not_recorded", count=len(started), error=repr(exc))
+        results = [exc] * len(started)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    unfinished = [
+        carried[t.id] for t, r in zip(started, results, strict=True) if isinstance(r, BaseException) and t.id in carried
+    ]
+    if unfinished:
+        log.info("carried_credits_handed_on", count=len(unfinished), first_reason=repr(failed[0]))
+        await deps.publish(unfinished)
     return results
 
 

@@ -40,6 +40,13 @@ class ProviderUnavailable(DomainError):
 T = TypeVar("T")
 
 
+class Publish(Protocol):
+    """Puts committed events on their streams now; never raises (a failure is logged, and the outbox relay or the
+    reconciler catches up)."""
+
+    async def __call__(self, events: Sequence[TransactionEvent]) -> object: ...
+
+
 class Retry(Protocol):
     """Runs a whole unit of work again after a transient database failure (a deadlock, a lock-wait timeout)."""
 
@@ -58,6 +65,9 @@ class FlowDeps:
     mailer: Mailer
     clock: Clock
     callback_urls: CallbackUrls
+    # how a step that carried an event on itself (``UnitOfWork.commit(carried=...)``) and could not finish it hands
+    # the event to its stream's consumers after all
+    publish: Publish
     reconcile_after: timedelta = timedelta(seconds=30)
     ops_email: str = ""
     # how a step re-runs the unit of work that records a provider's answer (the answer is in hand: running the

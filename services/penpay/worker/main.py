@@ -19,8 +19,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
+from functools import partial
 from types import TracebackType
 
 import redis.asyncio as aioredis
@@ -77,9 +78,9 @@ class PublishingUnitOfWork(SqlIntakeUnitOfWork):
         self._publisher = publisher
         self._committed: list[TransactionEvent] = []
 
-    async def commit(self) -> list[TransactionEvent]:
-        events = await super().commit()
-        self._committed.extend(events)
+    async def commit(self, *, carried: Collection[str] = ()) -> list[TransactionEvent]:
+        events = await super().commit(carried=carried)
+        self._committed.extend(e for e in events if e.name not in carried)
         return events
 
     async def __aexit__(
@@ -112,6 +113,7 @@ async def _flow_deps(settings: Settings, db: Database, redis: aioredis.Redis) ->
             deriv=gateway,
             mailer=SmtpMailer.from_settings(settings),
             clock=db.clock,
+            publish=partial(publish_quietly, publisher),
             callback_urls=CallbackUrls(
                 base_url=settings.public_base_url,
                 prefix=settings.callback_public_prefix,

@@ -12,18 +12,22 @@ stored callback's id; applying one is a single unit of work that records the key
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
 
 from penpay.adapters.db.unit_of_work import with_retries
 from penpay.adapters.stream_consumer import PoisonMessage, StreamMessage
 from penpay.logging import get_logger
+from penpay.service_layer import crediting
 from penpay.service_layer.batching import MicroBatcher
 from penpay.service_layer.callbacks import CallbackDecoder, Verdict, apply_callback
 from penpay.service_layer.flow import Delivery, FlowDeps, Item, Results, unwrap
 from penpay.service_layer.handlers import BatchStep, Step, Subscription
 from penpay.service_layer.intake import CallbackKind, StoredCallback
+from penpay_domain.events import TransactionEvent
 from penpay_domain.ids import TransactionId
+from penpay_domain.transaction import Transaction
 
 log = get_logger(__name__)
 
@@ -168,30 +172,49 @@ class _BatchNotApplied(Exception):
     """A batch of callbacks must be applied one at a time instead."""
 
 
+@dataclass(slots=True)
+class _Credits:
+    """The deposits that applying callbacks moved to CREDITING, with the events of the commits that did it: the
+    callback worker credits them itself, once the callbacks are applied (``crediting.carry_credits``)."""
+
+    started: list[Transaction] = field(default_factory=list)
+    events: list[TransactionEvent] = field(default_factory=list)
+
+    def add(self, other: _Credits) -> None:
+        self.started.extend(other.started)
+        self.events.extend(other.events)
+
+
 async def _apply_callbacks(
     deps: FlowDeps, decoder: CallbackDecoder, group: str, batch: list[tuple[StreamMessage, int]]
 ) -> Results:
     results: Results = [None] * len(batch)
+    credits = _Credits()
     for members in _rounds([m.transaction_id or f"callback:{cid}" for m, cid in batch]):
         if len(members) > 1:
             try:
-                verdicts = await with_retries(partial(_apply_many, deps, decoder, group, [batch[n] for n in members]))
+                verdicts, started = await with_retries(
+                    partial(_apply_many, deps, decoder, group, [batch[n] for n in members])
+                )
             except Exception as exc:
                 log.info("callback_batch_one_by_one", size=len(members), reason=repr(exc))
             else:
+                credits.add(started)
                 for n, verdict in zip(members, verdicts, strict=True):
                     results[n] = verdict
                 continue
-        for n, outcome in zip(
+        for n, (outcome, started) in zip(
             members, await asyncio.gather(*(_apply_one(deps, decoder, group, *batch[n]) for n in members)), strict=True
         ):
             results[n] = outcome
+            credits.add(started)
+    await crediting.carry_credits(deps, credits.started, credits.events)
     return results
 
 
 async def _apply_many(
     deps: FlowDeps, decoder: CallbackDecoder, group: str, batch: list[tuple[StreamMessage, int]]
-) -> list[Verdict | None]:
+) -> tuple[list[Verdict | None], _Credits]:
     async with deps.uow() as uow:
         seen = await uow.processed.seen_many(group, [m.dedupe_key for m, _ in batch])
         # in transaction order, as a batch of steps locks its rows: two batches over the same rows queue, not deadlock
@@ -199,7 +222,7 @@ async def _apply_many(
             ((m, cid) for m, cid in batch if m.dedupe_key not in seen), key=lambda mc: mc[0].transaction_id or ""
         )
         if not todo:
-            return [None] * len(batch)
+            return [None] * len(batch), _Credits()
         stored = await uow.callbacks.get_many([cid for _, cid in todo])
         # the STK callbacks' deposits, found and locked in one statement (each apply_callback then finds its own)
         await uow.transactions.find_many_by_checkout_request_ids(
@@ -215,8 +238,10 @@ async def _apply_many(
             verdicts[message.dedupe_key] = verdict
         if await uow.processed.mark_many(group, list(verdicts), uow.now) != len(verdicts):
             raise _BatchNotApplied("another consumer recorded one of these messages meanwhile")
-        await uow.commit()
-    return [verdicts.get(m.dedupe_key) for m, _ in batch]
+        applied = [(stored[cid], verdicts[m.dedupe_key]) for m, cid in todo]
+        started = await crediting.start_credits(uow, _paid_ids(applied))
+        events = await uow.commit(carried=crediting.CARRIED)
+    return [verdicts.get(m.dedupe_key) for m, _ in batch], _Credits(started, events)
 
 
 def _checkout_request_id(decoder: CallbackDecoder, stored: StoredCallback) -> str | None:
@@ -230,22 +255,33 @@ def _checkout_request_id(decoder: CallbackDecoder, stored: StoredCallback) -> st
 
 async def _apply_one(
     deps: FlowDeps, decoder: CallbackDecoder, group: str, message: StreamMessage, callback_id: int
-) -> object:
-    async def apply_once() -> Verdict | None:
+) -> tuple[object, _Credits]:
+    async def apply_once() -> tuple[Verdict | None, _Credits]:
         async with deps.uow() as uow:
             if not await uow.processed.mark(group, message.dedupe_key, uow.now):
-                return None
+                return None, _Credits()
             stored = await uow.callbacks.get(callback_id)
             verdict = await apply_callback(uow, stored, decoder)
             if verdict is Verdict.EARLY:
                 raise CallbackNotReady(f"callback {callback_id} arrived before its STK push was recorded")
-            await uow.commit()
-            return verdict
+            started = await crediting.start_credits(uow, _paid_ids([(stored, verdict)]))
+            events = await uow.commit(carried=crediting.CARRIED)
+            return verdict, _Credits(started, events)
 
     try:
         return await with_retries(apply_once)
     except Exception as exc:
-        return exc
+        return exc, _Credits()
+
+
+def _paid_ids(applied: Iterable[tuple[StoredCallback, Verdict]]) -> list[TransactionId]:
+    """The deposits that STK callbacks applied just now may have seen paid: an applied callback's transaction is the
+    one its token-bound URL names, already loaded (and locked) by the unit of work that applied it."""
+    return [
+        s.callback.transaction_id
+        for s, verdict in applied
+        if verdict is Verdict.APPLIED and s.callback.kind is CallbackKind.STK and s.callback.transaction_id
+    ]
 
 
 def _rounds(keys: list[str]) -> list[list[int]]:

@@ -6,7 +6,7 @@ The relay claims unpublished rows with ``FOR UPDATE SKIP LOCKED`` so several rel
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,9 +37,12 @@ class SqlOutbox:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, events: Sequence[TransactionEvent], now: datetime) -> list[int]:
+    async def add(
+        self, events: Sequence[TransactionEvent], now: datetime, *, carried: Collection[str] = ()
+    ) -> list[int]:
         """Insert the events' rows (one statement where the server numbers a multi-row insert consecutively) and
-        return their ids, in order."""
+        return their ids, in order. Events named in ``carried`` are written already published (their committing
+        step carries them on itself: see ``UnitOfWork.commit``), so the relay never sends them."""
         at = to_db(now)
         rows = [
             {
@@ -48,6 +51,7 @@ class SqlOutbox:
                 "transaction_id": event.transaction_id,
                 "payload": payload_json(event),
                 "created_at": at,
+                "published_at": at if event.name in carried else None,
             }
             for event in events
         ]

@@ -7,7 +7,7 @@ transaction, and returns the events so the caller can publish them right away (t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
@@ -75,10 +75,11 @@ class SqlUnitOfWork:
         conn, self._conn = self._conn, None
         await release(conn, committed=self._done)
 
-    async def commit(self) -> list[TransactionEvent]:
-        """Flush and commit. The ledger goes last, right before ``COMMIT``: its account rows are the ones every
-        transaction shares (the Deriv float, the M-Pesa accounts), so they are locked only for the ledger's own
-        statements, the one audit insert and the commit, never while this transaction writes anything else."""
+    async def commit(self, *, carried: Collection[str] = ()) -> list[TransactionEvent]:
+        """Flush and commit (``carried``: see ``UnitOfWork.commit``). The ledger goes last, right before ``COMMIT``: its
+        account rows are the ones every transaction shares (the Deriv float, the M-Pesa accounts), so they are locked
+        only for the ledger's own statements, the one audit insert and the commit, never while this transaction writes
+        anything else."""
         conn = self.connection
         published: list[TransactionEvent] = []
         flushed: list[tuple[list[ledger.Transfer], list[TransactionEvent]]] = []
@@ -87,7 +88,7 @@ class SqlUnitOfWork:
             transfers, events = txn.pull_ledger_transfers(), txn.pull_events()
             flushed.append((transfers, events))
             published.extend(events)
-        ids = await self.outbox.add(published, self._now)
+        ids = await self.outbox.add(published, self._now, carried=carried)
         applied = iter(await self.ledger.apply_all([t for transfers, _ in flushed for t in transfers]))
         rows = [
             pending_row(self.actor, entry, self._now)
