@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -358,7 +359,7 @@ class TestRepositoryBatches:
             with pytest.raises(ConcurrencyConflict):
                 await uow.transactions.save_many(list(txns.values()))
 
-    async def test_save_many_writes_every_column_of_every_row_in_one_statement(self, world: World) -> None:
+    async def test_save_many_sets_the_changed_columns_of_every_row_in_one_statement(self, world: World) -> None:
         made = await deposits(world, 3)
         statements: list[str] = []
 
@@ -378,10 +379,43 @@ class TestRepositoryBatches:
                 sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", count)
             await uow.commit()
         assert [s.split(" ", 1)[0] for s in statements] == ["UPDATE"]  # one statement for the three rows
+        # only what the step changed is sent: the rest of the row is already in the database
+        assigned = set(re.findall(r"`(\w+)` = ", statements[0]))
+        assert assigned == {
+            "status",
+            "mpesa_checkout_request_id",
+            "review_reason",
+            "stk_requested_at",
+            "version",
+            "updated_at",
+        }
         for txn in txns:
             stored = await world.get(txn.id)
             assert transaction_row(stored) == transaction_row(txn)  # every column, as the aggregate holds it
             assert stored.version == 1 and stored.status is Status.AWAITING_PAYMENT
+
+    async def test_a_row_saved_twice_in_one_unit_of_work_sends_only_the_second_change(self, world: World) -> None:
+        [txn] = await deposits(world, 1)
+        statements: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            statements.append(statement)
+
+        async with world.deps.uow() as uow:
+            loaded = await uow.transactions.get(txn.id, for_update=True)
+            loaded.request_stk_push(uow.now)
+            await uow.transactions.save(loaded)
+            loaded.review_reason = "second thoughts"
+            sa.event.listen(world.db.engine.sync_engine, "before_cursor_execute", count)
+            try:
+                await uow.transactions.save(loaded)
+            finally:
+                sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", count)
+            await uow.commit()
+        [update] = statements
+        assert set(re.findall(r"`(\w+)` = ", update)) == {"review_reason", "version"}
+        stored = await world.get(txn.id)
+        assert transaction_row(stored) == transaction_row(loaded) and stored.version == 2
 
     async def test_a_refused_batch_save_leaves_every_row_as_it_was(self, world: World) -> None:
         made = await deposits(world, 2)

@@ -7,10 +7,10 @@ that change a transaction load it ``for_update`` first, so the check only fires 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -78,17 +78,33 @@ _SAVE = (
 _SET_COLUMNS = [c for c in _COLUMNS if c != "id"]
 
 
-def _save_all(txns: Sequence[Transaction], rows: Sequence[dict[str, Any]]) -> tuple[str, tuple[Any, ...]]:
-    """One ``UPDATE`` for several rows (distinct ids): each column set by a ``CASE id``, each row matched on its id
-    and the version it was read at. MySQL counts the rows matched (the driver's FOUND_ROWS), so a count short of the
-    batch means one row moved on, and the caller rolls back. ``executemany`` would be one round trip per row. The
-    primary key is forced: the id list must never become a scan that locks other transactions' rows."""
+def _changed(row: Mapping[str, Any], stored: Mapping[str, Any] | None) -> list[str]:
+    """The columns of ``row`` whose value differs from the stored row (all of them when it is not known)."""
+    if stored is None:
+        return _SET_COLUMNS
+    return [column for column in _SET_COLUMNS if row[column] != stored[column]]
+
+
+def _save_changed(
+    txns: Sequence[Transaction], rows: Sequence[dict[str, Any]], columns: Sequence[str]
+) -> tuple[str, tuple[Any, ...]]:
+    """One ``UPDATE`` for one or several rows (distinct ids) that sets only ``columns`` (those that changed in any of
+    them: every value is escaped into the statement's text, and most of a row does not change in a step). Several
+    rows: each column set by a ``CASE id``, each row matched on its id and the version it was read at. MySQL counts
+    the rows matched (the driver's FOUND_ROWS), so a count short of the batch means one row moved on, and the caller
+    rolls back. ``executemany`` would be one round trip per row. The primary key is forced: the id list must never
+    become a scan that locks other transactions' rows."""
+    values: list[Any] = []
+    if len(txns) == 1:
+        [txn], [row] = txns, rows
+        values = [row[column] for column in columns] + [txn.id, txn.version]
+        assignments = ", ".join(f"`{column}` = %s" for column in columns)
+        return f"UPDATE transactions SET {assignments} WHERE id = %s AND version = %s", tuple(values)  # noqa: S608
     n = len(txns)
     case = "CASE id " + " ".join(["WHEN %s THEN %s"] * n) + " END"
-    assignments = ", ".join(f"`{column}` = {case}" for column in _SET_COLUMNS)
+    assignments = ", ".join(f"`{column}` = {case}" for column in columns)
     cas = " OR ".join(["(id = %s AND version = %s)"] * n)
-    values: list[Any] = []
-    for column in _SET_COLUMNS:
+    for column in columns:
         for txn, row in zip(txns, rows, strict=True):
             values += [txn.id, row[column]]
     values += [t.id for t in txns]
@@ -165,28 +181,38 @@ class SqlTransactionRepository:
         self._conn = conn
         self.seen: list[Transaction] = []
         self._written: dict[int, tuple[int, int]] = {}  # id(txn) -> (events, transfers) when last written
+        # id(txn) -> its row as the database holds it (read, inserted or last saved here), so a save sets only the
+        # columns that differ; the version compare-and-set guarantees the row has not moved on since
+        self._stored: dict[int, Mapping[str, Any]] = {}
         self._locked_by_checkout: dict[str, Transaction] = {}  # found and locked by find_many_by_checkout_request_ids
 
-    def _track(self, txn: Transaction) -> Transaction:
+    def _track(self, txn: Transaction, stored: Mapping[str, Any] | None = None) -> Transaction:
         if all(t is not txn for t in self.seen):
             self.seen.append(txn)
             self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
+            if stored is not None:
+                self._stored[id(txn)] = stored
         return txn
+
+    def _loaded(self, row: sa.Row[tuple[object, ...]]) -> Transaction:
+        return self._track(_transaction(row), cast("Mapping[str, Any]", row._mapping))  # keyed by column name
 
     def needs_save(self, txn: Transaction) -> bool:
         """True if the aggregate recorded something since it was loaded, added or saved."""
         return self._written.get(id(txn)) != (len(txn.events), len(txn.ledger_transfers))
 
     async def add(self, txn: Transaction) -> None:
-        await self._conn.execute(_INSERT, transaction_row(txn))
+        row = transaction_row(txn)
+        await self._conn.execute(_INSERT, row)
         self._track(txn)
         self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
+        self._stored[id(txn)] = row
 
     async def get(self, txn_id: TransactionId, *, for_update: bool = False) -> Transaction:
         row = (await self._conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"b_id": txn_id})).first()
         if row is None:
             raise NotFound(f"transaction {txn_id} not found")
-        return self._track(_transaction(row))
+        return self._loaded(row)
 
     async def get_many(
         self, txn_ids: Sequence[TransactionId], *, for_update: bool = False
@@ -203,7 +229,7 @@ class SqlTransactionRepository:
             rows = await self._conn.execute(_GET_MANY_FOR_UPDATE if for_update else _GET_MANY, {"b_ids": todo})
             for row in rows:
                 if row.id not in loaded:
-                    txn = self._track(_transaction(row))
+                    txn = self._loaded(row)
                     loaded[txn.id] = txn
         return {i: loaded[i] for i in txn_ids if i in loaded}
 
@@ -212,7 +238,7 @@ class SqlTransactionRepository:
         if for_update:
             stmt = stmt.with_for_update()
         row = (await self._conn.execute(stmt)).first()
-        return self._track(_transaction(row)) if row is not None else None
+        return self._loaded(row) if row is not None else None
 
     async def find_by_checkout_request_id(self, checkout_request_id: str) -> Transaction | None:
         locked = self._locked_by_checkout.get(checkout_request_id)
@@ -227,7 +253,7 @@ class SqlTransactionRepository:
         loaded = {txn.id: txn for txn in self.seen}
         rows = await self._conn.execute(_BY_CHECKOUTS_FOR_UPDATE, {"b_checkouts": wanted})
         for row in rows:
-            txn = loaded.get(row.id) or self._track(_transaction(row))
+            txn = loaded.get(row.id) or self._loaded(row)
             if txn.mpesa_checkout_request_id is not None:
                 self._locked_by_checkout[txn.mpesa_checkout_request_id] = txn
         return {c: self._locked_by_checkout[c] for c in wanted if c in self._locked_by_checkout}
@@ -242,7 +268,7 @@ class SqlTransactionRepository:
         await self.save_many([txn])
 
     async def save_many(self, txns: Sequence[Transaction]) -> None:
-        """Compare-and-set every aggregate on its ``version``, all in one statement (:func:`_save_all`); if any row
+        """Compare-and-set every aggregate on its ``version``, all in one statement (:func:`_save_changed`); if any row
         has moved on, nothing is saved (``ConcurrencyConflict``: the unit of work is rolled back and retried)."""
         if not txns:
             return
@@ -251,22 +277,28 @@ class SqlTransactionRepository:
             values = transaction_row(txn)
             values["version"] = txn.version + 1
             rows.append(values)
-        if len(txns) == 1 or len({t.id for t in txns}) != len(txns):
+        if len({t.id for t in txns}) != len(txns):  # one aggregate twice: each saved on its own, every column
             params = [
                 {**{f"v_{k}": v for k, v in row.items() if k != "id"}, "b_id": txn.id, "b_version": txn.version}
                 for txn, row in zip(txns, rows, strict=True)
             ]
-            matched = (await self._conn.execute(_SAVE, params[0] if len(params) == 1 else params)).rowcount
+            matched = (await self._conn.execute(_SAVE, params)).rowcount
         else:
-            sql, args = _save_all(txns, rows)
+            changed = {
+                column
+                for txn, row in zip(txns, rows, strict=True)
+                for column in _changed(row, self._stored.get(id(txn)))
+            }
+            sql, args = _save_changed(txns, rows, [c for c in _SET_COLUMNS if c in changed])
             matched = (await self._conn.exec_driver_sql(sql, args)).rowcount
         if matched != len(txns):
             which = ", ".join(f"{t.id} (version {t.version})" for t in txns)
             raise ConcurrencyConflict(f"transaction(s) changed concurrently: {which}")
-        for txn in txns:
+        for txn, row in zip(txns, rows, strict=True):
             txn.version += 1
             self._track(txn)
             self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
+            self._stored[id(txn)] = row
 
     async def kes_volume(self, user_id: UserId, kind: Kind, start: datetime, end: datetime) -> Money:
         """KES moved by the user's non-failed transactions of ``kind`` created in [start, end): what deposits took
