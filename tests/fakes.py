@@ -4,6 +4,7 @@ never faked. Each fake implements its domain port without inheriting; the ``_:``
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from penpay.adapters.mailer import MailNotSent
@@ -13,6 +14,7 @@ from penpay_domain.money import Money
 from penpay_domain.msisdn import Msisdn
 from penpay_domain.providers import (
     DerivAccount,
+    DerivTransferOrder,
     DerivTransferResult,
     Outcome,
     PaymentResult,
@@ -82,6 +84,15 @@ class FakeDeriv:
         if self.outcome is Outcome.REJECTED:
             return DerivTransferResult(outcome=Outcome.REJECTED, error_code="PaymentAgentTransferError", message="no")
         return DerivTransferResult(outcome=self.outcome)
+
+    async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
+        results: list[DerivTransferResult | Exception] = []
+        for o in orders:
+            try:
+                results.append(await self.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount))
+            except Exception as exc:  # as the gateway's client answers a batch: each order on its own
+                results.append(exc)
+        return results
 
     async def transfer(self, *, reference: str, loginid: DerivLoginId, amount: Money) -> DerivTransferResult:
         return self._answer(reference, amount)

@@ -14,11 +14,17 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from penpay.adapters.deriv_gateway import DerivGatewayRequestError, DerivGatewayUnavailable, DerivTokenRejected
+from penpay.adapters.deriv_gateway import (
+    DerivGatewayRequestError,
+    DerivGatewayUnavailable,
+    DerivTokenRejected,
+    GrpcDerivGateway,
+)
+from penpay.gateway.service import MAX_BATCH
 from penpay.sandbox.deriv import DerivSimulator
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
-from penpay_domain.providers import Outcome
+from penpay_domain.providers import DerivTransferOrder, DerivTransferResult, Outcome
 from tests.contract.deriv_fixtures import AGENT, eventually, gateways, prefix, redis, sim, user_token
 
 __all__ = ["gateways", "prefix", "redis", "sim"]  # fixtures used here
@@ -91,6 +97,99 @@ class TestTransfer:
         _, client = await gateways()
         with pytest.raises(DerivGatewayRequestError):
             await client.transfer(reference="bad ref!", loginid=DerivLoginId("CR1234567"), amount=usd(100))
+
+
+class TestTransferBatch:
+    """``transfer_many`` (``TransferBatch``): each transfer as ``Transfer`` makes it, each answered on its own."""
+
+    async def test_each_transfer_of_a_batch_is_answered_on_its_own_and_a_repeat_moves_no_money(self, sim, gateways):
+        _, client = await gateways()
+        done, rejected, reused, malformed = ref(), ref(), ref(), "bad ref!"
+        await client.transfer(reference=reused, loginid=DerivLoginId("CR1234567"), amount=usd(500))
+        orders = [
+            DerivTransferOrder(reference=done, loginid=DerivLoginId("CR7654321"), amount=usd(1250)),
+            DerivTransferOrder(reference=rejected, loginid=DerivLoginId("CR9000001"), amount=usd(100)),
+            DerivTransferOrder(reference=reused, loginid=DerivLoginId("CR1234567"), amount=usd(501)),  # other money
+            DerivTransferOrder(reference=malformed, loginid=DerivLoginId("CR1234567"), amount=usd(100)),
+        ]
+        first = await client.transfer_many(orders)
+        assert isinstance(first[0], DerivTransferResult) and first[0].outcome is Outcome.DONE
+        assert entries_for(sim, done) == [int(first[0].deriv_transaction_id or 0)]
+        assert isinstance(first[1], DerivTransferResult) and first[1].outcome is Outcome.REJECTED
+        assert first[1].error_code == "PaymentAgentTransferError"
+        assert isinstance(first[2], DerivGatewayRequestError) and "FAILED_PRECONDITION" in str(first[2])
+        assert isinstance(first[3], DerivGatewayRequestError) and "INVALID_ARGUMENT" in str(first[3])
+
+        again = await client.transfer_many(orders[:2])
+        assert again == first[:2]  # the recorded results: no second transfer
+        assert len(entries_for(sim, done)) == 1
+        assert sim.balance_cents("CR7654321") == 1_000_000 + 1250
+
+    async def test_a_batch_is_one_call_and_its_transfers_share_the_socket(self, sim, gateways):
+        sim.response_delay_ms = (0, 40)
+        runtime, client = await gateways()
+        orders = [
+            DerivTransferOrder(reference=ref(), loginid=DerivLoginId(f"CR66{i:05d}"), amount=usd(100 + i))
+            for i in range(20)
+        ]
+        results = await client.transfer_many(orders)
+        for order, result in zip(orders, results, strict=True):
+            assert isinstance(result, DerivTransferResult) and result.outcome is Outcome.DONE
+            assert entries_for(sim, order.reference) == [int(result.deriv_transaction_id or 0)]
+        assert runtime.connection.connects == 1
+
+    async def test_a_batch_larger_than_the_gateway_takes_is_sent_in_several_calls(self, sim, gateways):
+        runtime, _ = await gateways()
+        client = GrpcDerivGateway(f"127.0.0.1:{runtime.grpc_port}", timeout_s=5, money_timeout_s=10, batch_size=3)
+        try:
+            orders = [
+                DerivTransferOrder(reference=ref(), loginid=DerivLoginId(f"CR67{i:05d}"), amount=usd(10))
+                for i in range(7)
+            ]
+            results = await client.transfer_many(orders)
+        finally:
+            await client.close()
+        assert [r.outcome for r in results if isinstance(r, DerivTransferResult)] == [Outcome.DONE] * 7
+
+    async def test_more_transfers_than_one_call_may_carry_are_refused_and_none_is_sent(self, sim, gateways):
+        runtime, _ = await gateways()
+        client = GrpcDerivGateway(f"127.0.0.1:{runtime.grpc_port}", timeout_s=5, money_timeout_s=10, batch_size=300)
+        try:
+            orders = [
+                DerivTransferOrder(reference=ref(), loginid=DerivLoginId("CR1234567"), amount=usd(1))
+                for _ in range(MAX_BATCH + 1)
+            ]
+            results = await client.transfer_many(orders)
+        finally:
+            await client.close()
+        assert len(results) == MAX_BATCH + 1
+        assert all(isinstance(r, DerivGatewayRequestError) for r in results)
+        assert not any(entries_for(sim, o.reference) for o in orders)
+
+    async def test_a_standby_answers_a_batch_unavailable_and_sends_nothing(self, sim, gateways):
+        await gateways()
+        _, standby_client = await gateways(wait_active=False)
+        orders = [DerivTransferOrder(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1)) for _ in range(3)]
+        results = await standby_client.transfer_many(orders)
+        assert [r.outcome for r in results if isinstance(r, DerivTransferResult)] == [Outcome.UNAVAILABLE] * 3
+        assert not any(entries_for(sim, o.reference) for o in orders)
+
+    async def test_a_drop_mid_batch_leaves_the_transfers_unknown_and_a_repeat_settles_them_once(self, sim, gateways):
+        runtime, client = await gateways()
+        orders = [
+            DerivTransferOrder(reference=ref(), loginid=DerivLoginId("CR9000002"), amount=usd(1000)),  # answer lost
+            DerivTransferOrder(reference=ref(), loginid=DerivLoginId("CR1234567"), amount=usd(200)),
+        ]
+        first = await client.transfer_many(orders)
+        assert isinstance(first[0], DerivTransferResult) and first[0].outcome is Outcome.UNKNOWN
+        # the other one shared the dropped socket: answered before the drop, or refused unsent while it reconnected
+        assert isinstance(first[1], DerivTransferResult) and first[1].outcome in (Outcome.DONE, Outcome.UNAVAILABLE)
+        await runtime.connection.wait_ready(5)
+        again = await client.transfer_many(orders)
+        assert [r.outcome for r in again if isinstance(r, DerivTransferResult)] == [Outcome.DONE] * 2
+        if first[1].outcome is Outcome.DONE:
+            assert again[1] == first[1]
+        assert [len(entries_for(sim, o.reference)) for o in orders] == [1, 1]  # each moved once
 
 
 class TestUnknownOutcomes:

@@ -17,12 +17,15 @@ _TYPE_NAMES = {
     FieldDescriptor.TYPE_STRING: "string",
     FieldDescriptor.TYPE_BYTES: "bytes",
     FieldDescriptor.TYPE_INT64: "int64",
+    FieldDescriptor.TYPE_INT32: "int32",
+    FieldDescriptor.TYPE_MESSAGE: "message",
     FieldDescriptor.TYPE_BOOL: "bool",
     FieldDescriptor.TYPE_ENUM: "enum",
 }
 
 METHODS = {
     "Transfer": ("TransferRequest", "TransferResponse"),
+    "TransferBatch": ("TransferBatchRequest", "TransferBatchResponse"),
     "Withdraw": ("WithdrawRequest", "WithdrawResponse"),
     "RequestWithdrawalCode": ("RequestWithdrawalCodeRequest", "RequestWithdrawalCodeResponse"),
     "GetBalance": ("GetBalanceRequest", "GetBalanceResponse"),
@@ -45,6 +48,9 @@ MESSAGES: dict[str, dict[str, tuple[int, str]]] = {
         "currency": (4, "string"),
     },
     "TransferResponse": {**MONEY_RESULT, "client_full_name": (5, "string")},
+    "TransferBatchRequest": {"transfers": (1, "message")},
+    "TransferBatchResponse": {"results": (1, "message")},
+    "TransferBatchResult": {"response": (1, "message"), "status_code": (2, "int32"), "status_details": (3, "string")},
     "WithdrawRequest": {
         "reference": (1, "string"),
         "loginid": (2, "string"),
@@ -130,3 +136,12 @@ def test_enum_fields_use_the_outcome_enum_and_scopes_is_repeated() -> None:
         assert field.enum_type.full_name == "penpay.gateway.v1.Outcome"
     scopes = pb.DESCRIPTOR.message_types_by_name["LinkAccountResponse"].fields_by_name["scopes"]
     assert scopes.is_repeated
+
+
+def test_a_transfer_batch_carries_repeated_transfer_requests_and_one_result_each() -> None:
+    messages = pb.DESCRIPTOR.message_types_by_name
+    transfers = messages["TransferBatchRequest"].fields_by_name["transfers"]
+    assert transfers.is_repeated and transfers.message_type.name == "TransferRequest"
+    results = messages["TransferBatchResponse"].fields_by_name["results"]
+    assert results.is_repeated and results.message_type.name == "TransferBatchResult"
+    assert messages["TransferBatchResult"].fields_by_name["response"].message_type.name == "TransferResponse"

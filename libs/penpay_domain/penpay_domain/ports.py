@@ -17,6 +17,7 @@ from penpay_domain.money import Money
 from penpay_domain.msisdn import Msisdn
 from penpay_domain.providers import (
     DerivAccount,
+    DerivTransferOrder,
     DerivTransferResult,
     Outcome,
     PaymentResult,
@@ -224,6 +225,11 @@ class Mpesa(Protocol):
 
 class DerivGateway(Protocol):
     async def transfer(self, *, reference: str, loginid: DerivLoginId, amount: Money) -> DerivTransferResult: ...
+    async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
+        """Several transfers at once, each exactly as ``transfer`` makes it: one answer per order, in order, or the
+        exception ``transfer`` would have raised for it."""
+        ...
+
     async def withdraw(
         self,
         *,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
 
 
@@ -78,6 +79,15 @@ class DerivTransferResult:
     deriv_transaction_id: str | None = None
     error_code: str | None = None
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DerivTransferOrder:
+    """One agent -> client transfer of a batch (``DerivGateway.transfer_many``)."""
+
+    reference: str
+    loginid: DerivLoginId
+    amount: Money
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

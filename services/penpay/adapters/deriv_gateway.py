@@ -8,6 +8,9 @@ Every call has a deadline. Results map to the domain's ``Outcome``:
   request may have reached the gateway. Repeating it with the SAME reference is always safe (the gateway answers
   from its record or from Deriv's statement and never transfers twice); a new reference for the same money is not.
 
+``transfer_many`` sends several transfers in one ``TransferBatch`` call (a worker's batch of credits: one call
+instead of one per deposit), each mapped as above on its own; a failure of the whole call maps as above for each.
+
 ``find_transfer`` answers DONE (with Deriv's transaction id) when the reference is in the agent's statement, and
 ``REJECTED`` with ``error_code="NotFound"`` when it is not; treat NotFound as final only once the transfer's
 reconcile window (``PENPAY_RECONCILE_AFTER_S``) has passed.
@@ -15,7 +18,7 @@ reconcile window (``PENPAY_RECONCILE_AFTER_S``) has passed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -26,7 +29,7 @@ from penpay_domain import ports
 from penpay_domain.errors import DomainError, InvalidInput
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Currency, Money
-from penpay_domain.providers import DerivAccount, DerivTransferResult, Outcome
+from penpay_domain.providers import DerivAccount, DerivTransferOrder, DerivTransferResult, Outcome
 
 T = TypeVar("T")
 
@@ -64,12 +67,14 @@ class GrpcDerivGateway:
         *,
         timeout_s: float = 15.0,
         money_timeout_s: float = 30.0,
+        batch_size: int = 256,
         channel: grpc.aio.Channel | None = None,
     ) -> None:
         self._channel = channel or grpc.aio.insecure_channel(target)
         self._stub: Any = gateway_pb2_grpc.DerivGatewayStub(self._channel)  # type: ignore[no-untyped-call]
         self._timeout_s = timeout_s
         self._money_timeout_s = money_timeout_s
+        self._batch_size = batch_size  # the gateway's MAX_BATCH
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
@@ -80,6 +85,40 @@ class GrpcDerivGateway:
             reference=reference, loginid=loginid, amount_cents=_usd_cents(amount), currency=amount.currency.value
         )
         return await self._money(lambda: self._stub.Transfer(request, timeout=self._money_timeout_s))
+
+    async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
+        """``TransferBatch``, in calls of at most ``batch_size``: each order's result maps as ``transfer``'s does, its
+        own status included; a failure of a whole call maps that way for every order it carried."""
+        results: list[DerivTransferResult | Exception] = []
+        for start in range(0, len(orders), self._batch_size):
+            results += await self._transfer_batch(orders[start : start + self._batch_size])
+        return results
+
+    async def _transfer_batch(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
+        request = pb.TransferBatchRequest(
+            transfers=[
+                pb.TransferRequest(
+                    reference=o.reference,
+                    loginid=o.loginid,
+                    amount_cents=_usd_cents(o.amount),
+                    currency=o.amount.currency.value,
+                )
+                for o in orders
+            ]
+        )
+        try:
+            response: pb.TransferBatchResponse = await self._stub.TransferBatch(request, timeout=self._money_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            try:
+                _raise_for_request_error(exc)
+            except DerivGatewayRequestError as refused:
+                return [refused] * len(orders)
+            failed = DerivTransferResult(outcome=_failure_outcome(exc), message=exc.details() or "")
+            return [failed] * len(orders)
+        if len(response.results) != len(orders):  # not the contract: nothing is known of any of them
+            unknown = DerivTransferResult(outcome=Outcome.UNKNOWN, message="the gateway answered another batch")
+            return [unknown] * len(orders)
+        return [_batch_result(r) for r in response.results]
 
     async def withdraw(
         self,
@@ -146,13 +185,7 @@ class GrpcDerivGateway:
         except grpc.aio.AioRpcError as exc:
             _raise_for_request_error(exc)
             return DerivTransferResult(outcome=_failure_outcome(exc), message=exc.details() or "")
-        outcome = _OUTCOMES.get(response.outcome, Outcome.UNKNOWN)
-        return DerivTransferResult(
-            outcome=outcome,
-            deriv_transaction_id=str(response.transaction_id) if outcome is Outcome.DONE else None,
-            error_code=response.error_code or None,
-            message=response.error_message,
-        )
+        return _money_result(response)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -160,6 +193,32 @@ class GrpcDerivGateway:
         except grpc.aio.AioRpcError as exc:
             _raise_for_request_error(exc)
             raise DerivGatewayUnavailable(f"Deriv gateway: {exc.code().name} {exc.details()}") from exc
+
+
+def _money_result(response: Any) -> DerivTransferResult:
+    """A money response (TransferResponse, WithdrawResponse) as the domain's result."""
+    outcome = _OUTCOMES.get(response.outcome, Outcome.UNKNOWN)
+    return DerivTransferResult(
+        outcome=outcome,
+        deriv_transaction_id=str(response.transaction_id) if outcome is Outcome.DONE else None,
+        error_code=response.error_code or None,
+        message=response.error_message,
+    )
+
+
+def _batch_result(result: pb.TransferBatchResult) -> DerivTransferResult | Exception:
+    """One transfer of a batch: its answer, or the status ``Transfer`` would have ended with, mapped the same way."""
+    if result.status_code == grpc.StatusCode.OK.value[0]:
+        return _money_result(result.response)
+    code = _STATUS_CODES.get(result.status_code, grpc.StatusCode.UNKNOWN)
+    if code in _REQUEST_ERRORS:
+        return DerivGatewayRequestError(f"{code.name}: {result.status_details}")
+    outcome = Outcome.UNAVAILABLE if code is grpc.StatusCode.UNAVAILABLE else Outcome.UNKNOWN
+    return DerivTransferResult(outcome=outcome, message=result.status_details)
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_REQUEST_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def _usd_cents(amount: Money) -> int:
@@ -175,7 +234,7 @@ def _failure_outcome(exc: grpc.aio.AioRpcError) -> Outcome:
 
 
 def _raise_for_request_error(exc: grpc.aio.AioRpcError) -> None:
-    if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+    if exc.code() in _REQUEST_ERRORS:
         raise DerivGatewayRequestError(f"{exc.code().name}: {exc.details()}") from exc
 
 

@@ -7,6 +7,7 @@ Money outcomes (DONE / REJECTED / UNKNOWN) travel in the response, never as a st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -31,6 +32,7 @@ from penpay.logging import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
+MAX_BATCH = 256  # transfers per TransferBatch call (the proto says so)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _OUTCOMES = {
@@ -72,6 +74,36 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
             return pb.TransferResponse(client_full_name=result.client_full_name, **_money_fields(result))
 
         return await self._serve(context, run, reference=request.reference, rpc="Transfer")
+
+    async def TransferBatch(  # noqa: N802
+        self, request: pb.TransferBatchRequest, context: Context
+    ) -> pb.TransferBatchResponse:
+        async def run() -> pb.TransferBatchResponse:
+            if len(request.transfers) > MAX_BATCH:
+                raise InvalidRequestError(f"at most {MAX_BATCH} transfers per batch, not {len(request.transfers)}")
+            results = await asyncio.gather(*(self._batch_member(t) for t in request.transfers))
+            return pb.TransferBatchResponse(results=results)
+
+        return await self._serve(context, run, rpc="TransferBatch")
+
+    async def _batch_member(self, request: pb.TransferRequest) -> pb.TransferBatchResult:
+        """One transfer of a batch, as ``Transfer`` runs it; a status it would have ended the call with is its own."""
+        with structlog.contextvars.bound_contextvars(transaction_id=request.reference or None):
+            try:
+                result = await self._executor.transfer(
+                    reference=request.reference,
+                    loginid=request.loginid,
+                    amount_cents=request.amount_cents,
+                    currency=request.currency,
+                )
+            except Exception as exc:  # this transfer's own failure: the others of the batch go on
+                code = _status_for(exc)
+                if code is None:  # an internal error, as Transfer's call would end: the outcome is unknown
+                    log.exception("gateway.batch_member_failed")
+                    code = grpc.StatusCode.INTERNAL
+                return pb.TransferBatchResult(status_code=code.value[0], status_details=str(exc))
+            response = pb.TransferResponse(client_full_name=result.client_full_name, **_money_fields(result))
+            return pb.TransferBatchResult(response=response)
 
     async def Withdraw(self, request: pb.WithdrawRequest, context: Context) -> pb.WithdrawResponse:  # noqa: N802
         async def run() -> pb.WithdrawResponse:
@@ -174,13 +206,23 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "the gateway is not active (standby or Deriv down)")
             try:
                 return await run()
-            except (InvalidRequestError, TokenDecryptionError) as exc:
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except ReferenceConflictError as exc:
-                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-            except (UnavailableError, LeaseLostError, DerivCallError) as exc:
-                log.warning("gateway.unavailable", error=str(exc))
-                await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+            except Exception as exc:
+                code = _status_for(exc)
+                if code is None:
+                    raise
+                await _abort(context, code, str(exc))
+
+
+def _status_for(exc: Exception) -> grpc.StatusCode | None:
+    """The status a call ends with for an error of the executor (None: not one of them, an internal error)."""
+    if isinstance(exc, InvalidRequestError | TokenDecryptionError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, ReferenceConflictError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, UnavailableError | LeaseLostError | DerivCallError):
+        log.warning("gateway.unavailable", error=str(exc))
+        return grpc.StatusCode.UNAVAILABLE
+    return None
 
 
 async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:

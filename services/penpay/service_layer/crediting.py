@@ -15,7 +15,6 @@ CREDITING; if the process dies first, the reconciler finds the deposit CREDITING
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -34,7 +33,7 @@ from penpay.service_layer.flow import (
 from penpay_domain import events as ev
 from penpay_domain.ids import TransactionId
 from penpay_domain.ports import UnitOfWork
-from penpay_domain.providers import DerivTransferResult, Outcome
+from penpay_domain.providers import DerivTransferOrder, DerivTransferResult, Outcome
 from penpay_domain.transaction import Kind, Status, Transaction
 
 log = get_logger(__name__)
@@ -68,7 +67,7 @@ async def credit_deposits(deps: FlowDeps, items: Sequence[Item]) -> Results:
                 continue
             due.append((item, txn))
         await uow.commit()  # saves those that moved to CREDITING
-    answers = await asyncio.gather(*(_transfer(deps, t) for _, t in due), return_exceptions=True)
+    answers = await _transfers(deps, [t for _, t in due])
     recorded = await _record_many(
         deps, Status.CREDITING, [(item, a) for (item, _), a in zip(due, answers, strict=True)]
     )
@@ -77,9 +76,16 @@ async def credit_deposits(deps: FlowDeps, items: Sequence[Item]) -> Results:
     return results
 
 
-async def _transfer(deps: FlowDeps, txn: Transaction) -> DerivTransferResult:
-    """A deposit's credit: its USD to its Deriv account, under its own id as the reference."""
-    return await deps.deriv.transfer(reference=txn.id, loginid=txn.parties.deriv_loginid, amount=txn.amount_usd)
+async def _transfers(deps: FlowDeps, txns: Sequence[Transaction]) -> Sequence[DerivTransferResult | BaseException]:
+    """The deposits' credits, made together (one call to the gateway): each its USD to its Deriv account, under its
+    own id as the reference; each answered on its own (the answer, or the exception its message ends with)."""
+    if not txns:
+        return []
+    orders = [DerivTransferOrder(reference=t.id, loginid=t.parties.deriv_loginid, amount=t.amount_usd) for t in txns]
+    try:
+        return await deps.deriv.transfer_many(orders)
+    except Exception as exc:  # the whole call failed before any answer: each message ends with it
+        return [exc] * len(txns)
 
 
 async def start_credits(uow: UnitOfWork, txn_ids: Sequence[TransactionId]) -> list[Transaction]:
@@ -110,13 +116,7 @@ async def carry_credits(
         return []
     carried = {e.transaction_id: e for e in events if e.name in CARRIED}
     try:
-        answers = await asyncio.gather(
-            *(
-                deps.deriv.transfer(reference=t.id, loginid=t.parties.deriv_loginid, amount=t.amount_usd)
-                for t in started
-            ),
-            return_exceptions=True,
-        )
+        answers = await _transfers(deps, started)
         results = await _record_many(
             deps, Status.CREDITING, [(Item(t.id), a) for t, a in zip(started, answers, strict=True)]
         )

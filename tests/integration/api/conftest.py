@@ -4,7 +4,7 @@ with a fake of the Deriv gateway (a provider) and tokens minted like ``penpay to
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from penpay.settings import Settings
 from penpay_domain import ledger, ports
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
-from penpay_domain.providers import DerivAccount, DerivTransferResult, Outcome
+from penpay_domain.providers import DerivAccount, DerivTransferOrder, DerivTransferResult, Outcome
 
 CLIENT_IP = "127.0.0.1"
 USER_TOKEN_PREFIX = "sandbox-user-token-"
@@ -48,6 +48,15 @@ class FakeDerivGateway:
         assert token_ciphertext.startswith(b"fernet:")
         self.code_requests.append(loginid)
         return self.code_outcome
+
+    async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
+        results: list[DerivTransferResult | Exception] = []
+        for o in orders:
+            try:
+                results.append(await self.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount))
+            except Exception as exc:  # as the gateway's client answers a batch: each order on its own
+                results.append(exc)
+        return results
 
     async def transfer(self, *, reference: str, loginid: DerivLoginId, amount: Money) -> DerivTransferResult:
         return DerivTransferResult(outcome=Outcome.DONE, deriv_transaction_id="1")
