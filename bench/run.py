@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -487,24 +486,11 @@ def _own_platform(settings: Settings, logs: Path, cfg: BenchConfig) -> Iterator[
         "PENPAY_WORKER_CLAIM_IDLE_MS": str(cfg.claim_idle_ms),
         "PENPAY_WORKER_BLOCK_MS": "1000",
     }
-    prefixes: list[str] = []
     try:
-        with platform(database_url, settings.redis_url, **overrides) as p:
-            prefixes.append(p.env["PENPAY_STREAM_PREFIX"])
+        with platform(database_url, settings.redis_url, **overrides) as p:  # deletes its Redis keys after
             yield p
     finally:
         asyncio.run(drop_database(database_url))
-        for prefix in prefixes:
-            asyncio.run(_drop_keys(settings.redis_url, prefix))
-
-
-async def _drop_keys(redis_url: str, prefix: str) -> None:
-    client = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            await client.delete(key)
-    finally:
-        await client.aclose()
 
 
 def main() -> None:
