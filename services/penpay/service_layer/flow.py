@@ -93,6 +93,11 @@ class Delivery:
     key: str
     recorded: bool = field(default=False)
 
+    def needs_no_record(self) -> None:
+        """The step did nothing a second delivery could repeat (no e-mail to send): the message is done without a
+        record, so it costs no write and no commit; a redelivery finds the same and does the same nothing."""
+        self.recorded = True
+
 
 @dataclass(frozen=True, slots=True)
 class Item:

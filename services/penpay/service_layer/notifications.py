@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 
 from penpay.logging import get_logger
-from penpay.service_layer.flow import Delivery, FlowDeps, Item, Results, record_all_processed, skip_processed, unwrap
+from penpay.service_layer.flow import Delivery, FlowDeps, Item, Results, skip_processed, unwrap
 from penpay_domain import events as ev
 from penpay_domain.errors import NotFound
 from penpay_domain.ids import TransactionId
@@ -51,14 +51,14 @@ def _body(txn: Transaction, event: ev.TransactionEvent) -> str:
 async def notify(deps: FlowDeps, event: ev.TransactionEvent, *, delivery: Delivery | None = None) -> str:
     """Send the e-mail an event calls for. A sent message is recorded as processed by the caller after the send (an
     e-mail cannot share a commit), so a crash in between sends it again: at-least-once. One with no one to send to
-    is recorded in the unit of work that found that out."""
+    is done without a record (``Delivery.needs_no_record``): a redelivery could only find the same."""
     return str(unwrap((await notify_many(deps, [Item(TransactionId(event.transaction_id), delivery, event)]))[0]))
 
 
 async def notify_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
-    """:func:`notify` for the messages of a batch (distinct transactions): one unit of work reads every
-    transaction and linked account and records the messages with no one to write to, then the e-mails go out
-    together. Each item gets what ``notify`` returns, or the exception its message ends with."""
+    """:func:`notify` for the messages of a batch (distinct transactions): one read-only unit of work reads every
+    transaction and linked account, then the e-mails go out together. Each item gets what ``notify`` returns, or
+    the exception its message ends with."""
     results: Results = [None] * len(items)
     relevant: list[tuple[int, Item, ev.TransactionEvent]] = []
     for n, item in enumerate(items):
@@ -78,7 +78,6 @@ async def notify_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
         linked = await uow.linked_accounts.get_many(
             [(t.parties.user_id, t.parties.deriv_loginid) for t in txns.values()]
         )
-        nobody: list[Delivery | None] = []
         for n, item, event in relevant:
             txn = txns.get(item.txn_id)
             if id(item) not in todo:
@@ -91,8 +90,9 @@ async def notify_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
             review = subject is None
             account = linked.get((txn.parties.user_id, txn.parties.deriv_loginid))
             to = deps.ops_email if review else (account.email if account is not None else "")
-            if not to:  # nothing to send: the message is done here, recorded in this very unit of work
-                nobody.append(item.delivery)
+            if not to:  # nothing to send, so nothing a redelivery could repeat: done, and no record to write
+                if item.delivery is not None:
+                    item.delivery.needs_no_record()
                 if review:
                     log.warning("needs_review_without_ops_email", transaction_id=txn.id, reason=event.detail)
                     results[n] = "no ops address"
@@ -104,9 +104,6 @@ async def notify_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
                 mails.append((n, to, title, _body(txn, event), "ops notified"))
             else:
                 mails.append((n, to, str(subject), _body(txn, event), "sent"))
-        if nobody:
-            await record_all_processed(uow, nobody)
-            await uow.commit()
     sent = await asyncio.gather(
         *(deps.mailer.send(to=to, subject=subject, body=body) for _, to, subject, body, _ in mails),
         return_exceptions=True,
