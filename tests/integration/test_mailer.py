@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -48,6 +49,22 @@ class TestSmtpMailer:
             (("a@example.test",), "first"),
             (("b@example.test",), "second"),
         ]
+
+    async def test_the_ehlo_name_is_looked_up_once_not_per_message(
+        self, sink: MailSink, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        lookups: list[str] = []
+
+        def getfqdn(name: str = "") -> str:
+            lookups.append(name)
+            return "worker-1.penpay.local"
+
+        monkeypatch.setattr(socket, "getfqdn", getfqdn)  # aiosmtplib would ask it for each message
+        mailer = mailer_for(sink)
+        for n in range(3):
+            await mailer.send(to=f"u{n}@example.test", subject="hello", body="x")
+        assert len(sink.messages()) == 3
+        assert len(lookups) == 1
 
     async def test_an_unreachable_server_raises_mail_not_sent(self) -> None:
         mailer = SmtpMailer(host="127.0.0.1", port=free_port(), mail_from="x@penpay.local", timeout_s=1)

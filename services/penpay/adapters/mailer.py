@@ -1,13 +1,16 @@
 """E-mail notifications over SMTP (aiosmtplib): the ``ports.Mailer`` adapter.
 
 One connection per message (notifications are rare and a pooled SMTP session would go stale between them), a
-timeout on every SMTP step and one overall deadline. A failure raises :class:`MailNotSent`: the notifier's stream
-consumer leaves the message pending and retries it later, so a down mail server delays mail but loses none.
+timeout on every SMTP step and one overall deadline. The name this host gives in EHLO is looked up once (without it,
+aiosmtplib asks ``socket.getfqdn()`` in a thread for every message, a DNS lookup each time). A failure raises
+:class:`MailNotSent`: the notifier's stream consumer leaves the message pending and retries it later, so a down
+mail server delays mail but loses none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Self
@@ -45,6 +48,7 @@ class SmtpMailer:
         self._start_tls = start_tls
         self._username = username
         self._password = password
+        self._local_hostname: str | None = None  # for EHLO: looked up on the first send
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout_s: float = 10.0) -> Self:
@@ -65,6 +69,8 @@ class SmtpMailer:
         if "\n" in to or "\r" in to or "\n" in subject or "\r" in subject:
             raise ValueError("a recipient or subject with a line break would inject headers")
         message = self.compose(to=to, subject=subject, body=body)
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         try:
             async with asyncio.timeout(self._timeout_s * 3):  # connect, hello and data each have their own timeout
                 await aiosmtplib.send(
@@ -75,6 +81,7 @@ class SmtpMailer:
                     start_tls=self._start_tls,
                     username=self._username,
                     password=self._password,
+                    local_hostname=self._local_hostname,
                 )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise MailNotSent(f"mail to {to!r} not sent via {self._host}:{self._port}: {exc!r}") from exc
