@@ -12,6 +12,7 @@ import re
 import secrets
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,17 +21,24 @@ from penpay.adapters.db.repositories import transaction_row
 from penpay.adapters.db.tables import outbox
 from penpay.adapters.mailer import MailNotSent
 from penpay.adapters.stream_consumer import StreamMessage, decode_event
-from penpay.service_layer import collection, crediting, notifications, reconciliation
+from penpay.service_layer import collection, crediting, debiting, notifications, payouts, reconciliation
 from penpay.service_layer.callbacks import B2cNotice, StkNotice
 from penpay.service_layer.flow import Delivery, Item, ProviderUnavailable
 from penpay.service_layer.handlers import SUBSCRIPTIONS
 from penpay.service_layer.intake import CallbackKind, ReceivedCallback
 from penpay.worker.subscriptions import CallbackNotReady, callback_handler, event_handler
 from penpay_domain.errors import ConcurrencyConflict, NotFound
-from penpay_domain.events import DepositPaymentReceived
+from penpay_domain.events import DepositPaymentReceived, TransactionEvent, WithdrawalDebited, WithdrawalRequested
 from penpay_domain.ids import TransactionId, new_transaction_id
 from penpay_domain.money import Money
-from penpay_domain.providers import DerivTransferResult, Outcome, PaymentResult, PaymentStatus, StkPushResult
+from penpay_domain.providers import (
+    DerivTransferResult,
+    Outcome,
+    PaymentResult,
+    PaymentStatus,
+    PayoutRequestResult,
+    StkPushResult,
+)
 from penpay_domain.transaction import Status, Transaction
 from tests.fakes import FakeDeriv
 from tests.integration.test_flows import (
@@ -43,6 +51,7 @@ from tests.integration.test_flows import (
     paid,
     processed_rows,
     requested,
+    withdrawal,
     world,
 )
 
@@ -175,6 +184,92 @@ class TestCreditBatch:
         assert results == ["unknown", "done", "done"]
         assert (await world.get(unknown)).status is Status.CREDITING
         assert (await world.get(made[1].id)).status is Status.COMPLETED
+
+
+async def withdrawals(world: World, n: int, *, codes: bool = True) -> list[Transaction]:
+    """``n`` withdrawals whose users linked their Deriv account and (``codes``) typed their e-mailed code."""
+    made = [withdrawal() for _ in range(n)]
+    for txn in made:
+        await world.store(txn)
+    async with world.deps.uow() as uow:
+        for n_, txn in enumerate(made):
+            await _link(uow, txn, f"w{n_}@example.test")
+            if codes:
+                await uow.withdrawal_codes.put(txn.id, f"CODE{n_:02d}")
+        await uow.commit()
+    return made
+
+
+def withdrawal_message(txn: Transaction, event: type[TransactionEvent], transition: tuple[str, str]) -> StreamMessage:
+    return event_message(event, txn, stream="penpay:withdrawals", transition=transition, event_id=_event_id())
+
+
+class TestWithdrawalBatches:
+    async def test_debits_in_flight_together_share_two_commits_and_each_is_debited_once(self, world: World) -> None:
+        sub = SUBSCRIPTIONS["withdrawal"]
+        made = await withdrawals(world, 5)
+        handle = event_handler(sub, world.deps)
+        messages = [withdrawal_message(t, WithdrawalRequested, ("PENDING", "PENDING")) for t in made]
+        with counting_commits(world.db.engine) as counts:
+            await asyncio.gather(*(handle(m) for m in messages))
+        assert counts == Counter(commit=2)  # the five intents (codes taken), then the five answers with the messages
+        assert world.deriv.executed == {t.id: t.amount_usd for t in made}
+        assert [(await world.get(t.id)).status for t in made] == [Status.DEBITED] * 5
+        async with world.deps.uow() as uow:
+            assert await uow.withdrawal_codes.take_many([t.id for t in made]) == {}  # each code used once
+        await asyncio.gather(*(handle(m) for m in messages))  # redelivered: nothing is debited again
+        assert len(world.deriv.calls) == 5
+
+    async def test_a_withdrawal_without_its_code_fails_alone_and_the_others_are_debited(self, world: World) -> None:
+        made = await withdrawals(world, 3)
+        async with world.deps.uow() as uow:
+            await uow.withdrawal_codes.take(made[1].id)  # spent elsewhere
+            await uow.commit()
+        deliveries = [Delivery("withdrawal-test", f"event:{_event_id()}") for _ in made]
+        results = await debiting.debit_withdrawals(
+            world.deps, [Item(t.id, d) for t, d in zip(made, deliveries, strict=True)]
+        )
+        assert results == ["done", "failed", "done"]
+        assert [d.recorded for d in deliveries] == [True, True, True]
+        assert [(await world.get(t.id)).status for t in made] == [Status.DEBITED, Status.FAILED, Status.DEBITED]
+        assert set(world.deriv.executed) == {made[0].id, made[2].id}
+
+    async def test_payouts_in_flight_together_share_two_commits_and_each_is_sent_once(self, world: World) -> None:
+        sub = SUBSCRIPTIONS["withdrawal"]
+        made = await withdrawals(world, 4)
+        await debiting.debit_withdrawals(world.deps, [Item(t.id) for t in made])
+        handle = event_handler(sub, world.deps)
+        messages = [withdrawal_message(t, WithdrawalDebited, ("DEBITING", "DEBITED")) for t in made]
+        with counting_commits(world.db.engine) as counts:
+            await asyncio.gather(*(handle(m) for m in messages))
+        assert counts == Counter(commit=2)  # the four payout ids, then Daraja's four answers with the messages
+        loaded = [await world.get(t.id) for t in made]
+        assert [t.status for t in loaded] == [Status.PAYING_OUT] * 4
+        assert sorted(p for p, *_ in world.mpesa.payouts) == sorted(str(t.payout_id) for t in loaded)
+        await asyncio.gather(*(handle(m) for m in messages))  # redelivered: no second B2C request
+        assert len(world.mpesa.payouts) == 4
+
+    async def test_a_payout_daraja_could_not_take_fails_alone_and_keeps_its_payout_id(self, world: World) -> None:
+        made = await withdrawals(world, 3)
+        await debiting.debit_withdrawals(world.deps, [Item(t.id) for t in made])
+        original = world.mpesa.b2c_payout
+        down = made[1].id
+
+        async def flaky(**kwargs: Any) -> PayoutRequestResult:
+            if down in kwargs["result_url"]:
+                return PayoutRequestResult(outcome=Outcome.UNAVAILABLE, message="down")
+            return await original(**kwargs)
+
+        world.mpesa.b2c_payout = flaky  # type: ignore[method-assign]
+        results = await payouts.pay_outs(world.deps, [Item(t.id) for t in made])
+        assert results[0] == "done" and results[2] == "done"
+        assert isinstance(results[1], ProviderUnavailable)
+        again = await world.get(down)
+        assert again.status is Status.DEBITED and again.payout_id is not None  # the same id on the retry
+
+        world.mpesa.b2c_payout = original  # type: ignore[method-assign]
+        assert await payouts.pay_out(world.deps, down) == "done"
+        assert (await world.get(down)).payout_id == again.payout_id
 
 
 class _Decoder:

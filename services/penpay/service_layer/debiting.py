@@ -8,71 +8,130 @@ fails cleanly (nothing moved) and the user asks for a new code.
 
 from __future__ import annotations
 
-from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable, already_processed, record_processed
+import asyncio
+from collections.abc import Sequence
+
+from penpay.service_layer.flow import (
+    Delivery,
+    FlowDeps,
+    Item,
+    ProviderUnavailable,
+    Results,
+    lock_due,
+    record_all_processed,
+    unwrap,
+)
 from penpay_domain.ids import TransactionId
+from penpay_domain.ports import LinkedAccount
 from penpay_domain.providers import DerivTransferResult, Outcome
-from penpay_domain.transaction import Status
+from penpay_domain.transaction import Status, Transaction
 
 
 async def debit_withdrawal(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
     """withdrawal.requested (and the reconciler for DEBITING): debit the client's Deriv account."""
-    async with deps.uow() as uow:
-        if await already_processed(uow, delivery):
-            return "duplicate"
-        txn = await uow.transactions.get(txn_id, for_update=True)
-        if txn.status not in (Status.PENDING, Status.DEBITING):
-            return "not due"
-        code = await uow.withdrawal_codes.take(txn.id)
-        linked = await uow.linked_accounts.get(txn.parties.user_id, txn.parties.deriv_loginid)
-        if txn.status is Status.PENDING:
-            if linked is None or code is None:
-                why = "the Deriv account is no longer linked" if linked is None else "no verification code"
-                txn.reject_debit(code="withdrawal_not_authorised", reason=why, now=uow.now)
-                await uow.transactions.save(txn)
-                await record_processed(uow, delivery)
-                await uow.commit()
-                return "failed"
-            txn.start_debit(uow.now)
-            await uow.transactions.save(txn)
-        await uow.commit()
+    return str(unwrap((await debit_withdrawals(deps, [Item(txn_id, delivery)]))[0]))
 
+
+async def debit_withdrawals(deps: FlowDeps, items: Sequence[Item]) -> Results:
+    """withdrawal.requested for a batch (distinct transactions): one unit of work moves them to DEBITING (taking
+    their codes), the debits go to the gateway together, one unit of work records their answers. Each item gets
+    "duplicate", "not due", "failed", "done", "rejected", "unknown", "already settled", or the exception its message
+    ends with."""
+    results: Results = ["duplicate"] * len(items)
+    at = {id(item): n for n, item in enumerate(items)}
+    due: list[tuple[Item, Transaction, str | None, LinkedAccount | None]] = []
+    async with deps.uow() as uow:
+        candidates: list[tuple[Item, Transaction]] = []
+        for item, txn in await lock_due(uow, items, results):
+            if txn.status in (Status.PENDING, Status.DEBITING):
+                candidates.append((item, txn))
+            else:
+                results[at[id(item)]] = "not due"
+        codes = await uow.withdrawal_codes.take_many([t.id for _, t in candidates])
+        linked = await uow.linked_accounts.get_many(
+            [(t.parties.user_id, t.parties.deriv_loginid) for _, t in candidates]
+        )
+        refused: list[Delivery | None] = []
+        for item, txn in candidates:
+            code, account = codes.get(txn.id), linked.get((txn.parties.user_id, txn.parties.deriv_loginid))
+            if txn.status is Status.PENDING:
+                if account is None or code is None:
+                    why = "the Deriv account is no longer linked" if account is None else "no verification code"
+                    txn.reject_debit(code="withdrawal_not_authorised", reason=why, now=uow.now)
+                    refused.append(item.delivery)
+                    results[at[id(item)]] = "failed"
+                    continue
+                txn.start_debit(uow.now)
+            due.append((item, txn, code, account))
+        await record_all_processed(uow, refused)
+        await uow.commit()  # saves those that moved to DEBITING or failed
+
+    answers = await asyncio.gather(
+        *(_debit(deps, txn, code, account) for _, txn, code, account in due), return_exceptions=True
+    )
+    final: list[tuple[Item, DerivTransferResult]] = []
+    for (item, txn, _, _), answer in zip(due, answers, strict=True):
+        n = at[id(item)]
+        if isinstance(answer, BaseException):
+            results[n] = answer  # the message comes back; the gateway deduplicates the reference
+        elif answer.outcome is Outcome.UNAVAILABLE:
+            results[n] = ProviderUnavailable(f"Deriv gateway unavailable for {txn.id}: {answer.message}")
+        elif answer.outcome is Outcome.UNKNOWN:
+            results[n] = "unknown"
+        else:
+            final.append((item, answer))
+    if final:
+        for item, outcome in zip((i for i, _ in final), await _record(deps, final), strict=True):
+            results[at[id(item)]] = outcome
+    return results
+
+
+async def _debit(
+    deps: FlowDeps, txn: Transaction, code: str | None, linked: LinkedAccount | None
+) -> DerivTransferResult:
     if code is None or linked is None:
         result = await deps.deriv.find_transfer(reference=txn.id)  # a retry after the code was used up
         if result.outcome is Outcome.REJECTED and result.error_code == "NotFound":
             stale = deps.clock.now() - txn.updated_at >= deps.reconcile_after
-            if not stale:
-                return "unknown"  # an attempt may still be in flight at the gateway
-            result = DerivTransferResult(
+            if not stale:  # an attempt may still be in flight at the gateway
+                return DerivTransferResult(outcome=Outcome.UNKNOWN, message="not in the statement yet")
+            return DerivTransferResult(
                 outcome=Outcome.REJECTED,
                 error_code="verification_code_used",
                 message="the withdrawal did not reach Deriv and its verification code is spent; request a new one",
             )
-    else:
-        result = await deps.deriv.withdraw(
-            reference=txn.id,
-            loginid=txn.parties.deriv_loginid,
-            token_ciphertext=linked.token_ciphertext,
-            amount=txn.amount_usd,
-            verification_code=code,
-        )
+        return result
+    return await deps.deriv.withdraw(
+        reference=txn.id,
+        loginid=txn.parties.deriv_loginid,
+        token_ciphertext=linked.token_ciphertext,
+        amount=txn.amount_usd,
+        verification_code=code,
+    )
 
-    if result.outcome is Outcome.UNAVAILABLE:
-        raise ProviderUnavailable(f"Deriv gateway unavailable for {txn_id}: {result.message}")
-    if result.outcome is Outcome.UNKNOWN:
-        return "unknown"
-    async with deps.uow() as uow:
-        txn = await uow.transactions.get(txn_id, for_update=True)
-        if txn.status is not Status.DEBITING:
-            return "already settled"
-        if result.outcome is Outcome.DONE:
-            txn.complete_debit(deriv_transaction_id=result.deriv_transaction_id or "", now=uow.now)
-        else:
-            txn.reject_debit(
-                code=result.error_code or "deriv_rejected",
-                reason=result.message or "Deriv refused the withdrawal",
-                now=uow.now,
-            )
-        await uow.transactions.save(txn)
-        await record_processed(uow, delivery)
-        await uow.commit()
-    return result.outcome.value
+
+async def _record(deps: FlowDeps, final: Sequence[tuple[Item, DerivTransferResult]]) -> list[str]:
+    """Record the gateway's final answers in one unit of work (re-run on a deadlock: the answers are in hand)."""
+    settled: set[TransactionId] = set()
+
+    async def record() -> None:
+        settled.clear()
+        async with deps.uow() as uow:
+            txns = await uow.transactions.get_many([item.txn_id for item, _ in final], for_update=True)
+            for item, result in final:
+                txn = txns[item.txn_id]
+                if txn.status is not Status.DEBITING:
+                    settled.add(txn.id)
+                elif result.outcome is Outcome.DONE:
+                    txn.complete_debit(deriv_transaction_id=result.deriv_transaction_id or "", now=uow.now)
+                else:
+                    txn.reject_debit(
+                        code=result.error_code or "deriv_rejected",
+                        reason=result.message or "Deriv refused the withdrawal",
+                        now=uow.now,
+                    )
+            await record_all_processed(uow, [item.delivery for item, _ in final if item.txn_id not in settled])
+            await uow.commit()
+
+    await deps.retry(record)
+    return ["already settled" if item.txn_id in settled else result.outcome.value for item, result in final]

@@ -83,6 +83,10 @@ SUBSCRIPTIONS: Mapping[str, Subscription] = {
             ev.WithdrawalDebited.name: _by_id(payouts.pay_out),
             ev.DerivCreditRejected.name: _by_id(payouts.refund_deposit),
         },
+        batched={
+            ev.WithdrawalRequested.name: debiting.debit_withdrawals,
+            ev.WithdrawalDebited.name: payouts.pay_outs,
+        },
     ),
     "notifier": Subscription(
         "notifications",

@@ -62,6 +62,10 @@ class WithdrawalCodes(Protocol):
         """The code, removed as it is read (single use); None if absent."""
         ...
 
+    async def take_many(self, txn_ids: Sequence[TransactionId]) -> dict[TransactionId, str]:
+        """``take`` for several (one read and one delete): the codes of those that have one."""
+        ...
+
 
 class CallbackInbox(Protocol):
     async def add(self, callback: ReceivedCallback) -> StoredCallback: ...

@@ -7,7 +7,21 @@ is an unknown outcome, settled by the result callback or by Transaction Status, 
 
 from __future__ import annotations
 
-from penpay.service_layer.flow import Delivery, FlowDeps, ProviderUnavailable, already_processed, record_processed
+import asyncio
+from collections.abc import Sequence
+
+from penpay.service_layer.flow import (
+    Delivery,
+    FlowDeps,
+    Item,
+    ProviderUnavailable,
+    Results,
+    already_processed,
+    lock_due,
+    record_all_processed,
+    record_processed,
+    unwrap,
+)
 from penpay_domain.ids import PayoutId, TransactionId, new_payout_id
 from penpay_domain.ports import UnitOfWork
 from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus, PayoutRequestResult
@@ -19,34 +33,67 @@ REFUND_REMARKS = "PenPay refund"
 
 async def pay_out(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:
     """withdrawal.debited: send the withdrawal's shillings to the user's phone."""
+    return str(unwrap((await pay_outs(deps, [Item(txn_id, delivery)]))[0]))
+
+
+async def pay_outs(deps: FlowDeps, items: Sequence[Item]) -> Results:
+    """withdrawal.debited for a batch (distinct transactions): one unit of work fixes their payout ids, the B2C
+    requests go out together, one unit of work records Daraja's answers. Each item gets "duplicate", "not due",
+    "done", "rejected", "unknown", "already settled", or the exception its message ends with."""
+    results: Results = ["duplicate"] * len(items)
+    at = {id(item): n for n, item in enumerate(items)}
+    due: list[tuple[Item, Transaction, PayoutId]] = []
     async with deps.uow() as uow:
-        if await already_processed(uow, delivery):
-            return "duplicate"
-        txn = await uow.transactions.get(txn_id, for_update=True)
-        if txn.status is not Status.DEBITED:
-            return "not due"
-        payout_id = txn.prepare_payout(new_payout_id(uow.now))
-        await uow.transactions.save(txn)
+        fixed: list[Transaction] = []
+        for item, txn in await lock_due(uow, items, results):
+            if txn.status is not Status.DEBITED:
+                results[at[id(item)]] = "not due"
+                continue
+            if txn.payout_id is None:
+                fixed.append(txn)
+            due.append((item, txn, txn.prepare_payout(new_payout_id(uow.now))))
+        await uow.transactions.save_many(fixed)  # a payout id is no event: saved explicitly, before any request
         await uow.commit()
 
-    result = await _send(deps, txn, payout_id, PAYOUT_REMARKS)
+    answers = await asyncio.gather(
+        *(_send(deps, txn, payout_id, PAYOUT_REMARKS) for _, txn, payout_id in due), return_exceptions=True
+    )
+    sent: list[tuple[Item, PayoutId, PayoutRequestResult]] = []
+    for (item, _, payout_id), answer in zip(due, answers, strict=True):
+        if isinstance(answer, BaseException):
+            results[at[id(item)]] = answer  # nothing was sent (ProviderUnavailable) or it may have been: retried
+        else:
+            sent.append((item, payout_id, answer))
+    if not sent:
+        return results
+    settled: set[TransactionId] = set()
 
-    async with deps.uow() as uow:
-        txn = await uow.transactions.get(txn_id, for_update=True)
-        if txn.status is not Status.DEBITED:
-            return "already settled"
-        if result.outcome is Outcome.DONE and result.conversation_id:
-            txn.payout_accepted(payout_id=payout_id, conversation_id=result.conversation_id, now=uow.now)
-        elif result.outcome is Outcome.REJECTED and not result.duplicate:
-            txn.fail_payout(
-                code=result.error_code or "b2c_rejected", reason=result.message or "B2C refused", now=uow.now
-            )
-        else:  # unknown, or a duplicate of an earlier request that did reach Daraja: its result will tell
-            txn.payout_outcome_unknown(uow.now)
-        await uow.transactions.save(txn)
-        await record_processed(uow, delivery)
-        await uow.commit()
-    return "duplicate" if result.duplicate else result.outcome.value
+    async def record() -> None:
+        settled.clear()
+        async with deps.uow() as uow:
+            txns = await uow.transactions.get_many([item.txn_id for item, _, _ in sent], for_update=True)
+            for item, payout_id, result in sent:
+                txn = txns[item.txn_id]
+                if txn.status is not Status.DEBITED:
+                    settled.add(txn.id)
+                elif result.outcome is Outcome.DONE and result.conversation_id:
+                    txn.payout_accepted(payout_id=payout_id, conversation_id=result.conversation_id, now=uow.now)
+                elif result.outcome is Outcome.REJECTED and not result.duplicate:
+                    txn.fail_payout(
+                        code=result.error_code or "b2c_rejected", reason=result.message or "B2C refused", now=uow.now
+                    )
+                else:  # unknown, or a duplicate of an earlier request that did reach Daraja: its result will tell
+                    txn.payout_outcome_unknown(uow.now)
+            await record_all_processed(uow, [item.delivery for item, _, _ in sent if item.txn_id not in settled])
+            await uow.commit()
+
+    await deps.retry(record)  # the answers are in hand: only the unit of work that records them runs again
+    for item, _, result in sent:
+        if item.txn_id in settled:
+            results[at[id(item)]] = "already settled"
+        else:
+            results[at[id(item)]] = "duplicate" if result.duplicate else result.outcome.value
+    return results
 
 
 async def refund_deposit(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:

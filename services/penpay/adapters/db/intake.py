@@ -50,17 +50,27 @@ class SqlWithdrawalCodes:
         )
 
     async def take(self, txn_id: TransactionId) -> str | None:
-        row = (
+        return (await self.take_many([txn_id])).get(txn_id)
+
+    async def take_many(self, txn_ids: Sequence[TransactionId]) -> dict[TransactionId, str]:
+        """Read under row locks (in id order, as every batch locks its rows) and deleted in the same transaction:
+        each code is handed out once."""
+        if not txn_ids:
+            return {}
+        wanted = sorted(set(txn_ids))
+        rows = (
             await self._conn.execute(
-                sa.select(withdrawal_codes.c.code_ciphertext)
-                .where(withdrawal_codes.c.transaction_id == txn_id)
+                sa.select(withdrawal_codes.c.transaction_id, withdrawal_codes.c.code_ciphertext)
+                .where(withdrawal_codes.c.transaction_id.in_(wanted))
+                .order_by(withdrawal_codes.c.transaction_id)
                 .with_for_update()
             )
-        ).first()
-        if row is None:
-            return None
-        await self._conn.execute(withdrawal_codes.delete().where(withdrawal_codes.c.transaction_id == txn_id))
-        return self._box.open(bytes(row.code_ciphertext))
+        ).all()
+        if not rows:
+            return {}
+        found = [TransactionId(r.transaction_id) for r in rows]
+        await self._conn.execute(withdrawal_codes.delete().where(withdrawal_codes.c.transaction_id.in_(found)))
+        return {TransactionId(r.transaction_id): self._box.open(bytes(r.code_ciphertext)) for r in rows}
 
 
 class SqlCallbackInbox:
