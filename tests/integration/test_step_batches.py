@@ -428,7 +428,7 @@ class TestCarriedCredit:
         assert await _outbox_rows(world, [txn], DepositPaymentReceived.name) == [(txn.id, True)]
 
         world.clock.offset = timedelta(minutes=2)
-        assert (await reconciliation.sweep(world.deps))["done"] == 1
+        assert (await reconciliation.sweep(world.deps))["done"] >= 1  # this one, and any other stale one here
         assert (await world.get(txn.id)).status is Status.COMPLETED
         assert world.deriv.executed == {txn.id: txn.amount_usd}
 
