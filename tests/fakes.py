@@ -26,6 +26,19 @@ from penpay_domain.providers import (
 _ids = itertools.count(1)
 
 
+async def transfer_each(
+    gateway: ports.DerivGateway, orders: Sequence[DerivTransferOrder]
+) -> list[DerivTransferResult | Exception]:
+    """``transfer_many`` as a fake gateway answers it: each order by the fake's ``transfer``, each on its own."""
+    results: list[DerivTransferResult | Exception] = []
+    for o in orders:
+        try:
+            results.append(await gateway.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount))
+        except Exception as exc:  # as the gateway's client answers a batch
+            results.append(exc)
+    return results
+
+
 @dataclass
 class FakeMpesa:
     stk_outcome: Outcome = Outcome.DONE
@@ -86,13 +99,7 @@ class FakeDeriv:
         return DerivTransferResult(outcome=self.outcome)
 
     async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
-        results: list[DerivTransferResult | Exception] = []
-        for o in orders:
-            try:
-                results.append(await self.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount))
-            except Exception as exc:  # as the gateway's client answers a batch: each order on its own
-                results.append(exc)
-        return results
+        return await transfer_each(self, orders)
 
     async def transfer(self, *, reference: str, loginid: DerivLoginId, amount: Money) -> DerivTransferResult:
         return self._answer(reference, amount)

@@ -7,10 +7,12 @@ as a whole is run again one message at a time, and two messages of one transacti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import secrets
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,6 +59,21 @@ from tests.integration.test_flows import (
 
 pytestmark = pytest.mark.integration
 __all__ = ["world"]  # the fixture, shared with test_flows
+
+
+@contextlib.contextmanager
+def statements_sent(world: World) -> Iterator[list[str]]:
+    """The SQL statements sent on the world's engine while the block runs."""
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(world.db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", count)
 
 
 def _event_id() -> int:
@@ -456,22 +473,14 @@ class TestRepositoryBatches:
 
     async def test_save_many_sets_the_changed_columns_of_every_row_in_one_statement(self, world: World) -> None:
         made = await deposits(world, 3)
-        statements: list[str] = []
-
-        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-            statements.append(statement)
-
         async with world.deps.uow() as uow:
             txns = list((await uow.transactions.get_many([t.id for t in made], for_update=True)).values())
             for n, txn in enumerate(txns):
                 txn.request_stk_push(uow.now)
                 txn.stk_push_accepted(f"ws_CO_{secrets.token_hex(6)}{n}", uow.now)
             txns[1].review_reason = "a note with 'quotes' and a ; semicolon"  # escaped like any value
-            sa.event.listen(world.db.engine.sync_engine, "before_cursor_execute", count)
-            try:
+            with statements_sent(world) as statements:
                 await uow.transactions.save_many(txns)
-            finally:
-                sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", count)
             await uow.commit()
         assert [s.split(" ", 1)[0] for s in statements] == ["UPDATE"]  # one statement for the three rows
         # only what the step changed is sent: the rest of the row is already in the database
@@ -491,21 +500,13 @@ class TestRepositoryBatches:
 
     async def test_a_row_saved_twice_in_one_unit_of_work_sends_only_the_second_change(self, world: World) -> None:
         [txn] = await deposits(world, 1)
-        statements: list[str] = []
-
-        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-            statements.append(statement)
-
         async with world.deps.uow() as uow:
             loaded = await uow.transactions.get(txn.id, for_update=True)
             loaded.request_stk_push(uow.now)
             await uow.transactions.save(loaded)
             loaded.review_reason = "second thoughts"
-            sa.event.listen(world.db.engine.sync_engine, "before_cursor_execute", count)
-            try:
+            with statements_sent(world) as statements:
                 await uow.transactions.save(loaded)
-            finally:
-                sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", count)
             await uow.commit()
         [update] = statements
         assert set(re.findall(r"`(\w+)` = ", update)) == {"review_reason", "version"}
@@ -540,24 +541,16 @@ class TestRepositoryBatches:
         for txn in made:
             await collection.push_stk(world.deps, txn.id)
         checkouts = [str((await world.get(t.id)).mpesa_checkout_request_id) for t in made]
-        statements: list[str] = []
-
-        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-            statements.append(statement)
-
         async with world.deps.uow() as uow:
             found = await uow.transactions.find_many_by_checkout_request_ids([*checkouts, "ws_CO_nobody"])
             assert sorted(t.id for t in found.values()) == sorted(t.id for t in made)
-            sa.event.listen(world.db.engine.sync_engine, "before_cursor_execute", count)
-            try:
+            with statements_sent(world) as statements:
                 again = [await uow.transactions.find_by_checkout_request_id(c) for c in checkouts]
                 assert statements == []  # locked already, and the same aggregates
                 assert [t.id for t in again if t is not None] == [found[c].id for c in checkouts]
                 assert all(t is found[c] for t, c in zip(again, checkouts, strict=True))
                 assert await uow.transactions.find_by_checkout_request_id("ws_CO_nobody") is None
                 assert len(statements) == 1  # an id not found is asked again
-            finally:
-                sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", count)
 
     async def test_get_many_hands_back_the_aggregate_the_unit_of_work_already_holds(self, world: World) -> None:
         made = await deposits(world, 2)

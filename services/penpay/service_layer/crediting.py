@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 from penpay.logging import get_logger
 from penpay.service_layer.flow import (
@@ -27,7 +28,7 @@ from penpay.service_layer.flow import (
     Results,
     already_processed,
     lock_due,
-    record_all_processed,
+    record_answers,
     unwrap,
 )
 from penpay_domain import events as ev
@@ -169,25 +170,7 @@ async def _record_many(
         else:
             results.append(result.outcome.value)
             final.append((item, result))
-    if not final:
-        return results
-    settled: set[TransactionId] = set()
-
-    async def record() -> None:
-        settled.clear()
-        async with deps.uow() as uow:
-            txns = await uow.transactions.get_many([item.txn_id for item, _ in final], for_update=True)
-            for item, result in final:
-                txn = txns[item.txn_id]
-                if txn.status is not expected:
-                    settled.add(txn.id)
-                    continue
-                _apply_transfer_answer(txn, expected, result, uow.now)
-            await uow.transactions.save_many([txns[i.txn_id] for i, _ in final if i.txn_id not in settled])
-            await record_all_processed(uow, [item.delivery for item, _ in final if item.txn_id not in settled])
-            await uow.commit()
-
-    await deps.retry(record)
+    settled = await record_answers(deps, final, expected=expected, apply=partial(_apply_transfer_answer, expected))
     return [
         "already settled" if isinstance(r, str) and item.txn_id in settled and r in _FINAL else r
         for (item, _), r in zip(answers, results, strict=True)
@@ -197,7 +180,7 @@ async def _record_many(
 _FINAL = frozenset({Outcome.DONE.value, Outcome.REJECTED.value})
 
 
-def _apply_transfer_answer(txn: Transaction, expected: Status, result: DerivTransferResult, now: datetime) -> None:
+def _apply_transfer_answer(expected: Status, txn: Transaction, result: DerivTransferResult, now: datetime) -> None:
     if result.outcome is Outcome.DONE:
         deriv_id = result.deriv_transaction_id or ""
         if expected is Status.CREDITING:

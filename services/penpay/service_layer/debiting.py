@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 
 from penpay.service_layer.flow import (
     Delivery,
@@ -19,6 +20,7 @@ from penpay.service_layer.flow import (
     Results,
     lock_due,
     record_all_processed,
+    record_answers,
     unwrap,
 )
 from penpay_domain.ids import TransactionId
@@ -111,27 +113,15 @@ async def _debit(
 
 
 async def _record(deps: FlowDeps, final: Sequence[tuple[Item, DerivTransferResult]]) -> list[str]:
-    """Record the gateway's final answers in one unit of work (re-run on a deadlock: the answers are in hand)."""
-    settled: set[TransactionId] = set()
-
-    async def record() -> None:
-        settled.clear()
-        async with deps.uow() as uow:
-            txns = await uow.transactions.get_many([item.txn_id for item, _ in final], for_update=True)
-            for item, result in final:
-                txn = txns[item.txn_id]
-                if txn.status is not Status.DEBITING:
-                    settled.add(txn.id)
-                elif result.outcome is Outcome.DONE:
-                    txn.complete_debit(deriv_transaction_id=result.deriv_transaction_id or "", now=uow.now)
-                else:
-                    txn.reject_debit(
-                        code=result.error_code or "deriv_rejected",
-                        reason=result.message or "Deriv refused the withdrawal",
-                        now=uow.now,
-                    )
-            await record_all_processed(uow, [item.delivery for item, _ in final if item.txn_id not in settled])
-            await uow.commit()
-
-    await deps.retry(record)
+    """Record the gateway's final answers (one unit of work); those that moved on meanwhile are "already settled"."""
+    settled = await record_answers(deps, final, expected=Status.DEBITING, apply=_apply_debit_answer)
     return ["already settled" if item.txn_id in settled else result.outcome.value for item, result in final]
+
+
+def _apply_debit_answer(txn: Transaction, result: DerivTransferResult, now: datetime) -> None:
+    if result.outcome is Outcome.DONE:
+        txn.complete_debit(deriv_transaction_id=result.deriv_transaction_id or "", now=now)
+    else:
+        txn.reject_debit(
+            code=result.error_code or "deriv_rejected", reason=result.message or "Deriv refused the withdrawal", now=now
+        )

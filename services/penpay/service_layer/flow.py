@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from penpay.service_layer.intake import IntakeUnitOfWork
@@ -18,7 +18,7 @@ from penpay_domain.errors import DomainError, NotFound
 from penpay_domain.events import TransactionEvent
 from penpay_domain.ids import TransactionId
 from penpay_domain.ports import Clock, DerivGateway, Mailer, Mpesa, UnitOfWork
-from penpay_domain.transaction import Transaction
+from penpay_domain.transaction import Status, Transaction
 
 
 class CallbackUrls(Protocol):
@@ -166,6 +166,42 @@ async def record_all_processed(uow: UnitOfWork, deliveries: Iterable[Delivery | 
         await uow.processed.mark_many(group, [d.key for d in members], uow.now)
         for d in members:
             d.recorded = True
+
+
+A = TypeVar("A")
+
+
+async def record_answers(
+    deps: FlowDeps,
+    answers: Sequence[tuple[Item, A]],
+    *,
+    expected: Status,
+    apply: Callable[[Transaction, A, datetime], None],
+) -> set[TransactionId]:
+    """A batch step's last move: the providers' answers recorded in one unit of work, each applied (``apply``) to its
+    transaction if that is still ``expected``, the items' messages recorded in the same commit. The unit of work is
+    re-run on a deadlock (``deps.retry``): the answers are in hand, and running the whole step again would find the
+    intent recorded and never record them. Returns the transactions that had moved on meanwhile (settled by someone
+    else: their messages are left unrecorded, and nothing is applied)."""
+    settled: set[TransactionId] = set()
+
+    async def record() -> None:
+        settled.clear()
+        async with deps.uow() as uow:
+            txns = await uow.transactions.get_many([item.txn_id for item, _ in answers], for_update=True)
+            for item, answer in answers:
+                txn = txns[item.txn_id]
+                if txn.status is not expected:
+                    settled.add(txn.id)
+                else:
+                    apply(txn, answer, uow.now)
+            await uow.transactions.save_many([txns[i.txn_id] for i, _ in answers if i.txn_id not in settled])
+            await record_all_processed(uow, [item.delivery for item, _ in answers if item.txn_id not in settled])
+            await uow.commit()
+
+    if answers:
+        await deps.retry(record)
+    return settled
 
 
 async def already_processed(uow: UnitOfWork, delivery: Delivery | None) -> bool:

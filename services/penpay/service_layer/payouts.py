@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 
 from penpay.service_layer.flow import (
     Delivery,
@@ -18,7 +19,7 @@ from penpay.service_layer.flow import (
     Results,
     already_processed,
     lock_due,
-    record_all_processed,
+    record_answers,
     record_processed,
     unwrap,
 )
@@ -64,36 +65,28 @@ async def pay_outs(deps: FlowDeps, items: Sequence[Item]) -> Results:
             results[at[id(item)]] = answer  # nothing was sent (ProviderUnavailable) or it may have been: retried
         else:
             sent.append((item, payout_id, answer))
-    if not sent:
-        return results
-    settled: set[TransactionId] = set()
-
-    async def record() -> None:
-        settled.clear()
-        async with deps.uow() as uow:
-            txns = await uow.transactions.get_many([item.txn_id for item, _, _ in sent], for_update=True)
-            for item, payout_id, result in sent:
-                txn = txns[item.txn_id]
-                if txn.status is not Status.DEBITED:
-                    settled.add(txn.id)
-                elif result.outcome is Outcome.DONE and result.conversation_id:
-                    txn.payout_accepted(payout_id=payout_id, conversation_id=result.conversation_id, now=uow.now)
-                elif result.outcome is Outcome.REJECTED and not result.duplicate:
-                    txn.fail_payout(
-                        code=result.error_code or "b2c_rejected", reason=result.message or "B2C refused", now=uow.now
-                    )
-                else:  # unknown, or a duplicate of an earlier request that did reach Daraja: its result will tell
-                    txn.payout_outcome_unknown(uow.now)
-            await record_all_processed(uow, [item.delivery for item, _, _ in sent if item.txn_id not in settled])
-            await uow.commit()
-
-    await deps.retry(record)  # the answers are in hand: only the unit of work that records them runs again
+    settled = await record_answers(
+        deps,
+        [(item, (payout_id, result)) for item, payout_id, result in sent],
+        expected=Status.DEBITED,
+        apply=_apply_payout_answer,
+    )
     for item, _, result in sent:
         if item.txn_id in settled:
             results[at[id(item)]] = "already settled"
         else:
             results[at[id(item)]] = "duplicate" if result.duplicate else result.outcome.value
     return results
+
+
+def _apply_payout_answer(txn: Transaction, answer: tuple[PayoutId, PayoutRequestResult], now: datetime) -> None:
+    payout_id, result = answer
+    if result.outcome is Outcome.DONE and result.conversation_id:
+        txn.payout_accepted(payout_id=payout_id, conversation_id=result.conversation_id, now=now)
+    elif result.outcome is Outcome.REJECTED and not result.duplicate:
+        txn.fail_payout(code=result.error_code or "b2c_rejected", reason=result.message or "B2C refused", now=now)
+    else:  # unknown, or a duplicate of an earlier request that did reach Daraja: its result will tell
+        txn.payout_outcome_unknown(now)
 
 
 async def refund_deposit(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery | None = None) -> str:

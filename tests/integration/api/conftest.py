@@ -25,6 +25,7 @@ from penpay_domain import ledger, ports
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
 from penpay_domain.providers import DerivAccount, DerivTransferOrder, DerivTransferResult, Outcome
+from tests.fakes import transfer_each
 
 CLIENT_IP = "127.0.0.1"
 USER_TOKEN_PREFIX = "sandbox-user-token-"
@@ -50,13 +51,7 @@ class FakeDerivGateway:
         return self.code_outcome
 
     async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
-        results: list[DerivTransferResult | Exception] = []
-        for o in orders:
-            try:
-                results.append(await self.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount))
-            except Exception as exc:  # as the gateway's client answers a batch: each order on its own
-                results.append(exc)
-        return results
+        return await transfer_each(self, orders)
 
     async def transfer(self, *, reference: str, loginid: DerivLoginId, amount: Money) -> DerivTransferResult:
         return DerivTransferResult(outcome=Outcome.DONE, deriv_transaction_id="1")
