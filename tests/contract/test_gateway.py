@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from penpay._proto.penpay.gateway.v1 import gateway_pb2 as pb
+from penpay._proto.penpay.gateway.v1 import gateway_pb2_grpc
 from penpay.adapters.deriv_gateway import (
     DerivGatewayRequestError,
     DerivGatewayUnavailable,
@@ -190,6 +193,43 @@ class TestTransferBatch:
         if first[1].outcome is Outcome.DONE:
             assert again[1] == first[1]
         assert [len(entries_for(sim, o.reference)) for o in orders] == [1, 1]  # each moved once
+
+
+class _GatewayBeforeTransferBatch(gateway_pb2_grpc.DerivGatewayServicer):
+    """A gateway of the release before TransferBatch: Transfer only (the generated base answers UNIMPLEMENTED)."""
+
+    def __init__(self) -> None:
+        self.transfers: list[str] = []
+        self.batch_calls = 0
+
+    async def Transfer(self, request: pb.TransferRequest, context: object) -> pb.TransferResponse:
+        self.transfers.append(request.reference)
+        return pb.TransferResponse(outcome=pb.OUTCOME_DONE, transaction_id=1000 + len(self.transfers))
+
+    def TransferBatch(self, request: pb.TransferBatchRequest, context: Any) -> pb.TransferBatchResponse:
+        self.batch_calls += 1
+        return super().TransferBatch(request, context)  # type: ignore[no-any-return]
+
+
+class TestRollingUpgrade:
+    async def test_workers_upgraded_before_the_gateway_send_each_transfer_on_its_own(self) -> None:
+        old = _GatewayBeforeTransferBatch()
+        server = grpc.aio.server()
+        gateway_pb2_grpc.add_DerivGatewayServicer_to_server(old, server)  # type: ignore[no-untyped-call]
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        client = GrpcDerivGateway(f"127.0.0.1:{port}", timeout_s=5, money_timeout_s=5)
+        try:
+            orders = [DerivTransferOrder(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1)) for _ in range(3)]
+            first = await client.transfer_many(orders)
+            again = await client.transfer_many(orders[:1])
+        finally:
+            await client.close()
+            await server.stop(None)
+        assert [r.outcome for r in first if isinstance(r, DerivTransferResult)] == [Outcome.DONE] * 3
+        assert [r.outcome for r in again if isinstance(r, DerivTransferResult)] == [Outcome.DONE]
+        assert sorted(old.transfers) == sorted([o.reference for o in orders] + [orders[0].reference])
+        assert old.batch_calls == 1  # asked once; it ran nothing, and is not asked again
 
 
 class TestUnknownOutcomes:

@@ -18,6 +18,7 @@ reconcile window (``PENPAY_RECONCILE_AFTER_S``) has passed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ import grpc
 
 from penpay._proto.penpay.gateway.v1 import gateway_pb2 as pb
 from penpay._proto.penpay.gateway.v1 import gateway_pb2_grpc
+from penpay.logging import get_logger
 from penpay_domain import ports
 from penpay_domain.errors import DomainError, InvalidInput
 from penpay_domain.ids import DerivLoginId
@@ -32,6 +34,7 @@ from penpay_domain.money import Currency, Money
 from penpay_domain.providers import DerivAccount, DerivTransferOrder, DerivTransferResult, Outcome
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 _OUTCOMES = {
     pb.OUTCOME_DONE: Outcome.DONE,
@@ -75,6 +78,7 @@ class GrpcDerivGateway:
         self._timeout_s = timeout_s
         self._money_timeout_s = money_timeout_s
         self._batch_size = batch_size  # the gateway's MAX_BATCH
+        self._batches = True  # False once the gateway said it has no TransferBatch
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
@@ -89,9 +93,24 @@ class GrpcDerivGateway:
     async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
         """``TransferBatch``, in calls of at most ``batch_size``: each order's result maps as ``transfer``'s does, its
         own status included; a failure of a whole call maps that way for every order it carried."""
+        if not self._batches:
+            return await self._transfer_each(orders)
         results: list[DerivTransferResult | Exception] = []
         for start in range(0, len(orders), self._batch_size):
             results += await self._transfer_batch(orders[start : start + self._batch_size])
+        return results
+
+    async def _transfer_each(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
+        """One ``Transfer`` call per order, concurrently: for a gateway older than ``TransferBatch``."""
+        answers = await asyncio.gather(
+            *(self.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount) for o in orders),
+            return_exceptions=True,
+        )
+        results: list[DerivTransferResult | Exception] = []
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer  # cancelled: not an answer
+            results.append(answer)
         return results
 
     async def _transfer_batch(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
@@ -109,6 +128,12 @@ class GrpcDerivGateway:
         try:
             response: pb.TransferBatchResponse = await self._stub.TransferBatch(request, timeout=self._money_timeout_s)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                # a gateway that predates TransferBatch (workers upgraded first): it ran nothing, so each order is
+                # sent as a Transfer of its own, now and from now on
+                log.warning("gateway_without_transfer_batch", count=len(orders))
+                self._batches = False
+                return await self._transfer_each(orders)
             try:
                 _raise_for_request_error(exc)
             except DerivGatewayRequestError as refused:
