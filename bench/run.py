@@ -331,7 +331,10 @@ def _p99_with_failures_ms(result: LoadResult, timeout_s: float) -> float:
 
 def _start_counted(p: Platform, name: str, out: Path, *args: str) -> None:
     p.env["BENCH_SQLCOUNT_FILE"] = str(out)
-    p.env["PYTHONPATH"] = str(ROOT)
+    # the repository root for ``bench`` itself, after any PYTHONPATH the bench was given (an A/B run imports an
+    # older ``penpay`` from a git worktree that way: the counted processes must run that code too)
+    given = os.environ.get("PYTHONPATH", "")
+    p.env["PYTHONPATH"] = os.pathsep.join(part for part in (given, str(ROOT)) if part)
     p.start(name, "python", "-m", "bench.sqlcount", name, *args)
 
 
