@@ -63,19 +63,22 @@ def code(root: Path) -> dict[str, Any]:
     processes import another tree, e.g. an older commit's ``git worktree`` for an A/B run)."""
     import penpay  # noqa: PLC0415 - where the processes import PenPay from
 
-    def git(*args: str) -> str | None:
+    def git(*args: str, cwd: Path = root) -> str | None:
         try:
-            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)  # noqa: S603, S607
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)  # noqa: S603, S607
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip()
 
     status = git("status", "--porcelain", "--untracked-files=no")
+    penpay_from = Path(penpay.__file__).resolve().parent
     return {
         "commit": git("rev-parse", "HEAD"),
         "dirty": None if status is None else bool(status),
         "pythonpath": os.environ.get("PYTHONPATH", ""),
-        "penpay_from": str(Path(penpay.__file__).resolve().parent),
+        "penpay_from": str(penpay_from),
+        # the commit of the tree PenPay was imported from (another one than ``commit`` in an A/B run)
+        "penpay_commit": git("rev-parse", "HEAD", cwd=penpay_from),
     }
 
 
