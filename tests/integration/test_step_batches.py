@@ -351,10 +351,12 @@ class TestCallbackBatch:
         made, messages = await _pushed_callbacks(world, 4)
         group = f"callbacks-{secrets.token_hex(4)}"
         handle = callback_handler(world.deps, _Decoder(), group)
-        with counting_commits(world.db.engine) as counts:
+        with counting_commits(world.db.engine) as counts, statements_sent(world) as statements:
             await asyncio.gather(*(handle(m) for m in messages))
         # the four payments (each deposit moved on to CREDITING in the same commit), then the four credits' answers
         assert counts == Counter(commit=2)
+        # the deposits are read twice: found by their CheckoutRequestIDs, and again to record the credits
+        assert sum(s.startswith("SELECT transactions.") for s in statements) == 2
         for txn in made:
             assert (await world.get(txn.id)).status is Status.COMPLETED
         assert world.deriv.executed == {t.id: t.amount_usd for t in made}

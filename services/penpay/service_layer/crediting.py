@@ -93,7 +93,8 @@ async def start_credits(uow: UnitOfWork, txn_ids: Sequence[TransactionId]) -> li
     """Of the transactions ``uow`` holds among ``txn_ids``, the deposits it has just seen paid (their
     ``deposit.payment_received`` is still to be committed), moved on to CREDITING in the same unit of work. The caller
     commits with ``carried=CARRIED`` and then hands them to :func:`carry_credits`."""
-    held = await uow.transactions.get_many(list(dict.fromkeys(txn_ids)), for_update=True)  # already held: no query
+    # the aggregates the unit of work already holds (locked by the caller's own reads): no statement for them
+    held = await uow.transactions.get_many(list(dict.fromkeys(txn_ids)))
     started: list[Transaction] = []
     for txn in held.values():
         if (
