@@ -66,6 +66,8 @@ SUBSCRIPTIONS: Mapping[str, Subscription] = {
         {ev.DepositRequested.name: _by_id(collection.push_stk)},
         batched={ev.DepositRequested.name: collection.push_stk_many},
     ),
+    # deposit.payment_received is carried by the callback worker, which credits the deposits it saw paid
+    # (crediting.carry_credits); it reaches this group only when that credit could not finish there
     "deriv": Subscription(
         "deriv_transfers",
         "deriv",
