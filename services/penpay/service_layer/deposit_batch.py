@@ -95,6 +95,13 @@ class Created:
     events: list[TransactionEvent]
 
 
+@dataclass(frozen=True, slots=True)
+class BatchReads:
+    taken: set[IdempotencyKey]
+    volumes: dict[UserId, Money]
+    accounts: dict[str, ledger.Account]
+
+
 class DepositBatchStore(Protocol):
     """One database transaction for one batch (the SQL adapter is ``adapters.db.deposit_batch``)."""
 
@@ -104,20 +111,18 @@ class DepositBatchStore(Protocol):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
-    async def taken_keys(self, keys: Sequence[IdempotencyKey]) -> set[IdempotencyKey]:
-        """Which of ``keys`` exist already (in flight or answered)."""
-        ...
-
-    async def lock_users(self, user_ids: Sequence[UserId]) -> None:
-        """Hold these users' limit rows until the transaction ends (``user_ids`` sorted: one lock order)."""
-        ...
-
-    async def deposit_volumes(self, user_ids: Sequence[UserId], start: datetime, end: datetime) -> dict[UserId, Money]:
-        """KES of each user's non-failed deposits created in [start, end)."""
-        ...
-
-    async def accounts(self, codes: Sequence[str]) -> dict[str, ledger.Account]:
-        """The ledger accounts to decide on (a snapshot, or locked rows when the store was opened to lock them)."""
+    async def read(
+        self,
+        *,
+        keys: Sequence[IdempotencyKey],
+        users: Sequence[UserId],
+        window: tuple[datetime, datetime],
+        codes: Sequence[str],
+    ) -> BatchReads:
+        """Everything the batch decides on, read together: which of ``keys`` exist already (in flight or answered);
+        the users' limit rows locked until the transaction ends (``users`` sorted: one lock order), then their KES of
+        non-failed deposits created in ``window``; the ledger accounts ``codes`` (a snapshot, or locked rows when the
+        store was opened to lock them)."""
         ...
 
     async def write(
@@ -149,15 +154,11 @@ async def initiate_deposits(
     answers: list[KeyAnswer] = []
     async with store:
         now = store.now
-        live = _first_uses(batch, await store.taken_keys([s.cmd.idempotency_key for s in batch]))
-        users = sorted({batch[i].cmd.user_id for i in live})
-        if users:
-            await store.lock_users(users)
-        used = await store.deposit_volumes(users, *day_window(now)) if users else {}
-
+        # drafted first, in memory, so that one read can fetch everything the decisions need
         drafts: dict[int, Transaction] = {}
-        for i in live:
-            cmd = batch[i].cmd
+        refusals: dict[int, DomainError] = {}
+        for i, submission in enumerate(batch):
+            cmd = submission.cmd
             try:
                 policy.limits.check_amount(cmd.amount)
                 drafts[i] = Transaction.new_deposit(
@@ -169,15 +170,23 @@ async def initiate_deposits(
                     now=now,
                 )
             except DomainError as exc:
-                outcomes[i] = _refuse(batch[i], exc, problem, answers)
+                refusals[i] = exc
         transfers = {i: txn.pull_ledger_transfers() for i, txn in drafts.items()}
-        codes = sorted({c for ts in transfers.values() for t in ts for p in t.postings for c in (p.debit, p.credit)})
-        locked = await store.accounts(codes) if codes else {}
-
-        balances = dict(locked)
+        reads = await store.read(
+            keys=[s.cmd.idempotency_key for s in batch],
+            users=sorted({s.cmd.user_id for s in batch}),
+            window=day_window(now),
+            codes=sorted({c for ts in transfers.values() for t in ts for p in t.postings for c in (p.debit, p.credit)}),
+        )
+        used = reads.volumes
+        balances = dict(reads.accounts)
         created: list[Created] = []
-        for i, txn in drafts.items():
+        for i in _first_uses(batch, reads.taken):  # a member whose key is taken is the one-request path's
             cmd = batch[i].cmd
+            txn = drafts.get(i)
+            if txn is None:
+                outcomes[i] = _refuse(batch[i], refusals[i], problem, answers)
+                continue
             try:
                 spent = used.get(cmd.user_id, Money.kes(0))
                 policy.limits.check_daily(used_today=spent, amount=cmd.amount)
@@ -190,7 +199,7 @@ async def initiate_deposits(
             outcomes[i] = Accepted(txn, body)
             created.append(Created(txn=txn, transfers=transfers[i], events=txn.pull_events()))
             answers.append(KeyAnswer(cmd.idempotency_key, batch[i].request_hash, ACCEPTED, body, txn.id))
-        events = await store.write(created=created, before=locked, after=balances, answers=answers)
+        events = await store.write(created=created, before=reads.accounts, after=balances, answers=answers)
     return outcomes, events
 
 

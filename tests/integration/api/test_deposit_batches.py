@@ -4,15 +4,20 @@ one-request path kept member by member: keys, limits, the float, and what each k
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
+from penpay.adapters.db.deposit_batch import SqlDepositBatch
 from penpay.adapters.db.tables import audit_log, audit_pending, idempotency_keys, ledger_entries, outbox, transactions
-from penpay.bootstrap import Database
+from penpay.bootstrap import Database, SystemClock
 from penpay_domain import ledger
+from penpay_domain.errors import InsufficientFunds
+from penpay_domain.ids import IdempotencyKey, UserId
 from tests.integration.api.conftest import Api, MakeApi, new_key, new_user
 
 pytestmark = pytest.mark.integration
@@ -124,3 +129,24 @@ async def test_the_float_refuses_only_the_members_it_cannot_cover(make_api: Make
             sa.select(sa.func.count()).select_from(idempotency_keys).where(idempotency_keys.c.idem_key == keys[1])
         )
     assert refused_key == 0  # a failure on our side leaves the key free for a retry
+
+
+async def test_a_float_spent_meanwhile_refuses_the_whole_write(db: Database) -> None:
+    """The batch decided on a snapshot; if the float is gone by the write, the counters' CHECK constraint refuses it
+    and the store says ``InsufficientFunds`` (the intake then runs the batch again with the accounts locked)."""
+    user = UserId(new_user())
+    async with SqlDepositBatch(db.engine, SystemClock()) as store:
+        now = store.now
+        reads = await store.read(
+            keys=[IdempotencyKey(user, new_key())],
+            users=[user],
+            window=(now - timedelta(days=1), now),
+            codes=[ledger.DERIV_AGENT.code],
+        )
+        agent = reads.accounts[ledger.DERIV_AGENT.code]
+        overdrawn = replace(agent, credits_pending=agent.debits_posted - agent.credits_posted + 1)
+        with pytest.raises(InsufficientFunds) as caught:
+            await store.write(created=[], before=reads.accounts, after={agent.code: overdrawn}, answers=[])
+    assert caught.value.details.get("account") == ledger.DERIV_AGENT.code
+    assert await _agent(db) == agent  # nothing was written
+    assert reads.taken == set() and reads.volumes == {}

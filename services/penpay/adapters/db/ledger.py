@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -63,9 +64,25 @@ async def add_to_counters(
     """Add ``deltas`` to the accounts' counters in one ``UPDATE`` (rows locked in key order, for this statement and
     the commit that should follow at once). The table's CHECK constraints are the final word on the balance rules
     under concurrency: a breach raises ``InsufficientFunds`` naming the rule-bound accounts that grew."""
+    statement = counters_update(deltas, now)
+    if statement is None:
+        return
+    try:
+        result = await conn.exec_driver_sql(statement[0], tuple(statement[1]))
+    except OperationalError as exc:
+        refused = counters_refused(exc, deltas, rules)
+        if refused is None:
+            raise
+        raise refused from exc
+    counters_updated(deltas, result.rowcount)
+
+
+def counters_update(deltas: Mapping[str, Mapping[str, int]], now: datetime) -> tuple[str, list[object]] | None:
+    """The ``UPDATE`` of :func:`add_to_counters` and its values (None if nothing changes), for a caller that sends
+    it with other statements (``adapters.db.script``) and then checks with :func:`counters_updated`."""
     codes = sorted(deltas)
     if not codes:
-        return
+        return None
     counters = [c for c in _COUNTERS if any(c in deltas[code] for code in codes)]
     params: list[object] = []
     sets = []
@@ -76,19 +93,26 @@ async def add_to_counters(
     params.append(to_db(now))
     params.extend(codes)
     marks = ", ".join(["%s"] * len(codes))
-    sql = f"UPDATE ledger_accounts SET {', '.join(sets)}, updated_at = %s WHERE code IN ({marks})"  # noqa: S608
-    try:
-        result = await conn.exec_driver_sql(sql, tuple(params))
-    except OperationalError as exc:
-        if exc.orig is not None and exc.orig.args and exc.orig.args[0] in CHECK_FAILED:
-            bound = [c for c in codes if rules.get(c, dl.BalanceRule.NONE) is not dl.BalanceRule.NONE]
-            raise InsufficientFunds(
-                f"the balance rule of {', '.join(bound) or 'an account'} would break",
-                account=bound[0] if bound else None,
-            ) from exc
-        raise
-    if result.rowcount != len(codes):
-        raise NotFound(f"ledger accounts missing: some of {codes}")
+    return f"UPDATE ledger_accounts SET {', '.join(sets)}, updated_at = %s WHERE code IN ({marks})", params  # noqa: S608
+
+
+def counters_refused(
+    exc: OperationalError, deltas: Mapping[str, Mapping[str, int]], rules: Mapping[str, dl.BalanceRule]
+) -> InsufficientFunds | None:
+    """What the counters' ``UPDATE`` failing with ``exc`` means: ``InsufficientFunds`` if a CHECK constraint refused
+    it (a balance rule would break), None for any other failure."""
+    if exc.orig is not None and exc.orig.args and exc.orig.args[0] in CHECK_FAILED:
+        bound = [c for c in sorted(deltas) if rules.get(c, dl.BalanceRule.NONE) is not dl.BalanceRule.NONE]
+        return InsufficientFunds(
+            f"the balance rule of {', '.join(bound) or 'an account'} would break", account=bound[0] if bound else None
+        )
+    return None
+
+
+def counters_updated(deltas: Mapping[str, Mapping[str, int]], rowcount: int) -> None:
+    """Refuse the transaction unless the counters' ``UPDATE`` found every account it names."""
+    if rowcount != len(deltas):
+        raise NotFound(f"ledger accounts missing: some of {sorted(deltas)}")
 
 
 def transfer_row(transfer: dl.Transfer, at: datetime) -> dict[str, object]:
@@ -122,8 +146,16 @@ def entry_rows(transfer: dl.Transfer, postings: Sequence[dl.Posting], at: dateti
     ]
 
 
-def account_from_row(row: sa.Row[tuple[object, ...]]) -> dl.Account:
-    m = row._mapping
+ACCOUNT_COLUMNS = ("code", "currency", "rule", *_COUNTERS)
+
+
+def account_from_values(values: Sequence[object]) -> dl.Account:
+    """An account from a row of :data:`ACCOUNT_COLUMNS`, in that order (a driver's plain tuple)."""
+    return account_from_row(dict(zip(ACCOUNT_COLUMNS, values, strict=True)))
+
+
+def account_from_row(row: sa.Row[tuple[object, ...]] | Mapping[str, Any]) -> dl.Account:
+    m = row if isinstance(row, Mapping) else row._mapping
     return dl.Account(
         code=str(m["code"]),
         currency=Currency(m["currency"]),

@@ -22,13 +22,18 @@ def marks(n: int, width: int = 1) -> str:
     return ", ".join([one] * n)
 
 
-async def insert_rows(conn: AsyncConnection, table: str, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert ``rows`` (all with the same keys) in one statement; returns the first AUTO_INCREMENT id (0 if none)."""
+def insert_statement(table: str, rows: Sequence[dict[str, Any]]) -> tuple[str, tuple[Any, ...]]:
+    """One INSERT of ``rows`` (all with the same keys) and its values."""
     columns = list(rows[0])
-    result = await conn.exec_driver_sql(
+    return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks(len(rows), len(columns))}",  # noqa: S608
         tuple(row[c] for row in rows for c in columns),
     )
+
+
+async def insert_rows(conn: AsyncConnection, table: str, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert ``rows`` (all with the same keys) in one statement; returns the first AUTO_INCREMENT id (0 if none)."""
+    result = await conn.exec_driver_sql(*insert_statement(table, rows))
     return int(result.lastrowid or 0)
 
 

@@ -33,6 +33,24 @@ class OutboxRow:
     payload: str
 
 
+def outbox_rows(
+    events: Sequence[TransactionEvent], now: datetime, *, carried: Collection[str] = ()
+) -> list[dict[str, object]]:
+    """The ``outbox`` rows of ``events`` (see :meth:`SqlOutbox.add`)."""
+    at = to_db(now)
+    return [
+        {
+            "stream": event.stream,
+            "event_type": event.name,
+            "transaction_id": event.transaction_id,
+            "payload": payload_json(event),
+            "created_at": at,
+            "published_at": at if event.name in carried else None,
+        }
+        for event in events
+    ]
+
+
 class SqlOutbox:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -43,18 +61,7 @@ class SqlOutbox:
         """Insert the events' rows (one statement where the server numbers a multi-row insert consecutively) and
         return their ids, in order. Events named in ``carried`` are written already published (their committing
         step carries them on itself: see ``UnitOfWork.commit``), so the relay never sends them."""
-        at = to_db(now)
-        rows = [
-            {
-                "stream": event.stream,
-                "event_type": event.name,
-                "transaction_id": event.transaction_id,
-                "payload": payload_json(event),
-                "created_at": at,
-                "published_at": at if event.name in carried else None,
-            }
-            for event in events
-        ]
+        rows = outbox_rows(events, now, carried=carried)
         return await insert_returning_ids(self._conn, "outbox", rows, consecutive=await consecutive_ids_on(self._conn))
 
     async def claim_unpublished(self, limit: int, *, older_than: datetime | None = None) -> list[OutboxRow]:
