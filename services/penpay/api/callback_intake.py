@@ -1,4 +1,4 @@
-"""How Daraja's callbacks reach the database: batched, like deposits (``api.deposit_intake``).
+"""How Daraja's callbacks reach the database: batched, like deposits and withdrawals (``api.batch_intake``).
 
 ``CallbackIntake.submit`` queues a received callback in a :class:`MicroBatcher`; each flush stores and audits every
 callback queued in one MySQL transaction (``service_layer.callbacks.receive_callbacks``), then queues the verified

@@ -10,19 +10,20 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
 
-from penpay.adapters.db.deposit_batch import SqlDepositBatches
+from penpay.adapters.db.batch_initiation import SqlInitiationBatches
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.adapters.db.outbox import PublishedMarks
 from penpay.adapters.rate_limit import Budget, RateLimiter
 from penpay.adapters.streams import RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
+from penpay.api.batch_intake import BatchIntake
 from penpay.api.callback_intake import CallbackIntake
-from penpay.api.deposit_intake import DepositIntake
 from penpay.api.idempotency import IdempotencyGate
 from penpay.api.problems import ApiProblem
 from penpay.api.security import BEARER_CHALLENGE, Network, Principal, TokenVerifier, client_ip, contains, networks
 from penpay.bootstrap import Database
 from penpay.logging import get_logger
+from penpay.service_layer.batch_initiation import DEPOSITS, WITHDRAWALS
 from penpay.service_layer.callbacks import CallbackUrls
 from penpay.service_layer.deposits import DepositPolicy
 from penpay.settings import Settings
@@ -58,7 +59,8 @@ class ApiState:
     limiter: RateLimiter = field(init=False)
     marks: PublishedMarks = field(init=False)
     publisher: RedisStreamPublisher = field(init=False)
-    deposit_intake: DepositIntake = field(init=False)
+    deposit_intake: BatchIntake = field(init=False)
+    withdrawal_intake: BatchIntake = field(init=False)
     callback_intake: CallbackIntake = field(init=False)
     idempotency: IdempotencyGate = field(init=False)
     deposit_policy: DepositPolicy = field(init=False)
@@ -80,13 +82,18 @@ class ApiState:
             limits=LimitPolicy(min_kes=s.withdraw_min_kes, max_kes=s.withdraw_max_kes, daily_kes=s.daily_limit_kes),
             fees=self.adapters.withdrawal_fees,
         )
-        self.deposit_intake = DepositIntake(
-            SqlDepositBatches(self.adapters.db.engine, self.adapters.db.clock),
-            fx=self.adapters.fx,
-            policy=self.deposit_policy,
-            publisher=self.publisher,
-            max_batch=s.intake_max_batch,
-            max_in_flight=s.intake_max_in_flight,
+        batches = SqlInitiationBatches(self.adapters.db.engine, self.adapters.db.clock, self.box)
+        self.deposit_intake, self.withdrawal_intake = (
+            BatchIntake(
+                batches,
+                rules=rules,
+                fx=self.adapters.fx,
+                policy=policy,
+                publisher=self.publisher,
+                max_batch=s.intake_max_batch,
+                max_in_flight=s.intake_max_in_flight,
+            )
+            for rules, policy in ((DEPOSITS, self.deposit_policy), (WITHDRAWALS, self.withdrawal_policy))
         )
         self.callback_intake = CallbackIntake(
             lambda: self.uow("mpesa"),
@@ -119,8 +126,9 @@ class ApiState:
         return lambda: self.uow(actor)
 
     async def aclose(self) -> None:
-        """At shutdown: let queued deposits and callbacks commit and pending outbox stamps land."""
+        """At shutdown: let queued deposits, withdrawals and callbacks commit and pending outbox stamps land."""
         await self.deposit_intake.aclose()
+        await self.withdrawal_intake.aclose()
         await self.callback_intake.aclose()
         await self.limiter.aclose()
         await self.marks.aclose()

@@ -13,7 +13,7 @@ from penpay.service_layer.intake import IntakeUnitOfWork
 from penpay.service_layer.publishing import publish_quietly
 from penpay_domain.commands import InitiateWithdrawal
 from penpay_domain.errors import DomainError, InsufficientFunds
-from penpay_domain.ids import new_transaction_id
+from penpay_domain.ids import DerivLoginId, new_transaction_id
 from penpay_domain.limits import day_window
 from penpay_domain.ports import EventPublisher, FxQuotes
 from penpay_domain.transaction import Kind, Parties, Transaction
@@ -25,6 +25,10 @@ class AccountNotLinked(DomainError):
     """A withdrawal (or a code request) for a Deriv account that this user has not linked."""
 
     code = "deriv_account_not_linked"
+
+
+def unlinked_message(loginid: DerivLoginId) -> str:
+    return f"Deriv account {loginid} is not linked to you; link it with POST /deriv/link first"
 
 
 async def initiate_withdrawal(
@@ -39,9 +43,7 @@ async def initiate_withdrawal(
     async with uow:
         now = uow.now
         if await uow.linked_accounts.get(cmd.user_id, cmd.deriv_loginid) is None:
-            raise AccountNotLinked(
-                f"Deriv account {cmd.deriv_loginid} is not linked to you; link it with POST /deriv/link first"
-            )
+            raise AccountNotLinked(unlinked_message(cmd.deriv_loginid))
         quote = await fx.quote(now)
         txn = Transaction.new_withdrawal(
             id=new_transaction_id(now),

@@ -12,12 +12,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from penpay.adapters.db.deposit_batch import SqlDepositBatch
+from penpay.adapters.db.batch_initiation import SqlInitiationBatch
 from penpay.adapters.db.tables import audit_log, audit_pending, idempotency_keys, ledger_entries, outbox, transactions
+from penpay.adapters.tokens import SecretBox
 from penpay.bootstrap import Database, SystemClock
+from penpay.settings import Settings
 from penpay_domain import ledger
 from penpay_domain.errors import InsufficientFunds
 from penpay_domain.ids import IdempotencyKey, UserId
+from penpay_domain.transaction import Kind
 from tests.integration.api.conftest import Api, MakeApi, new_key, new_user
 
 pytestmark = pytest.mark.integration
@@ -135,9 +138,10 @@ async def test_a_float_spent_meanwhile_refuses_the_whole_write(db: Database) -> 
     """The batch decided on a snapshot; if the float is gone by the write, the counters' CHECK constraint refuses it
     and the store says ``InsufficientFunds`` (the intake then runs the batch again with the accounts locked)."""
     user = UserId(new_user())
-    async with SqlDepositBatch(db.engine, SystemClock()) as store:
+    async with SqlInitiationBatch(db.engine, SystemClock(), SecretBox.from_settings(Settings())) as store:
         now = store.now
         reads = await store.read(
+            kind=Kind.DEPOSIT,
             keys=[IdempotencyKey(user, new_key())],
             users=[user],
             window=(now - timedelta(days=1), now),
@@ -149,4 +153,4 @@ async def test_a_float_spent_meanwhile_refuses_the_whole_write(db: Database) -> 
             await store.write(created=[], before=reads.accounts, after={agent.code: overdrawn}, answers=[])
     assert caught.value.details.get("account") == ledger.DERIV_AGENT.code
     assert await _agent(db) == agent  # nothing was written
-    assert reads.taken == set() and reads.volumes == {}
+    assert reads.taken == set() and reads.volumes == {} and reads.linked == set()

@@ -1,6 +1,6 @@
 """``POST /deposit``: 202 with the new transaction (idempotent; see ``api.idempotency``).
 
-New keys go through the batched intake (``api.deposit_intake``): many deposits, one database transaction. A key that
+New keys go through the batched intake (``api.batch_intake``): many deposits, one database transaction. A key that
 exists already is answered by the one-request path of ``api.idempotency`` (replay, 409 in flight, 422 reused, or a
 stale claim taken over), exactly as before batching.
 
@@ -22,7 +22,7 @@ from penpay.api.idempotency import HEADER, request_hash, request_path, require_k
 from penpay.api.problems import PROBLEM_JSON
 from penpay.api.schemas import DepositRequest, TransactionOut, render_transaction
 from penpay.service_layer import deposits
-from penpay.service_layer.deposit_batch import Accepted, DepositSubmission, Refused
+from penpay.service_layer.batch_initiation import Accepted, Outcome, Refused, Submission
 from penpay_domain.commands import InitiateDeposit
 from penpay_domain.ids import UserId, parse_deriv_loginid
 from penpay_domain.money import Money
@@ -45,6 +45,16 @@ async def _arguments(request: Request) -> dict[str, Any]:
     }
 
 
+def answered(outcome: Outcome) -> Response | None:
+    """The response to a request its batch created or refused; None if its key was taken (the one-request path's)."""
+    if isinstance(outcome, Accepted):
+        structlog.contextvars.bind_contextvars(transaction_id=outcome.txn.id)
+        return Response(content=outcome.body, status_code=202, media_type="application/json")
+    if isinstance(outcome, Refused):
+        return Response(content=outcome.body, status_code=outcome.status, media_type=PROBLEM_JSON)
+    return None
+
+
 @router.post(
     "/deposit",
     status_code=202,
@@ -64,12 +74,9 @@ async def create_deposit(
         idempotency_key=key,
     )
     digest = request_hash(request.method, request_path(request), await request.body())
-    outcome = await state.deposit_intake.submit(DepositSubmission(cmd, digest))
-    if isinstance(outcome, Accepted):
-        structlog.contextvars.bind_contextvars(transaction_id=outcome.txn.id)
-        return Response(content=outcome.body, status_code=202, media_type="application/json")
-    if isinstance(outcome, Refused):
-        return Response(content=outcome.body, status_code=outcome.status, media_type=PROBLEM_JSON)
+    answer = answered(await state.deposit_intake.submit(Submission(cmd, digest)))
+    if answer is not None:
+        return answer
     return await state.idempotency.run(
         key,
         request,

@@ -1,5 +1,8 @@
 """``POST /withdraw`` (202, idempotent) and ``POST /withdraw/code`` (ask Deriv to e-mail the verification code).
 
+New keys go through the batched intake (``api.batch_intake``), as deposits do; a key that exists already is answered
+by the one-request path of ``api.idempotency`` (replay, 409 in flight, 422 reused, a stale claim taken over).
+
 ``/withdraw/code`` moves no money and needs no ``Idempotency-Key``: repeating it sends another e-mail, which is what
 a user pressing "resend" wants. The verification code is a secret: it is never logged and is stored encrypted.
 """
@@ -10,8 +13,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from penpay.api.deps import State, User
-from penpay.api.idempotency import require_key
-from penpay.api.routes.deposits import IdempotencyHeader
+from penpay.api.idempotency import request_hash, request_path, require_key
+from penpay.api.routes.deposits import IdempotencyHeader, answered
 from penpay.api.schemas import (
     CodeRequestedOut,
     TransactionOut,
@@ -20,6 +23,7 @@ from penpay.api.schemas import (
     render_transaction,
 )
 from penpay.service_layer import linking, withdrawals
+from penpay.service_layer.batch_initiation import Submission
 from penpay_domain.commands import InitiateWithdrawal
 from penpay_domain.ids import UserId, parse_deriv_loginid
 from penpay_domain.money import Currency, Money
@@ -46,6 +50,10 @@ async def create_withdrawal(
         verification_code=body.verification_code,
         idempotency_key=key,
     )
+    digest = request_hash(request.method, request_path(request), await request.body())
+    answer = answered(await state.withdrawal_intake.submit(Submission(cmd, digest)))
+    if answer is not None:
+        return answer
     return await state.idempotency.run(
         key,
         request,

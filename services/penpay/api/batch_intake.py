@@ -1,12 +1,13 @@
-"""How ``POST /deposit`` reaches the database: batched (``service_layer.deposit_batch``), with the retries around it.
+"""How ``POST /deposit`` and ``POST /withdraw`` reach the database: batched (``service_layer.batch_initiation``),
+with the retries around it.
 
-``DepositIntake.submit`` queues a deposit in the API's :class:`MicroBatcher`; each flush is one MySQL transaction for
-every deposit queued, then one pipelined publish of their events. A deadlock or lock-wait timeout retries the whole
-batch (nothing of the failed try was kept); so does a float spent by someone else between the batch's read of the
-accounts and its write (the CHECK constraints refuse the write), this time with the accounts locked from the start.
-A duplicate key means another request committed the same idempotency key
-between the batch's key check and its insert: the batch is then run again one member at a time, so that member is
-answered ``KEY_TAKEN`` (and replayed by the one-request path) while the others are created.
+``BatchIntake.submit`` queues a request in the API's :class:`MicroBatcher` (one intake, and so one queue, per kind);
+each flush is one MySQL transaction for every request queued, then one pipelined publish of their events. A
+deadlock or lock-wait timeout retries the whole batch (nothing of the failed try was kept); so does a float spent by
+someone else between the batch's read of the accounts and its write (the CHECK constraints refuse the write), this
+time with the accounts locked from the start. A duplicate key means another request committed the same idempotency
+key between the batch's key check and its insert: the batch is then run again one member at a time, so that member
+is answered ``KEY_TAKEN`` (and replayed by the one-request path) while the others are created.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 
-from penpay.adapters.db.deposit_batch import SqlDepositBatches
+from penpay.adapters.db.batch_initiation import SqlInitiationBatches
 from penpay.adapters.db.unit_of_work import with_retries
 from penpay.api.problems import domain_problem
 from penpay.api.schemas import render_transaction
 from penpay.logging import get_logger
+from penpay.service_layer.batch_initiation import KindRules, Outcome, Submission, initiate_batch
 from penpay.service_layer.batching import MicroBatcher
-from penpay.service_layer.deposit_batch import DepositSubmission, Outcome, initiate_deposits
 from penpay.service_layer.deposits import DepositPolicy
 from penpay.service_layer.publishing import publish_quietly
 from penpay_domain.errors import InsufficientFunds
@@ -34,11 +35,12 @@ MAX_BATCH = 64
 MAX_IN_FLIGHT = 2
 
 
-class DepositIntake:
+class BatchIntake:
     def __init__(
         self,
-        batches: SqlDepositBatches,
+        batches: SqlInitiationBatches,
         *,
+        rules: KindRules,
         fx: FxQuotes,
         policy: DepositPolicy,
         publisher: EventPublisher,
@@ -46,20 +48,21 @@ class DepositIntake:
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._batches = batches
+        self._rules = rules
         self._fx = fx
         self._policy = policy
         self._publisher = publisher
-        self._batcher: MicroBatcher[DepositSubmission, Outcome] = MicroBatcher(
+        self._batcher: MicroBatcher[Submission, Outcome] = MicroBatcher(
             self._flush, max_batch=max_batch, max_in_flight=max_in_flight
         )
 
-    async def submit(self, submission: DepositSubmission) -> Outcome:
+    async def submit(self, submission: Submission) -> Outcome:
         return await self._batcher.submit(submission)
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
 
-    async def _flush(self, batch: list[DepositSubmission]) -> Sequence[Outcome]:
+    async def _flush(self, batch: list[Submission]) -> Sequence[Outcome]:
         try:
             return await with_retries(lambda: self._once(batch))
         except InsufficientFunds:  # the float was spent between the batch's read and its write: decide locked
@@ -70,10 +73,11 @@ class DepositIntake:
                 outcomes.extend(await with_retries(partial(self._once, [submission])))
             return outcomes
 
-    async def _once(self, batch: Sequence[DepositSubmission], *, lock: bool = False) -> list[Outcome]:
+    async def _once(self, batch: Sequence[Submission], *, lock: bool = False) -> list[Outcome]:
         started = time.perf_counter()
-        outcomes, events = await initiate_deposits(
+        outcomes, events = await initiate_batch(
             batch,
+            rules=self._rules,
             store=await self._batches.open(lock=lock),
             fx=self._fx,
             policy=self._policy,
@@ -81,5 +85,10 @@ class DepositIntake:
             problem=domain_problem,
         )
         await publish_quietly(self._publisher, events)
-        log.debug("deposit_batch", size=len(batch), ms=round((time.perf_counter() - started) * 1000, 1))
+        log.debug(
+            "initiation_batch",
+            kind=self._rules.kind.value,
+            size=len(batch),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
         return outcomes

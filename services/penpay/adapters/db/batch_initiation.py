@@ -1,11 +1,12 @@
-"""The SQL side of batched deposit initiation (``service_layer.deposit_batch``): one MySQL transaction a batch.
+"""The SQL side of batched initiation (``service_layer.batch_initiation``): one MySQL transaction a batch.
 
 Every step is one statement for the whole batch, and the statements go in two round trips (``adapters.db.script``)
 and a COMMIT: first the reads — the existing keys, the users' limit locks, the day's volumes, the ledger accounts
-(read without a lock) —, then one multi-row INSERT per table (transactions, ledger transfers and entries, idempotency
-answers, audit rows, outbox) and last one relative UPDATE of the accounts' counters, so the accounts every deposit
-shares are locked only for that statement and the commit. So a batch of 50 deposits costs the round trips one did
-(``adapters.db.multirow``: statements as written, values bound; outbox ids as the server assigns them).
+(read without a lock), for withdrawals the linked Deriv accounts —, then one multi-row INSERT per table
+(transactions, withdrawal codes, ledger transfers and entries, idempotency answers, audit rows, outbox) and last one
+relative UPDATE of the accounts' counters, so the accounts every request shares are locked only for that statement
+and the commit. So a batch of 50 requests costs the round trips one did (``adapters.db.multirow``: statements as
+written, values bound; outbox ids as the server assigns them).
 """
 
 from __future__ import annotations
@@ -35,21 +36,24 @@ from penpay.adapters.db.multirow import consecutive_ids_on, insert_statement, ma
 from penpay.adapters.db.outbox import outbox_rows
 from penpay.adapters.db.repositories import FAILED_STATUSES, transaction_row
 from penpay.adapters.db.script import Statement, run_script
-from penpay.service_layer.deposit_batch import BatchReads, Created, DepositBatchStore, KeyAnswer
+from penpay.adapters.tokens import SecretBox
+from penpay.service_layer.batch_initiation import BatchReads, BatchStore, Created, KeyAnswer
 from penpay_domain import ledger
 from penpay_domain.events import TransactionEvent
-from penpay_domain.ids import IdempotencyKey, UserId
+from penpay_domain.ids import DerivLoginId, IdempotencyKey, UserId
 from penpay_domain.money import Currency, Money
 from penpay_domain.ports import Clock
 from penpay_domain.transaction import Kind
 
 
-class SqlDepositBatch:
-    """One batch's database transaction. Rolled back unless ``write`` committed it."""
+class SqlInitiationBatch:
+    """One batch's database transaction. Rolled back unless ``write`` committed it. ``box`` seals withdrawals'
+    verification codes."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock, *, lock: bool = False) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock, box: SecretBox, *, lock: bool = False) -> None:
         self._engine = engine
         self._clock = clock
+        self._box = box
         self._lock = lock
         self._conn: AsyncConnection | None = None
         self._committed = False
@@ -80,12 +84,15 @@ class SqlDepositBatch:
     async def read(
         self,
         *,
+        kind: Kind,
         keys: Sequence[IdempotencyKey],
         users: Sequence[UserId],
         window: tuple[datetime, datetime],
         codes: Sequence[str],
+        logins: Sequence[tuple[UserId, DerivLoginId]] = (),
     ) -> BatchReads:
         names = sorted({k.key for k in keys})
+        gross = "amount_kes" if kind is Kind.DEPOSIT else "amount_kes + fee_kes"  # what the day's limit counts
         failed = [s.value for s in FAILED_STATUSES]
         statements: list[Statement] = [
             (
@@ -100,12 +107,23 @@ class SqlDepositBatch:
                 [v for u in users for v in (u, to_db(self._now))],
             ),
             (
-                "SELECT user_id, COALESCE(SUM(amount_kes), 0) FROM transactions "  # noqa: S608
+                f"SELECT user_id, COALESCE(SUM({gross}), 0) FROM transactions "  # noqa: S608
                 f"WHERE user_id IN ({marks(len(users))}) AND kind = %s AND created_at >= %s AND created_at < %s "
                 f"AND status NOT IN ({marks(len(failed))}) GROUP BY user_id",
-                [*users, Kind.DEPOSIT.value, to_db(window[0]), to_db(window[1]), *failed],
+                [*users, kind.value, to_db(window[0]), to_db(window[1]), *failed],
             ),
         ]
+        linked_at = len(statements)
+        if logins:
+            login_ids = sorted({lid for _, lid in logins})
+            statements.append(
+                (
+                    f"SELECT user_id, loginid FROM deriv_accounts WHERE user_id IN ({marks(len(users))}) "  # noqa: S608
+                    f"AND loginid IN ({marks(len(login_ids))})",
+                    [*users, *login_ids],
+                )
+            )
+        accounts_at = len(statements)
         if codes:
             statements.append(
                 (
@@ -116,7 +134,8 @@ class SqlDepositBatch:
             )
         results = await run_script(self._connection, statements)
         found = {(str(r[0]), str(r[1])) for r in results[0].rows}
-        accounts = {a.code: a for a in map(account_from_values, results[3].rows)} if codes else {}
+        accounts = {a.code: a for a in map(account_from_values, results[accounts_at].rows)} if codes else {}
+        linked = {(UserId(str(r[0])), DerivLoginId(str(r[1]))) for r in results[linked_at].rows} if logins else set()
         missing = set(codes) - set(accounts)
         if missing:
             raise RuntimeError(f"ledger accounts missing from the chart: {sorted(missing)}")
@@ -124,6 +143,7 @@ class SqlDepositBatch:
             taken={k for k in keys if (k.user_id, k.key) in found},
             volumes={UserId(str(r[0])): Money(int(r[1]), Currency.KES) for r in results[2].rows},
             accounts=accounts,
+            linked={pair for pair in linked if pair in set(logins)},
         )
 
     async def write(
@@ -141,6 +161,13 @@ class SqlDepositBatch:
         if created:
             transfers = [t for c in created for t in c.transfers]
             statements.append(insert_statement("transactions", [transaction_row(c.txn) for c in created]))
+            codes = [
+                {"transaction_id": c.txn.id, "code_ciphertext": self._box.seal(c.code), "created_at": at}
+                for c in created
+                if c.code is not None
+            ]
+            if codes:
+                statements.append(insert_statement("withdrawal_codes", codes))
             statements.append(insert_statement("ledger_transfers", [transfer_row(t, at) for t in transfers]))
             statements.append(
                 insert_statement("ledger_entries", [e for t in transfers for e in entry_rows(t, t.postings, at)])
@@ -207,17 +234,18 @@ def _with_id(event: TransactionEvent, event_id: int) -> TransactionEvent:
     return replace(event, event_id=event_id)
 
 
-class SqlDepositBatches:
-    """Opens one :class:`SqlDepositBatch` per batch (the ``store`` of ``initiate_deposits``)."""
+class SqlInitiationBatches:
+    """Opens one :class:`SqlInitiationBatch` per batch (the ``store`` of ``initiate_batch``)."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock, box: SecretBox) -> None:
         self._engine = engine
         self._clock = clock
+        self._box = box
 
-    async def open(self, *, lock: bool = False) -> SqlDepositBatch:
+    async def open(self, *, lock: bool = False) -> SqlInitiationBatch:
         """``lock``: read the ledger accounts ``FOR UPDATE`` (after a batch lost a race for the last of a float)."""
-        return SqlDepositBatch(self._engine, self._clock, lock=lock)
+        return SqlInitiationBatch(self._engine, self._clock, self._box, lock=lock)
 
 
-def _conforms(engine: AsyncEngine, clock: Clock) -> DepositBatchStore:
-    return SqlDepositBatch(engine, clock)  # mypy checks the protocol
+def _conforms(engine: AsyncEngine, clock: Clock, box: SecretBox) -> BatchStore:
+    return SqlInitiationBatch(engine, clock, box)  # mypy checks the protocol
