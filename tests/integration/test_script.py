@@ -92,3 +92,16 @@ async def test_a_listener_sees_one_statement_per_script(conn: AsyncConnection, e
 
 async def test_nothing_to_run_sends_nothing(conn: AsyncConnection) -> None:
     assert await run_script(conn, []) == []
+
+
+async def test_a_connection_the_server_dropped_is_invalidated_not_pooled(engine: AsyncEngine) -> None:
+    async with engine.connect() as victim:
+        thread = int((await victim.exec_driver_sql("SELECT CONNECTION_ID()")).scalar_one())
+        async with engine.connect() as admin:
+            await admin.exec_driver_sql(f"KILL CONNECTION {thread}")
+        with pytest.raises(OperationalError) as caught:
+            await run_script(victim, [("SELECT %s", [1]), ("SELECT %s", [2])])
+        assert caught.value.connection_invalidated
+        assert victim.invalidated
+    async with engine.connect() as fresh:  # the pool hands out a live connection
+        assert (await run_script(fresh, [("SELECT CONNECTION_ID()", [])]))[0].rows[0][0] != thread

@@ -9,7 +9,8 @@ The server runs the statements in order and stops at the first that fails; that 
 as SQLAlchemy would raise it (``IntegrityError``, ``OperationalError``, … with the driver's error as ``orig``), so
 callers handle a script's failure exactly as a statement's. The statements are in the caller's open transaction;
 a failed statement undoes only itself, so a caller that does not handle the error rolls the transaction back as
-after any other failed statement. Every result is read, whatever happens, so the connection stays usable.
+after any other failed statement. Every result is read, whatever happens, so the connection stays usable; one the
+server dropped is invalidated, as SQLAlchemy invalidates it, so the pool never hands it out again.
 
 Each value travels as a bound parameter (escaped by the driver, as for any statement). SQLAlchemy does not run the
 query itself, so its ``before_cursor_execute`` event is dispatched here once per script, with the whole text: a
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from asyncmy import errors as driver_errors
 from sqlalchemy.exc import DBAPIError
@@ -48,6 +49,7 @@ async def run_script(conn: AsyncConnection, statements: Sequence[Statement]) -> 
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
     results: list[StatementResult] = []
+    error: DBAPIError | None = None
     async with driver.cursor() as cursor:
         sync.dispatch.before_cursor_execute(sync, cursor, sql, params, None, False)
         try:
@@ -57,7 +59,15 @@ async def run_script(conn: AsyncConnection, statements: Sequence[Statement]) -> 
                 results.append(await _result(cursor))
         except driver_errors.Error as exc:
             failed = statements[min(len(results), len(statements) - 1)]
-            raise DBAPIError.instance(failed[0], tuple(failed[1]), exc, driver_errors.Error) from exc
+            lost = sync.dialect.is_disconnect(cast(Any, exc), raw.dbapi_connection, cursor)
+            wrapped = DBAPIError.instance(
+                failed[0], tuple(failed[1]), exc, driver_errors.Error, connection_invalidated=lost
+            )
+            error = wrapped if isinstance(wrapped, DBAPIError) else DBAPIError(failed[0], failed[1], exc)
+    if error is not None:
+        if error.connection_invalidated:  # as SQLAlchemy does: this connection never goes back to the pool
+            await conn.invalidate()
+        raise error from error.orig
     if len(results) != len(statements):
         raise RuntimeError(f"a script of {len(statements)} statements returned {len(results)} results")
     return results
