@@ -102,6 +102,7 @@ class Bench:
             await self._e2e_phases()
             if self.platform is not None:
                 await self._scaling()
+                await self._api_alone()
                 if self.cfg.profile:
                     await self._profiles()
                 await self._round_trips()
@@ -116,8 +117,35 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ API
     async def _api_phases(self) -> None:
+        sat, lat = await self._api_load("")
+        self.out["api_saturation"], self.out["api_latency"] = sat.summary(), self._latency_summary(lat)
+        ids = sat.created_ids + lat.created_ids
+        say(f"draining the {len(ids):,} deposits of the API phases")
+        drained = await flows.wait_terminal(self.engine, ids, timeout_s=self.cfg.drain_timeout_s)
+        self.out["api_backlog"] = drained.summary()
+        say(f"  {drained.completed:,} completed in {drained.span_s:,.1f} s ({drained.completed_per_s:,.1f}/s)")
+        await self._quiet("the deposits of requests the load generator gave up on")
+
+    async def _api_alone(self) -> None:
+        """A diagnostic, not a target's figure: the API phases again with the worker stopped, so the API has the
+        cores to itself (no backlog drained beside it, no STK callbacks); the deposits wait for the worker."""
+        p = self.platform
+        assert p is not None
+        say("API alone (diagnostic): the same two phases with the worker stopped")
+        p.stop("worker")
+        try:
+            sat, lat = await self._api_load("x")
+        finally:
+            p.start("worker", "penpay-worker", "--workers", "all")
+        self.out["api_alone"] = {"saturation": sat.summary(), "latency": self._latency_summary(lat)}
+        say(f"  then the worker again: draining {len(sat.created_ids) + len(lat.created_ids):,} deposits")
+        await flows.wait_terminal(self.engine, sat.created_ids + lat.created_ids, timeout_s=self.cfg.drain_timeout_s)
+        await self._quiet("the API-alone phases")
+
+    async def _api_load(self, label: str) -> tuple[LoadResult, LoadResult]:
+        """Saturation (closed loop) then the fixed offered rate (open loop), each with fresh users' keys."""
         cfg = self.cfg
-        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}a")
+        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}a{label}")
         say(f"API at saturation: {cfg.saturation_concurrency} clients for {cfg.saturation_seconds:g} s")
         sat = await closed_loop(
             self.pool,
@@ -125,10 +153,9 @@ class Bench:
             concurrency=cfg.saturation_concurrency,
             duration_s=cfg.saturation_seconds,
         )
-        self.out["api_saturation"] = sat.summary()
         say(f"  accepted {sat.accepted_per_s:,.1f}/s")
 
-        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}b")
+        deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}b{label}")
         say(f"API latency: open loop at {cfg.latency_rate:g} req/s for {cfg.latency_seconds:g} s")
         lat = await open_loop(
             self.pool,
@@ -137,17 +164,14 @@ class Bench:
             duration_s=cfg.latency_seconds,
             timeout_s=cfg.request_timeout_s,
         )
-        summary = lat.summary()
-        summary["p99_with_failures_ms"] = _p99_with_failures_ms(lat, cfg.request_timeout_s)
-        self.out["api_latency"] = summary
-        say(f"  p50 {summary['latency_ms']['p50']} ms, p99 {summary['p99_with_failures_ms']} ms, sent {lat.sent}")  # type: ignore[index]
+        summary = self._latency_summary(lat)
+        say(f"  p50 {summary['latency_ms']['p50']} ms, p99 {summary['p99_with_failures_ms']} ms, sent {lat.sent}")
+        return sat, lat
 
-        ids = sat.created_ids + lat.created_ids
-        say(f"draining the {len(ids):,} deposits of the API phases")
-        drained = await flows.wait_terminal(self.engine, ids, timeout_s=cfg.drain_timeout_s)
-        self.out["api_backlog"] = drained.summary()
-        say(f"  {drained.completed:,} completed in {drained.span_s:,.1f} s ({drained.completed_per_s:,.1f}/s)")
-        await self._quiet("the deposits of requests the load generator gave up on")
+    def _latency_summary(self, lat: LoadResult) -> dict[str, Any]:
+        summary = lat.summary()
+        summary["p99_with_failures_ms"] = _p99_with_failures_ms(lat, self.cfg.request_timeout_s)
+        return summary
 
     # ------------------------------------------------------------------------------------------------ end to end
     async def _quiet(self, what: str) -> dict[str, Any]:
@@ -367,6 +391,7 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     rt = out.get("round_trips", {})
     rtb = out.get("round_trips_burst", {})
     checks = out.get("checks", {})
+    alone = out.get("api_alone", {})
     return {
         "raw_commits_per_s": commits,
         "raw_hot_row_commits_per_s": raw["hot_row_commits_per_s"],
@@ -378,6 +403,8 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "api_p99_ms_at_500": lat.get("p99_with_failures_ms"),
         "api_failed_at_500": (lat["sent"] - lat["accepted"]) if lat else None,
         "api_offered_rate": out.get("config", {}).get("latency_rate"),
+        "api_alone_accepted_per_s": alone.get("saturation", {}).get("accepted_per_s"),
+        "api_alone_p99_ms_at_500": alone.get("latency", {}).get("p99_with_failures_ms"),
         "e2e_deposits_per_s_1_worker": d1.get("completed_per_s"),
         "e2e_deposits_peak_5s_per_s_1_worker": d1.get("peak_5s_completed_per_s"),
         "e2e_deposit_p50_ms": d1.get("completion_ms", {}).get("p50"),
@@ -425,6 +452,8 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         (f"API: p95 ms at {f['api_offered_rate']:g} req/s", f["api_p95_ms_at_500"], ""),
         (f"API: p99 ms at {f['api_offered_rate']:g} req/s", f["api_p99_ms_at_500"], mark("api_p99_ms_at_500")),
         ("API: requests failed/timed out at that rate", f["api_failed_at_500"], ""),
+        ("API alone: accepted deposits/s", f["api_alone_accepted_per_s"], "diagnostic: the worker stopped"),
+        (f"API alone: p99 ms at {f['api_offered_rate']:g} req/s", f["api_alone_p99_ms_at_500"], "diagnostic"),
         ("", None, ""),
         ("e2e: completed deposits/s, 1 worker", f["e2e_deposits_per_s_1_worker"], "burst, 202 -> COMPLETED"),
         ("e2e: same, best 5 s window", f["e2e_deposits_peak_5s_per_s_1_worker"], "diagnostic: without the tail"),
