@@ -42,7 +42,11 @@ def _conforms(db: Database) -> UnitOfWork:
 
 @asynccontextmanager
 async def database(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[Database]:
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        statement_cache=settings.database_statement_cache,
+    )
     try:
         yield Database(engine, clock or SystemClock())
     finally:

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
 
     database_url: str = "mysql+asyncmy://root:@127.0.0.1:3306/penpay"
     database_pool_size: int = 20
+    database_statement_cache: int = Field(default=64, ge=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
     stream_prefix: str = "penpay"
 

@@ -437,14 +437,17 @@ class TestCallbackOvertakesThePushAnswer:
 
 
 async def _until_waiting_for_a_lock(world: World, txn_id: str) -> None:
-    """Until some transaction waits for a row lock with a statement naming ``txn_id`` (InnoDB's own view, which it
-    refreshes only when not read for 0.1 s: hence the pace)."""
+    """Until a connection to this test's database waits for a row lock with a statement on ``transactions`` (InnoDB's
+    own view, which it refreshes only when not read for 0.1 s: hence the pace). Only ``txn_id``'s row is held here;
+    the statement's text cannot name it, since prepared statements show their placeholders, not their values."""
     query = sa.text(
-        "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE :like"
+        "SELECT COUNT(*) FROM information_schema.innodb_trx t JOIN information_schema.processlist p "
+        "ON p.id = t.trx_mysql_thread_id WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE() "
+        "AND t.trx_query LIKE '%transactions%'"
     )
     async with world.db.engine.connect() as conn:
         for _ in range(50):
-            if await conn.scalar(query, {"like": f"%{txn_id}%"}):
+            if await conn.scalar(query):
                 return
             await asyncio.sleep(0.2)
     raise AssertionError(f"nothing waited for the row lock of {txn_id}")

@@ -53,7 +53,9 @@ async def run_script(conn: AsyncConnection, statements: Sequence[Statement]) -> 
     async with driver.cursor() as cursor:
         sync.dispatch.before_cursor_execute(sync, cursor, sql, params, None, False)
         try:
-            await cursor.execute(sql, params)
+            # bound here, as text: a multi-statement query cannot be prepared, and with values the driver would
+            # try (and fail) to prepare each new one (the engine's statement cache)
+            await cursor.execute(cursor.mogrify(sql, params))
             results.append(await _result(cursor))
             while await cursor.nextset():
                 results.append(await _result(cursor))
