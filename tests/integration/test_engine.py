@@ -7,9 +7,11 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.engine import begin, create_engine, release
+from penpay.adapters.db.script import run_script
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +58,30 @@ async def test_a_connection_left_inside_a_transaction_is_rolled_back(one_connect
     async with engine.connect() as again:  # the same connection (pool_size=1)
         count = (await again.exec_driver_sql(f"SELECT COUNT(*) FROM {table}")).scalar_one()
     assert count == 0
+
+
+async def _session_counter(conn: AsyncConnection, name: str) -> int:
+    row = (await conn.exec_driver_sql(f"SHOW SESSION STATUS LIKE '{name}'")).one()
+    return int(row[1])
+
+
+@pytest.mark.parametrize(("cache", "prepared"), [(64, True), (0, False)])
+async def test_statements_with_values_run_prepared_unless_the_cache_is_off(
+    database_url: str, cache: int, prepared: bool
+) -> None:
+    engine = create_engine(database_url, pool_size=1, statement_cache=cache)
+    try:
+        async with engine.connect() as conn:
+            first = await _session_counter(conn, "Com_stmt_execute")
+            before = await _session_counter(conn, "Com_stmt_execute")
+            itself = before - first  # the SHOW STATUS may be a prepared statement too
+            for i in range(3):
+                found = (await conn.execute(sa.text("SELECT :n + 1"), {"n": i})).scalar_one()
+                assert found == i + 1  # the same answer either way
+            executed = await _session_counter(conn, "Com_stmt_execute") - before - itself
+            scripted = await _session_counter(conn, "Com_stmt_prepare")
+            await run_script(conn, [("SELECT %s", [1]), ("SELECT %s", [2])])  # a script always goes as text
+            assert await _session_counter(conn, "Com_stmt_prepare") == scripted
+    finally:
+        await engine.dispose()
+    assert executed == (3 if prepared else 0)
