@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     database_url: str = "mysql+asyncmy://root:@127.0.0.1:3306/penpay"
     database_pool_size: int = 20
     database_statement_cache: int = Field(default=64, ge=0)
+    dedupe_retention_days: int = Field(default=7, ge=1)
+    outbox_retention_days: int = Field(default=7, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
     stream_prefix: str = "penpay"
 

@@ -30,12 +30,13 @@ from starlette.responses import Response
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.api.problems import PROBLEM_JSON, ApiProblem, domain_problem
 from penpay.api.schemas import render_transaction
+from penpay.service_layer.housekeeping import IDEMPOTENCY_RETENTION
 from penpay_domain.errors import DomainError, InvalidInput
 from penpay_domain.ids import IdempotencyKey, UserId
 from penpay_domain.transaction import Transaction
 
 HEADER = "Idempotency-Key"
-RETENTION = timedelta(hours=24)
+RETENTION = IDEMPOTENCY_RETENTION
 IN_FLIGHT_STALE = timedelta(seconds=60)
 PURGE_ONE_IN = 200
 

@@ -30,6 +30,7 @@ from penpay import eventloop
 from penpay.adapters.daraja.client import DarajaClient
 from penpay.adapters.daraja.mpesa import DarajaMpesa
 from penpay.adapters.daraja.token_store import RedisTokenStore
+from penpay.adapters.db.housekeeping import SqlExpiredRows
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.adapters.db.outbox import PublishedMarks
 from penpay.adapters.db.unit_of_work import with_retries
@@ -46,6 +47,7 @@ from penpay.logging import configure_logging, get_logger
 from penpay.service_layer.callbacks import CallbackUrls
 from penpay.service_layer.flow import FlowDeps
 from penpay.service_layer.handlers import SUBSCRIPTIONS
+from penpay.service_layer.housekeeping import ExpiredRows, Retention, tidy
 from penpay.service_layer.publishing import publish_quietly
 from penpay.service_layer.reconciliation import sweep
 from penpay.settings import Settings
@@ -129,7 +131,7 @@ async def _flow_deps(settings: Settings, db: Database, redis: aioredis.Redis) ->
         await daraja.aclose()
 
 
-async def _reconcile_forever(deps: FlowDeps, stop: asyncio.Event) -> None:
+async def _reconcile_forever(deps: FlowDeps, expired: ExpiredRows, retention: Retention, stop: asyncio.Event) -> None:
     interval = max(1.0, deps.reconcile_after.total_seconds() / 3)
     while not stop.is_set():
         try:
@@ -138,6 +140,12 @@ async def _reconcile_forever(deps: FlowDeps, stop: asyncio.Event) -> None:
                 log.info("reconciled", **{k.replace(" ", "_"): v for k, v in done.items()})
         except Exception as exc:  # the sweep must outlive any one failure; the next pass tries again
             log.warning("reconcile_failed", error=repr(exc))
+        try:
+            tidied = await tidy(expired, deps.clock.now(), retention)
+            if tidied:
+                log.info("housekeeping", deleted=tidied)
+        except Exception as exc:  # as the sweep: the next pass tries again
+            log.warning("housekeeping_failed", error=repr(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
 
@@ -183,6 +191,10 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                 tasks.append(lambda: c.run(stop))
 
             batch = settings.worker_concurrency  # a batch may take every message in flight on its stream
+            retention = Retention(
+                dedupe=timedelta(days=settings.dedupe_retention_days),
+                outbox=timedelta(days=settings.outbox_retention_days),
+            )
             for name in workers:
                 if name in SUBSCRIPTIONS:
                     sub = SUBSCRIPTIONS[name]
@@ -197,7 +209,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                 elif name == "relay":
                     tasks.append(lambda: run_relay(db, redis, stop, prefix=settings.stream_prefix))
                 elif name == "reconciler":
-                    tasks.append(lambda: _reconcile_forever(deps, stop))
+                    tasks.append(lambda: _reconcile_forever(deps, SqlExpiredRows(db.engine), retention, stop))
                 elif name == "auditor":
                     tasks.append(lambda: _chain_audit_forever(db, stop))
             log.info("worker_started", workers=list(workers), consumer=consumer_name)

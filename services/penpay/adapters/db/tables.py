@@ -158,6 +158,7 @@ processed_messages = _table(
     sa.Column("consumer_group", sa.String(64), primary_key=True),
     sa.Column("message_key", sa.String(128), primary_key=True),
     _ts("processed_at"),
+    sa.Index("ix_processed_messages_processed_at", "processed_at"),
 )
 
 audit_log = _table(
