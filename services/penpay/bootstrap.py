@@ -41,11 +41,14 @@ def _conforms(db: Database) -> UnitOfWork:
 
 
 @asynccontextmanager
-async def database(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[Database]:
+async def database(
+    settings: Settings, *, clock: Clock | None = None, statement_cache: int | None = None
+) -> AsyncIterator[Database]:
+    """The process's engine; ``statement_cache`` overrides ``PENPAY_DATABASE_STATEMENT_CACHE`` for this process."""
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
-        statement_cache=settings.database_statement_cache,
+        statement_cache=settings.database_statement_cache if statement_cache is None else statement_cache,
     )
     try:
         yield Database(engine, clock or SystemClock())

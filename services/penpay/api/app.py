@@ -33,7 +33,9 @@ async def real_adapters(settings: Settings) -> AsyncIterator[Adapters]:
     )
     gateway = GrpcDerivGateway(settings.gateway_grpc_addr)
     try:
-        async with database(settings) as db:
+        # no prepared statements here: the API's hot statements go as scripts (text), and the rest change shape
+        # with each batch's size, so a statement cache would only prepare and drop them (measured: -4 % accepted/s)
+        async with database(settings, statement_cache=0) as db:
             yield Adapters(db=db, redis=redis, fx=StaticFxQuotes.from_settings(settings), gateway=gateway)
     finally:
         await gateway.close()

@@ -25,7 +25,9 @@ def create_engine(
     the SQL text, and rows come back binary, which took ~14 % off the worker's and MariaDB's CPU per deposit
     (docs/performance.md, round 7). A statement the server will not prepare runs as text, as before. The server
     holds at most ``max_prepared_stmt_count`` (16,382 by default) for all its clients: each PenPay process holds up
-    to 2 x ``pool_size`` x ``statement_cache`` (40 x 64 = 2,560 with the defaults). 0 turns it off.
+    to 2 x ``pool_size`` x ``statement_cache`` (40 x 64 = 2,560 with the defaults). 0 turns it off, as the API does:
+    its hot statements go as scripts (text), and a statement whose shape changes with each batch's size is only
+    prepared to be dropped again.
 
     No ping on checkout: it would be one more round trip for every unit of work (several per deposit). Connections
     are recycled well inside the server's ``wait_timeout``, and a connection found dead (the server restarted) fails
