@@ -319,6 +319,26 @@ class TestWithdrawal:
         assert (await world.get(txn.id)).status is Status.FAILED
         assert world.deriv.calls == []
 
+    async def test_a_debit_without_an_answer_keeps_its_code_and_is_sent_again_once(self, world: World) -> None:
+        """The worker lost Deriv's answer (a timeout, or it died before the answer was recorded): the withdrawal
+        stays DEBITING with its code, and the next attempt sends the same reference again; the gateway executes it
+        once, and the code goes with the answer."""
+        txn = withdrawal()
+        await world.store(txn)
+        await self._linked(world, txn)
+        world.deriv.outcome = Outcome.UNKNOWN
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "unknown"
+        assert (await world.get(txn.id)).status is Status.DEBITING
+        async with world.deps.uow() as uow:
+            assert await uow.withdrawal_codes.get_many([txn.id]) == {txn.id: "ABC123"}  # kept, sealed
+
+        world.deriv.outcome = Outcome.DONE
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "done"  # the reconciler's retry
+        assert (await world.get(txn.id)).status is Status.DEBITED
+        assert world.deriv.calls == [txn.id, txn.id] and world.deriv.executed == {txn.id: txn.amount_usd}
+        async with world.deps.uow() as uow:
+            assert await uow.withdrawal_codes.get_many([txn.id]) == {}  # spent with the answer
+
     async def test_deriv_refuses_the_debit(self, world: World) -> None:
         txn = withdrawal()
         await world.store(txn)
@@ -326,6 +346,8 @@ class TestWithdrawal:
         world.deriv.outcome = Outcome.REJECTED
         assert await debiting.debit_withdrawal(world.deps, txn.id) == "rejected"
         assert (await world.get(txn.id)).status is Status.FAILED
+        async with world.deps.uow() as uow:
+            assert await uow.withdrawal_codes.get_many([txn.id]) == {}  # a refused debit spends its code too
 
     async def test_a_failed_payout_is_reversed_to_the_deriv_account(self, world: World) -> None:
         txn = withdrawal()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from penpay.adapters.db.housekeeping import SqlExpiredRows
-from penpay.adapters.db.tables import idempotency_keys, outbox, processed_messages
+from penpay.adapters.db.tables import idempotency_keys, outbox, processed_messages, withdrawal_codes
 from penpay.service_layer.housekeeping import Retention, tidy
 
 pytestmark = pytest.mark.integration
@@ -106,3 +106,30 @@ async def test_idempotency_keys_expire_after_a_day_whatever_the_other_retentions
 
     await tidy(SqlExpiredRows(engine), NOW + timedelta(hours=24), long_kept)  # the young keys are 25 h old then
     assert await _left(engine, tag) == (0, 5, 5, 1)  # 24 h for keys; the other rows kept as configured
+
+
+async def test_a_withdrawal_code_left_behind_goes_after_a_day(engine: AsyncEngine) -> None:
+    old, young = (f"HK{secrets.token_hex(12).upper()}" for _ in range(2))
+    async with engine.begin() as conn:
+        await conn.execute(
+            withdrawal_codes.insert(),
+            [
+                {"transaction_id": old, "code_ciphertext": b"sealed", "created_at": _naive(NOW - timedelta(hours=25))},
+                {"transaction_id": young, "code_ciphertext": b"sealed", "created_at": _naive(YOUNG)},
+            ],
+        )
+    done = await tidy(SqlExpiredRows(engine), NOW, Retention())
+    assert done.get("withdrawal_codes") == 1
+    async with engine.connect() as conn:
+        left = (
+            (
+                await conn.execute(
+                    sa.select(withdrawal_codes.c.transaction_id).where(
+                        withdrawal_codes.c.transaction_id.in_([old, young])
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert left == [young]

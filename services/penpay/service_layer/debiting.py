@@ -1,9 +1,13 @@
 """Taking a withdrawal's dollars from the client's Deriv account (paymentagent_withdraw through the gateway).
 
-The verification code the user typed is single-use and secret: it is taken from storage in the same database
-transaction that marks the withdrawal DEBITING, held only in memory for the call, and never logged. If a crash loses
-it before Deriv answered, the gateway is asked whether the reference went through; if it did not, the withdrawal
-fails cleanly (nothing moved) and the user asks for a new code.
+The verification code the user typed is single-use and secret: it stays sealed in storage until the debit it
+authorises has Deriv's answer, and is deleted in the unit of work that records that answer; it is held in memory only
+for the call and never logged. So a debit that a crash interrupted (the worker killed between marking the withdrawal
+DEBITING and Deriv's answer) is simply sent again, with the same reference, when the message comes back or the
+reconciler finds it: the gateway executes a reference at most once, and answers a repeat with the first outcome.
+Only a withdrawal whose code is gone (spent or expired at Deriv, or a row from before codes were kept) is looked up
+by its reference instead; if it never reached Deriv, it fails cleanly (nothing moved) and the user asks for a new
+code.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from penpay.service_layer.flow import (
     record_answers,
     unwrap,
 )
+from penpay.service_layer.intake import IntakeUnitOfWork
 from penpay_domain.ids import TransactionId
 from penpay_domain.ports import LinkedAccount
 from penpay_domain.providers import DerivTransferResult, Outcome
@@ -49,11 +54,12 @@ async def debit_withdrawals(deps: FlowDeps, items: Sequence[Item]) -> Results:
                 candidates.append((item, txn))
             else:
                 results[at[id(item)]] = "not due"
-        codes = await uow.withdrawal_codes.take_many([t.id for _, t in candidates])
+        codes = await uow.withdrawal_codes.get_many([t.id for _, t in candidates])
         linked = await uow.linked_accounts.get_many(
             [(t.parties.user_id, t.parties.deriv_loginid) for _, t in candidates]
         )
         refused: list[Delivery | None] = []
+        unused: list[TransactionId] = []  # the codes of withdrawals that fail before their debit is sent
         for item, txn in candidates:
             code, account = codes.get(txn.id), linked.get((txn.parties.user_id, txn.parties.deriv_loginid))
             if txn.status is Status.PENDING:
@@ -61,11 +67,13 @@ async def debit_withdrawals(deps: FlowDeps, items: Sequence[Item]) -> Results:
                     why = "the Deriv account is no longer linked" if account is None else "no verification code"
                     txn.reject_debit(code="withdrawal_not_authorised", reason=why, now=uow.now)
                     refused.append(item.delivery)
+                    unused.append(txn.id)
                     results[at[id(item)]] = "failed"
                     continue
                 txn.start_debit(uow.now)
             due.append((item, txn, code, account))
         await record_all_processed(uow, refused)
+        await uow.withdrawal_codes.drop_many([t for t in unused if t in codes])
         await uow.commit()  # saves those that moved to DEBITING or failed
 
     answers = await asyncio.gather(
@@ -114,8 +122,15 @@ async def _debit(
 
 async def _record(deps: FlowDeps, final: Sequence[tuple[Item, DerivTransferResult]]) -> list[str]:
     """Record the gateway's final answers (one unit of work); those that moved on meanwhile are "already settled"."""
-    settled = await record_answers(deps, final, expected=Status.DEBITING, apply=_apply_debit_answer)
+    settled = await record_answers(
+        deps, final, expected=Status.DEBITING, apply=_apply_debit_answer, finish=_forget_codes
+    )
     return ["already settled" if item.txn_id in settled else result.outcome.value for item, result in final]
+
+
+async def _forget_codes(uow: IntakeUnitOfWork, txn_ids: list[TransactionId]) -> None:
+    """Deriv answered these debits (done or refused): their codes are spent."""
+    await uow.withdrawal_codes.drop_many(txn_ids)
 
 
 def _apply_debit_answer(txn: Transaction, result: DerivTransferResult, now: datetime) -> None:

@@ -177,12 +177,14 @@ async def record_answers(
     *,
     expected: Status,
     apply: Callable[[Transaction, A, datetime], None],
+    finish: Callable[[IntakeUnitOfWork, list[TransactionId]], Awaitable[None]] | None = None,
 ) -> set[TransactionId]:
     """A batch step's last move: the providers' answers recorded in one unit of work, each applied (``apply``) to its
     transaction if that is still ``expected``, the items' messages recorded in the same commit. The unit of work is
     re-run on a deadlock (``deps.retry``): the answers are in hand, and running the whole step again would find the
-    intent recorded and never record them. Returns the transactions that had moved on meanwhile (settled by someone
-    else: their messages are left unrecorded, and nothing is applied)."""
+    intent recorded and never record them. ``finish`` runs in the same unit of work, on the transactions the answers
+    were applied to. Returns the transactions that had moved on meanwhile (settled by someone else: their messages
+    are left unrecorded, and nothing is applied)."""
     settled: set[TransactionId] = set()
 
     async def record() -> None:
@@ -195,8 +197,11 @@ async def record_answers(
                     settled.add(txn.id)
                 else:
                     apply(txn, answer, uow.now)
-            await uow.transactions.save_many([txns[i.txn_id] for i, _ in answers if i.txn_id not in settled])
+            applied = [txns[i.txn_id] for i, _ in answers if i.txn_id not in settled]
+            await uow.transactions.save_many(applied)
             await record_all_processed(uow, [item.delivery for item, _ in answers if item.txn_id not in settled])
+            if finish is not None:
+                await finish(uow, [t.id for t in applied])
             await uow.commit()
 
     if answers:

@@ -7,7 +7,9 @@ Three tables are working state, not records, and would otherwise grow by a few r
 - the workers' processed-message records (each stream message's deduplication): ``dedupe`` (7 days by default),
   far longer than a message can be redelivered (a pending one is reclaimed after ``PENPAY_WORKER_CLAIM_IDLE_MS``, and
   the relay republishes an unstamped outbox row after seconds);
-- outbox rows once published: ``outbox`` (7 days by default); every event stays in the audit log for good.
+- outbox rows once published: ``outbox`` (7 days by default); every event stays in the audit log for good;
+- withdrawal verification codes (sealed secrets) left behind by a debit that never got an answer (a withdrawal
+  settled by review): 24 hours, long after Deriv's code itself has expired.
 
 The ledger, the transactions, the stored callbacks and the audit log are records and are never removed. Each pass
 deletes at most ``chunk`` rows of each table, each chunk its own short transaction, so a backlog is worked off over
@@ -22,6 +24,7 @@ from enum import StrEnum
 from typing import Protocol
 
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
+CODE_RETENTION = timedelta(hours=24)
 CHUNK = 5_000
 
 
@@ -29,6 +32,7 @@ class Expiring(StrEnum):
     IDEMPOTENCY_KEYS = "idempotency_keys"
     PROCESSED_MESSAGES = "processed_messages"
     PUBLISHED_OUTBOX = "published_outbox"
+    WITHDRAWAL_CODES = "withdrawal_codes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,7 @@ class Retention:
             Expiring.IDEMPOTENCY_KEYS: now - IDEMPOTENCY_RETENTION,
             Expiring.PROCESSED_MESSAGES: now - self.dedupe,
             Expiring.PUBLISHED_OUTBOX: now - self.outbox,
+            Expiring.WITHDRAWAL_CODES: now - CODE_RETENTION,
         }
 
 

@@ -3,7 +3,7 @@
 - ``user_limits.lock(user)`` serialises one user's money requests for the rest of the database transaction, so a
   daily-limit check and the insert it allows cannot interleave with another request of the same user;
 - ``withdrawal_codes`` keeps the Deriv e-mail verification code of a withdrawal (a secret: encrypted at rest by the
-  adapter, handed to the worker once, never logged);
+  adapter, never logged) until the Deriv debit it authorises has its answer;
 - ``callbacks`` is the durable inbox of raw M-Pesa callbacks (append-only), written before Safaricom is answered.
 """
 
@@ -64,6 +64,14 @@ class WithdrawalCodes(Protocol):
 
     async def take_many(self, txn_ids: Sequence[TransactionId]) -> dict[TransactionId, str]:
         """``take`` for several (one read and one delete): the codes of those that have one."""
+        ...
+
+    async def get_many(self, txn_ids: Sequence[TransactionId]) -> dict[TransactionId, str]:
+        """The codes of those that have one, read under row locks and kept (``drop_many`` removes them)."""
+        ...
+
+    async def drop_many(self, txn_ids: Sequence[TransactionId]) -> None:
+        """Forget these codes (the debit they authorised has its answer, or will never be sent)."""
         ...
 
 

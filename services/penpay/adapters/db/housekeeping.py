@@ -15,6 +15,8 @@ _DELETE = {
     Expiring.IDEMPOTENCY_KEYS: "DELETE FROM idempotency_keys WHERE created_at < %s LIMIT %s",
     Expiring.PROCESSED_MESSAGES: "DELETE FROM processed_messages WHERE processed_at < %s LIMIT %s",
     Expiring.PUBLISHED_OUTBOX: "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < %s LIMIT %s",
+    # no index: the table holds only the codes of debits in flight
+    Expiring.WITHDRAWAL_CODES: "DELETE FROM withdrawal_codes WHERE created_at < %s LIMIT %s",
 }
 
 

@@ -53,24 +53,30 @@ class SqlWithdrawalCodes:
         return (await self.take_many([txn_id])).get(txn_id)
 
     async def take_many(self, txn_ids: Sequence[TransactionId]) -> dict[TransactionId, str]:
-        """Read under row locks (in id order, as every batch locks its rows) and deleted in the same transaction:
-        each code is handed out once."""
+        """Read under row locks and deleted in the same transaction: each code is handed out once."""
+        codes = await self.get_many(txn_ids)
+        await self.drop_many(list(codes))
+        return codes
+
+    async def get_many(self, txn_ids: Sequence[TransactionId]) -> dict[TransactionId, str]:
+        """Read under row locks (in id order, as every batch locks its rows); kept until ``drop_many``."""
         if not txn_ids:
             return {}
-        wanted = sorted(set(txn_ids))
         rows = (
             await self._conn.execute(
                 sa.select(withdrawal_codes.c.transaction_id, withdrawal_codes.c.code_ciphertext)
-                .where(withdrawal_codes.c.transaction_id.in_(wanted))
+                .where(withdrawal_codes.c.transaction_id.in_(sorted(set(txn_ids))))
                 .order_by(withdrawal_codes.c.transaction_id)
                 .with_for_update()
             )
         ).all()
-        if not rows:
-            return {}
-        found = [TransactionId(r.transaction_id) for r in rows]
-        await self._conn.execute(withdrawal_codes.delete().where(withdrawal_codes.c.transaction_id.in_(found)))
         return {TransactionId(r.transaction_id): self._box.open(bytes(r.code_ciphertext)) for r in rows}
+
+    async def drop_many(self, txn_ids: Sequence[TransactionId]) -> None:
+        if txn_ids:
+            await self._conn.execute(
+                withdrawal_codes.delete().where(withdrawal_codes.c.transaction_id.in_(sorted(set(txn_ids))))
+            )
 
 
 class SqlCallbackInbox:
