@@ -68,6 +68,9 @@ def configure_logging(process: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO ("HTTP Request: POST …"), a line per STK push with no transaction id; the
+    # Daraja client logs what matters itself (the step's outcome, a failure), so httpx's own lines only at DEBUG
+    logging.getLogger("httpx").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
     structlog.contextvars.bind_contextvars(process=process)
 
 

@@ -97,7 +97,8 @@ async def notify_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
                     log.warning("needs_review_without_ops_email", transaction_id=txn.id, reason=event.detail)
                     results[n] = "no ops address"
                 else:
-                    log.info("no_address_for_notification", transaction_id=txn.id, event_type=event.name)
+                    # routine (a user who never linked a Deriv account has no address): the step's own line says it
+                    log.debug("no_address_for_notification", transaction_id=txn.id, event_type=event.name)
                     results[n] = "no address"
             elif review:
                 title = f"PenPay: {txn.kind.value} {txn.id} needs review"
