@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from penpay.logging import configure_logging
 
@@ -19,6 +20,8 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(saved[0])
     root.handlers[:] = saved[1]
     httpx_logger.setLevel(saved[2])
+    structlog.reset_defaults()  # other tests capture structlog's events with its default configuration
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.mark.parametrize(("level", "httpx_info"), [("INFO", False), ("WARNING", False), ("DEBUG", True)])

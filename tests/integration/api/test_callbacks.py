@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+import structlog
+import structlog.testing
 
 from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.adapters.db.tables import audit_log, mpesa_callbacks
@@ -393,3 +395,28 @@ class TestCallbackBursts:
                 await conn.execute(sa.select(mpesa_callbacks.c.id).where(mpesa_callbacks.c.body.contains(marker)))
             ).all()
         assert sorted(r.id for r in kept) == sorted([results[0].id, results[2].id])
+
+
+class TestCallbackLogLines:
+    """One log line per callback: the request's own, carrying what the callback was; a warning more if unverified."""
+
+    async def test_a_genuine_callback_is_one_request_line_with_its_ids(
+        self, api: Api, intake_uow: SqlIntakeUnitOfWork
+    ) -> None:
+        txn_id, checkout = await _awaiting_payment(api, intake_uow)
+        with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await api.client.post(_path(_urls(api).stk(txn_id), api), json=_stk_body(checkout))
+        [line] = [e for e in logs if e["log_level"] in ("info", "warning", "error")]
+        assert line["event"] == "request" and line["status"] == 200
+        assert line["transaction_id"] == txn_id and line["callback_kind"] == "stk" and line["verified"] is True
+        assert isinstance(line["callback_id"], int)
+
+    async def test_a_forged_one_also_says_why_it_was_not_trusted(
+        self, api: Api, intake_uow: SqlIntakeUnitOfWork
+    ) -> None:
+        txn_id, checkout = await _awaiting_payment(api, intake_uow)
+        with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await api.client.post(f"/hooks/stk/{txn_id}/{secrets.token_hex(32)}", json=_stk_body(checkout))
+        warning = next(e for e in logs if e["event"] == "mpesa callback not verified")
+        assert warning["log_level"] == "warning" and warning["token_valid"] is False and warning["source_allowed"]
+        assert next(e for e in logs if e["event"] == "request")["verified"] is False

@@ -17,6 +17,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -63,13 +64,17 @@ async def accept(
         body=raw.decode("utf-8", "replace"),
     )
     stored = await state.callback_intake.submit(callback)  # stored, audited and (if verified) queued, batched
-    log.info(
-        "mpesa callback stored",
-        callback_id=stored.id,
-        kind=kind.value,
-        transaction_id=parsed,
-        verified=callback.verified,
+    # the request's own log line (api.middleware) carries these: one line per callback
+    structlog.contextvars.bind_contextvars(
+        callback_id=stored.id, callback_kind=kind.value, transaction_id=parsed, verified=callback.verified
     )
+    if not callback.verified:
+        log.warning(
+            "mpesa callback not verified",
+            callback_id=stored.id,
+            source_allowed=allowed,
+            token_valid=token_valid,
+        )
     return Response(_ACK_BODY, media_type="application/json")
 
 
