@@ -135,6 +135,7 @@ class SqlInitiationBatch:
         results = await run_script(self._connection, statements)
         found = {(str(r[0]), str(r[1])) for r in results[0].rows}
         accounts = {a.code: a for a in map(account_from_values, results[accounts_at].rows)} if codes else {}
+        asked = set(logins)
         linked = {(UserId(str(r[0])), DerivLoginId(str(r[1]))) for r in results[linked_at].rows} if logins else set()
         missing = set(codes) - set(accounts)
         if missing:
@@ -143,7 +144,7 @@ class SqlInitiationBatch:
             taken={k for k in keys if (k.user_id, k.key) in found},
             volumes={UserId(str(r[0])): Money(int(r[1]), Currency.KES) for r in results[2].rows},
             accounts=accounts,
-            linked={pair for pair in linked if pair in set(logins)},
+            linked=linked & asked,  # the query matched users and login ids independently
         )
 
     async def write(
