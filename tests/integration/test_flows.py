@@ -319,10 +319,12 @@ class TestWithdrawal:
         assert (await world.get(txn.id)).status is Status.FAILED
         assert world.deriv.calls == []
 
-    async def test_a_debit_without_an_answer_keeps_its_code_and_is_sent_again_once(self, world: World) -> None:
+    async def test_a_debit_without_an_answer_keeps_its_code_and_is_sent_again_once_it_provably_never_ran(
+        self, world: World
+    ) -> None:
         """The worker lost Deriv's answer (a timeout, or it died before the answer was recorded): the withdrawal
-        stays DEBITING with its code, and the next attempt sends the same reference again; the gateway executes it
-        once, and the code goes with the answer."""
+        stays DEBITING with its code; a later attempt looks the reference up first, waits while the first attempt
+        may still be in flight, then sends the same reference again. The code goes with the answer."""
         txn = withdrawal()
         await world.store(txn)
         await self._linked(world, txn)
@@ -333,11 +335,29 @@ class TestWithdrawal:
             assert await uow.withdrawal_codes.get_many([txn.id]) == {txn.id: "ABC123"}  # kept, sealed
 
         world.deriv.outcome = Outcome.DONE
-        assert await debiting.debit_withdrawal(world.deps, txn.id) == "done"  # the reconciler's retry
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "unknown"  # too soon: not in the statement yet
+        assert world.deriv.calls == [txn.id]
+        world.clock.offset = timedelta(minutes=2)  # the reconciler's turn: the first attempt is long dead
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "done"
         assert (await world.get(txn.id)).status is Status.DEBITED
         assert world.deriv.calls == [txn.id, txn.id] and world.deriv.executed == {txn.id: txn.amount_usd}
         async with world.deps.uow() as uow:
             assert await uow.withdrawal_codes.get_many([txn.id]) == {}  # spent with the answer
+
+    async def test_a_debit_that_reached_deriv_but_lost_its_answer_is_found_not_sent_again(self, world: World) -> None:
+        txn = withdrawal()
+        await world.store(txn)
+        await self._linked(world, txn)
+        world.deriv.outcome = Outcome.UNKNOWN
+        await debiting.debit_withdrawal(world.deps, txn.id)  # DEBITING, its answer lost...
+        world.deriv.executed[txn.id] = txn.amount_usd  # ...though Deriv did execute it
+        world.clock.offset = timedelta(minutes=2)
+
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "done"  # from the statement
+        assert (await world.get(txn.id)).status is Status.DEBITED
+        assert world.deriv.calls == [txn.id]  # never sent again (Deriv would refuse the spent code)
+        async with world.deps.uow() as uow:
+            assert await uow.withdrawal_codes.get_many([txn.id]) == {}
 
     async def test_deriv_refuses_the_debit(self, world: World) -> None:
         txn = withdrawal()

@@ -2,12 +2,13 @@
 
 The verification code the user typed is single-use and secret: it stays sealed in storage until the debit it
 authorises has Deriv's answer, and is deleted in the unit of work that records that answer; it is held in memory only
-for the call and never logged. So a debit that a crash interrupted (the worker killed between marking the withdrawal
-DEBITING and Deriv's answer) is simply sent again, with the same reference, when the message comes back or the
-reconciler finds it: the gateway executes a reference at most once, and answers a repeat with the first outcome.
-Only a withdrawal whose code is gone (spent or expired at Deriv, or a row from before codes were kept) is looked up
-by its reference instead; if it never reached Deriv, it fails cleanly (nothing moved) and the user asks for a new
-code.
+for the call and never logged. A debit found already DEBITING (a crash or a lost answer interrupted
+it: the message came back, or the reconciler found it) is first looked up by its reference in the agent's
+statement: found, it is done; not found while the first attempt may still be in flight, it waits; not found after
+that (it provably never executed), it is sent again under the same reference with the kept code — or, if the code
+is gone (a row from before codes were kept), it fails cleanly (nothing moved) and the user asks for a new code. The
+lookup comes first even though the gateway executes a reference at most once, because a resend of a debit that did
+execute would be refused by Deriv (its code spent) and must not read as a refusal.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ async def debit_withdrawals(deps: FlowDeps, items: Sequence[Item]) -> Results:
     ends with."""
     results: Results = ["duplicate"] * len(items)
     at = {id(item): n for n, item in enumerate(items)}
-    due: list[tuple[Item, Transaction, str | None, LinkedAccount | None]] = []
+    due: list[tuple[Item, Transaction, str | None, LinkedAccount | None, bool]] = []
     async with deps.uow() as uow:
         candidates: list[tuple[Item, Transaction]] = []
         for item, txn in await lock_due(uow, items, results):
@@ -62,25 +63,27 @@ async def debit_withdrawals(deps: FlowDeps, items: Sequence[Item]) -> Results:
         unused: list[TransactionId] = []  # the codes of withdrawals that fail before their debit is sent
         for item, txn in candidates:
             code, account = codes.get(txn.id), linked.get((txn.parties.user_id, txn.parties.deriv_loginid))
-            if txn.status is Status.PENDING:
-                if account is None or code is None:
-                    why = "the Deriv account is no longer linked" if account is None else "no verification code"
-                    txn.reject_debit(code="withdrawal_not_authorised", reason=why, now=uow.now)
-                    refused.append(item.delivery)
-                    unused.append(txn.id)
-                    results[at[id(item)]] = "failed"
-                    continue
+            if txn.status is Status.PENDING and (account is None or code is None):
+                why = "the Deriv account is no longer linked" if account is None else "no verification code"
+                txn.reject_debit(code="withdrawal_not_authorised", reason=why, now=uow.now)
+                refused.append(item.delivery)
+                unused.append(txn.id)
+                results[at[id(item)]] = "failed"
+                continue
+            again = txn.status is Status.DEBITING  # an earlier attempt may have reached Deriv
+            if not again:
                 txn.start_debit(uow.now)
-            due.append((item, txn, code, account))
+            due.append((item, txn, code, account, again))
         await record_all_processed(uow, refused)
         await uow.withdrawal_codes.drop_many([t for t in unused if t in codes])
         await uow.commit()  # saves those that moved to DEBITING or failed
 
     answers = await asyncio.gather(
-        *(_debit(deps, txn, code, account) for _, txn, code, account in due), return_exceptions=True
+        *(_debit(deps, txn, code, account, again=again) for _, txn, code, account, again in due),
+        return_exceptions=True,
     )
     final: list[tuple[Item, DerivTransferResult]] = []
-    for (item, txn, _, _), answer in zip(due, answers, strict=True):
+    for (item, txn, *_), answer in zip(due, answers, strict=True):
         n = at[id(item)]
         if isinstance(answer, BaseException):
             results[n] = answer  # the message comes back; the gateway deduplicates the reference
@@ -97,20 +100,21 @@ async def debit_withdrawals(deps: FlowDeps, items: Sequence[Item]) -> Results:
 
 
 async def _debit(
-    deps: FlowDeps, txn: Transaction, code: str | None, linked: LinkedAccount | None
+    deps: FlowDeps, txn: Transaction, code: str | None, linked: LinkedAccount | None, *, again: bool
 ) -> DerivTransferResult:
-    if code is None or linked is None:
-        result = await deps.deriv.find_transfer(reference=txn.id)  # a retry after the code was used up
-        if result.outcome is Outcome.REJECTED and result.error_code == "NotFound":
-            stale = deps.clock.now() - txn.updated_at >= deps.reconcile_after
-            if not stale:  # an attempt may still be in flight at the gateway
-                return DerivTransferResult(outcome=Outcome.UNKNOWN, message="not in the statement yet")
+    if again or code is None or linked is None:
+        result = await deps.deriv.find_transfer(reference=txn.id)  # did an earlier attempt reach Deriv?
+        if not (result.outcome is Outcome.REJECTED and result.error_code == "NotFound"):
+            return result
+        stale = deps.clock.now() - txn.updated_at >= deps.reconcile_after
+        if not stale:  # an attempt may still be in flight at the gateway
+            return DerivTransferResult(outcome=Outcome.UNKNOWN, message="not in the statement yet")
+        if code is None or linked is None:
             return DerivTransferResult(
                 outcome=Outcome.REJECTED,
                 error_code="verification_code_used",
                 message="the withdrawal did not reach Deriv and its verification code is spent; request a new one",
             )
-        return result
     return await deps.deriv.withdraw(
         reference=txn.id,
         loginid=txn.parties.deriv_loginid,
