@@ -297,6 +297,15 @@ class TestWithdrawal:
             await uow.withdrawal_codes.put(txn.id, code)
             await uow.commit()
 
+    async def _debit_without_an_answer(self, world: World) -> Transaction:
+        """A linked withdrawal whose first debit got no answer from Deriv (left DEBITING)."""
+        txn = withdrawal()
+        await world.store(txn)
+        await self._linked(world, txn)
+        world.deriv.outcome = Outcome.UNKNOWN
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "unknown"
+        return txn
+
     async def test_happy_path_debits_once_pays_out_once_and_completes(self, world: World) -> None:
         txn = withdrawal()
         await world.store(txn)
@@ -325,11 +334,7 @@ class TestWithdrawal:
         """The worker lost Deriv's answer (a timeout, or it died before the answer was recorded): the withdrawal
         stays DEBITING with its code; a later attempt looks the reference up first, waits while the first attempt
         may still be in flight, then sends the same reference again. The code goes with the answer."""
-        txn = withdrawal()
-        await world.store(txn)
-        await self._linked(world, txn)
-        world.deriv.outcome = Outcome.UNKNOWN
-        assert await debiting.debit_withdrawal(world.deps, txn.id) == "unknown"
+        txn = await self._debit_without_an_answer(world)
         assert (await world.get(txn.id)).status is Status.DEBITING
         async with world.deps.uow() as uow:
             assert await uow.withdrawal_codes.get_many([txn.id]) == {txn.id: "ABC123"}  # kept, sealed
@@ -345,11 +350,7 @@ class TestWithdrawal:
             assert await uow.withdrawal_codes.get_many([txn.id]) == {}  # spent with the answer
 
     async def test_a_debit_that_reached_deriv_but_lost_its_answer_is_found_not_sent_again(self, world: World) -> None:
-        txn = withdrawal()
-        await world.store(txn)
-        await self._linked(world, txn)
-        world.deriv.outcome = Outcome.UNKNOWN
-        await debiting.debit_withdrawal(world.deps, txn.id)  # DEBITING, its answer lost...
+        txn = await self._debit_without_an_answer(world)  # DEBITING, its answer lost...
         world.deriv.executed[txn.id] = txn.amount_usd  # ...though Deriv did execute it
         world.clock.offset = timedelta(minutes=2)
 
