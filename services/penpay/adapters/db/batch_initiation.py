@@ -32,7 +32,7 @@ from penpay.adapters.db.ledger import (
     entry_rows,
     transfer_row,
 )
-from penpay.adapters.db.multirow import consecutive_ids_on, insert_statement, marks
+from penpay.adapters.db.multirow import consecutive_ids_on, id_statements, ids_of, insert_statement, marks
 from penpay.adapters.db.outbox import outbox_rows
 from penpay.adapters.db.repositories import FAILED_STATUSES, transaction_row
 from penpay.adapters.db.script import Statement, run_script
@@ -185,13 +185,7 @@ class SqlInitiationBatch:
         events = [e for c in created for e in c.events]
         consecutive = await consecutive_ids_on(conn)
         first_event = len(statements)
-        if events:
-            rows = outbox_rows(events, self._now)
-            statements.extend(
-                [insert_statement("outbox", rows)]
-                if consecutive
-                else [insert_statement("outbox", [row]) for row in rows]
-            )
+        statements.extend(id_statements("outbox", outbox_rows(events, self._now), consecutive=consecutive))
         # last, right before the commit: the shared accounts' row locks, for this one statement and the commit
         deltas = counter_deltas(before, after)
         counters = counters_update(deltas, self._now)
@@ -200,22 +194,12 @@ class SqlInitiationBatch:
         try:
             results = await run_script(conn, statements)
         except OperationalError as exc:
-            refused = counters_refused(exc, deltas, {code: a.rule for code, a in before.items()})
-            if refused is None:
-                raise
-            raise refused from exc
+            counters_refused(exc, deltas, {code: a.rule for code, a in before.items()})
         if counters is not None:
             counters_updated(deltas, results[-1].rowcount)
         await conn.commit()
         self._committed = True
-        if not events:
-            return []
-        first = results[first_event].lastrowid
-        ids = (
-            range(first, first + len(events))
-            if consecutive
-            else [r.lastrowid for r in results[first_event : first_event + len(events)]]
-        )
+        ids = ids_of([r.lastrowid for r in results[first_event:]], len(events), consecutive=consecutive)
         return [_with_id(event, event_id) for event, event_id in zip(events, ids, strict=True)]
 
 

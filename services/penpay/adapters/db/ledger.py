@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -70,10 +70,7 @@ async def add_to_counters(
     try:
         result = await conn.exec_driver_sql(statement[0], tuple(statement[1]))
     except OperationalError as exc:
-        refused = counters_refused(exc, deltas, rules)
-        if refused is None:
-            raise
-        raise refused from exc
+        counters_refused(exc, deltas, rules)
     counters_updated(deltas, result.rowcount)
 
 
@@ -98,15 +95,15 @@ def counters_update(deltas: Mapping[str, Mapping[str, int]], now: datetime) -> t
 
 def counters_refused(
     exc: OperationalError, deltas: Mapping[str, Mapping[str, int]], rules: Mapping[str, dl.BalanceRule]
-) -> InsufficientFunds | None:
-    """What the counters' ``UPDATE`` failing with ``exc`` means: ``InsufficientFunds`` if a CHECK constraint refused
-    it (a balance rule would break), None for any other failure."""
+) -> NoReturn:
+    """Raise what the counters' ``UPDATE`` failing with ``exc`` means: ``InsufficientFunds`` if a CHECK constraint
+    refused it (a balance rule would break), else ``exc`` itself."""
     if exc.orig is not None and exc.orig.args and exc.orig.args[0] in CHECK_FAILED:
         bound = [c for c in sorted(deltas) if rules.get(c, dl.BalanceRule.NONE) is not dl.BalanceRule.NONE]
-        return InsufficientFunds(
+        raise InsufficientFunds(
             f"the balance rule of {', '.join(bound) or 'an account'} would break", account=bound[0] if bound else None
-        )
-    return None
+        ) from exc
+    raise exc
 
 
 def counters_updated(deltas: Mapping[str, Mapping[str, int]], rowcount: int) -> None:

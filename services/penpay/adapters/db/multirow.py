@@ -41,12 +41,25 @@ async def insert_returning_ids(
     conn: AsyncConnection, table: str, rows: Sequence[dict[str, Any]], *, consecutive: bool
 ) -> list[int]:
     """Insert ``rows`` and return their AUTO_INCREMENT ids, in order."""
+    results = [await conn.exec_driver_sql(*st) for st in id_statements(table, rows, consecutive=consecutive)]
+    return ids_of([int(r.lastrowid or 0) for r in results], len(rows), consecutive=consecutive)
+
+
+def id_statements(
+    table: str, rows: Sequence[dict[str, Any]], *, consecutive: bool
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """:func:`insert_returning_ids` as statements for a script (``adapters.db.script``): one multi-row INSERT where
+    the server numbers it consecutively, else one per row; :func:`ids_of` reads the ids from their results."""
     if not rows:
         return []
-    if consecutive:
-        first = await insert_rows(conn, table, rows)
-        return list(range(first, first + len(rows)))
-    return [await insert_rows(conn, table, [row]) for row in rows]
+    return [insert_statement(table, rows)] if consecutive else [insert_statement(table, [row]) for row in rows]
+
+
+def ids_of(lastrowids: Sequence[int], count: int, *, consecutive: bool) -> list[int]:
+    """The ids of the ``count`` rows of :func:`id_statements`, from their statements' last insert ids, in order."""
+    if not count:
+        return []
+    return list(range(lastrowids[0], lastrowids[0] + count)) if consecutive else list(lastrowids[:count])
 
 
 _CONSECUTIVE: dict[int, bool] = {}  # id(sync engine) -> the server's answer, asked once per engine
