@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from penpay.gateway.lease import RedisLease
+from penpay.gateway.pipelining import CommandPipeline
 
 RECORD_TTL_MS = 90 * 24 * 3600 * 1000
 
@@ -97,8 +98,11 @@ class Record:
 
 
 class ReferenceStore:
+    """The records, read and written through one :class:`CommandPipeline`: a batch's transfers read, claim and
+    complete their records together."""
+
     def __init__(self, redis: Redis, *, key_prefix: str, lease: RedisLease) -> None:
-        self._redis = redis
+        self._redis = CommandPipeline(redis)
         self._prefix = key_prefix
         self._lease = lease
 
@@ -106,7 +110,7 @@ class ReferenceStore:
         return f"{self._prefix}:deriv:ref:{reference}"
 
     async def get(self, reference: str) -> tuple[Record, str] | None:
-        raw = await self._redis.get(self.key(reference))
+        raw = await self._redis.execute("GET", self.key(reference))
         if raw is None:
             return None
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -141,7 +145,8 @@ class ReferenceStore:
     async def _eval(self, script: str, reference: str, *args: str | int) -> int:
         if not self._lease.is_held():
             raise LeaseLostError("the gateway lease is not held")
-        result = int(await self._redis.eval(script, 2, self.key(reference), self._lease.key, self._lease.value, *args))
+        key, lease = self.key(reference), self._lease
+        result = int(await self._redis.execute("EVAL", script, 2, key, lease.key, lease.value, *args))
         if result == -1:
             raise LeaseLostError("the gateway lease changed hands")
         return result
