@@ -728,8 +728,14 @@ class TestWorkerPublishing:
             )
             stamped = {str(r.event_type): r.published_at is not None for r in rows}
         assert stamped["deposit.payment_received"] is True  # carried: the relay never sends it
+        assert stamped["deposit.credit_started"] is True  # no worker's business (RECORDED_ONLY): sent nowhere
         assert await world.published("deriv_transfers") == []
-        assert await world.published("audit") == [("deposit.credit_started", txn.id)]  # the rest as before
+        sent = [
+            m
+            for stream in ("deposits", "deriv_transfers", "withdrawals", "notifications", "audit")
+            for m in await world.published(stream)
+        ]
+        assert sent == []
 
 
 async def _push_recorded(world: World, txn_id: TransactionId) -> None:

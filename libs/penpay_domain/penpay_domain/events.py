@@ -12,12 +12,22 @@ from typing import Any, ClassVar
 
 from penpay_domain.errors import InvalidInput
 
+# The stream of an event that no worker acts on. The streams are work queues, one per kind of work (ARCHITECTURE §5):
+# such an event is recorded as every event is (its outbox row, its audit row) and put on none of them, so no
+# consumer reads, deduplicates and acknowledges a message only to do nothing with it.
+RECORDED_ONLY = ""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DomainEvent:
     name: ClassVar[str] = "domain_event"
     version: ClassVar[int] = 1
-    stream: ClassVar[str] = "events"
+    stream: ClassVar[str] = RECORDED_ONLY
+
+    @classmethod
+    def is_work(cls) -> bool:
+        """Whether the event goes on a stream for a worker to act on (not :data:`RECORDED_ONLY`)."""
+        return cls.stream != RECORDED_ONLY
 
     transaction_id: str
     occurred_at: datetime
@@ -53,7 +63,7 @@ class DepositRequested(TransactionEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StkPushAccepted(TransactionEvent):
     name: ClassVar[str] = "deposit.stk_push_accepted"
-    stream: ClassVar[str] = "notifications"
+    stream: ClassVar[str] = RECORDED_ONLY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +81,7 @@ class DepositPaymentFailed(TransactionEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DerivCreditStarted(TransactionEvent):
     name: ClassVar[str] = "deposit.credit_started"
-    stream: ClassVar[str] = "audit"
+    stream: ClassVar[str] = RECORDED_ONLY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,7 +112,7 @@ class WithdrawalRequested(TransactionEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DerivDebitStarted(TransactionEvent):
     name: ClassVar[str] = "withdrawal.debit_started"
-    stream: ClassVar[str] = "audit"
+    stream: ClassVar[str] = RECORDED_ONLY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +130,7 @@ class WithdrawalFailed(TransactionEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PayoutAccepted(TransactionEvent):
     name: ClassVar[str] = "withdrawal.payout_accepted"
-    stream: ClassVar[str] = "audit"
+    stream: ClassVar[str] = RECORDED_ONLY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,7 +161,7 @@ class TransactionNeedsReview(TransactionEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransactionResolved(TransactionEvent):
     name: ClassVar[str] = "transaction.resolved"
-    stream: ClassVar[str] = "notifications"
+    stream: ClassVar[str] = RECORDED_ONLY
 
 
 EVENT_TYPES: dict[str, type[TransactionEvent]] = {

@@ -46,7 +46,7 @@ class RedisStreamPublisher:
         return stream_key(self._prefix, stream)
 
     async def publish(self, events: Sequence[TransactionEvent]) -> None:
-        persisted = [e for e in events if e.event_id is not None]
+        persisted = [e for e in events if e.event_id is not None and e.is_work()]  # the others go on no stream
         if not persisted:
             return
         pipe = self._client.pipeline(transaction=False)

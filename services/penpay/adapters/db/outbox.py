@@ -45,7 +45,8 @@ def outbox_rows(
             "transaction_id": event.transaction_id,
             "payload": payload_json(event),
             "created_at": at,
-            "published_at": at if event.name in carried else None,
+            # carried by its committing step, or no worker's business (``RECORDED_ONLY``): the relay never sends it
+            "published_at": at if event.name in carried or not event.is_work() else None,
         }
         for event in events
     ]
@@ -60,7 +61,8 @@ class SqlOutbox:
     ) -> list[int]:
         """Insert the events' rows (one statement where the server numbers a multi-row insert consecutively) and
         return their ids, in order. Events named in ``carried`` are written already published (their committing
-        step carries them on itself: see ``UnitOfWork.commit``), so the relay never sends them."""
+        step carries them on itself: see ``UnitOfWork.commit``), as are events no worker acts on
+        (``events.RECORDED_ONLY``), so the relay never sends them."""
         rows = outbox_rows(events, now, carried=carried)
         return await insert_returning_ids(self._conn, "outbox", rows, consecutive=await consecutive_ids_on(self._conn))
 
