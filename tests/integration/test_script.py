@@ -3,7 +3,10 @@ in order, a failing statement raised as SQLAlchemy raises it with the rest not r
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -105,3 +108,35 @@ async def test_a_connection_the_server_dropped_is_invalidated_not_pooled(engine:
         assert victim.invalidated
     async with engine.connect() as fresh:  # the pool hands out a live connection
         assert (await run_script(fresh, [("SELECT CONNECTION_ID()", [])]))[0].rows[0][0] != thread
+
+
+def _hard_texts() -> list[str]:
+    """Every ASCII character alone and after a backslash, quoting tricks, and seeded random unicode (astral too)."""
+    texts = [chr(c) for c in range(128)] + ["\\" + chr(c) for c in range(128)]
+    texts += ["", "\\", "\\\\", "'", "''", "\\'", "'\\", "x'; DROP TABLE script_t; --", '"', '\\"', "%s", "%%", "ü€𝄞"]
+    rng = random.Random(6)
+    pool = "\\'\"\0\n\r\x1a%ab é€𝄞\t"
+    texts += ["".join(rng.choice(pool) for _ in range(rng.randint(1, 40))) for _ in range(300)]
+    return texts
+
+
+async def test_every_value_reaches_the_server_exactly_as_it_was(conn: AsyncConnection) -> None:
+    texts = _hard_texts()
+    when = [datetime(2026, 12, 1, 9, 30), datetime(2026, 12, 1, 9, 30, 0, 7), datetime(1, 1, 1)]  # noqa: DTZ001 - naive
+    values: list[Any] = [*texts, *when, 0, -(2**63), 2**64 - 1, None, Decimal("129.123456"), True, b"\x00\x27\x5c"]
+    casts = ["%s"] * len(texts) + ["CAST(%s AS DATETIME(6))"] * len(when) + ["%s"] * 7
+    [result] = await run_script(conn, [(f"SELECT {', '.join(casts)}", values)])
+    row = list(result.rows[0])
+    assert row[: len(texts)] == texts
+    assert row[len(texts) : len(texts) + 3] == when
+    assert row[len(texts) + 3 :] == [0, -(2**63), 2**64 - 1, None, Decimal("129.123456"), 1, b"\x00\x27\x5c"]
+
+
+async def test_with_no_backslash_escapes_values_still_arrive_exactly(conn: AsyncConnection) -> None:
+    await conn.exec_driver_sql("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+    try:
+        texts = ["a\\b", "it's", "\\'", "x\\"]
+        [result] = await run_script(conn, [(f"SELECT {', '.join(['%s'] * len(texts))}", texts)])
+        assert list(result.rows[0]) == texts
+    finally:
+        await conn.exec_driver_sql("SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')")

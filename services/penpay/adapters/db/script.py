@@ -12,7 +12,8 @@ a failed statement undoes only itself, so a caller that does not handle the erro
 after any other failed statement. Every result is read, whatever happens, so the connection stays usable; one the
 server dropped is invalidated, as SQLAlchemy invalidates it, so the pool never hands it out again.
 
-Each value travels as a bound parameter (escaped by the driver, as for any statement). SQLAlchemy does not run the
+Each value travels escaped into the query's text, as the driver escapes a statement's parameters
+(``literals.py`` writes the common types itself, faster). SQLAlchemy does not run the
 query itself, so its ``before_cursor_execute`` event is dispatched here once per script, with the whole text: a
 listener (logging, the benchmark's statement counter) sees one statement per round trip.
 """
@@ -26,6 +27,8 @@ from typing import Any, cast
 from asyncmy import errors as driver_errors
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from penpay.adapters.db.literals import literals
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -55,7 +58,7 @@ async def run_script(conn: AsyncConnection, statements: Sequence[Statement]) -> 
         try:
             # bound here, as text: a multi-statement query cannot be prepared, and with values the driver would
             # try (and fail) to prepare each new one (the engine's statement cache)
-            await cursor.execute(cursor.mogrify(sql, params))
+            await cursor.execute(sql % literals(params, driver))
             results.append(await _result(cursor))
             while await cursor.nextset():
                 results.append(await _result(cursor))
