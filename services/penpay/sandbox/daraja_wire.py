@@ -124,7 +124,8 @@ def bad_grant_type() -> DarajaError:
 
 
 def _digits(n: int) -> str:
-    return "".join(secrets.choice(string.digits) for _ in range(n))
+    """``n`` random decimal digits (one draw, not one per digit: the sandbox mints several ids per request)."""
+    return f"{secrets.randbelow(10**n):0{n}d}"
 
 
 def request_id() -> str:
