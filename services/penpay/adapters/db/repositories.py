@@ -6,6 +6,7 @@ that change a transaction load it ``for_update`` first, so the check only fires 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -133,45 +134,55 @@ _BY_CHECKOUTS_FOR_UPDATE = (
 )
 
 
-def _transaction(row: sa.Row[tuple[object, ...]]) -> Transaction:
-    m = row._mapping
+def _transaction(row: Sequence[Any]) -> Transaction:
+    """The aggregate of a full ``transactions`` row (``select(transactions)``: its columns in the table's order),
+    unpacked by position: every step loads its transactions, and a lookup by column name per value cost more than
+    the rest of the mapping. ``tests/unit/test_transaction_row.py`` pins the order to the table's."""
+    (
+        id_, kind, status, user_id, msisdn, deriv_loginid, amount_kes, amount_usd, fee_kes, quote_id, fx_mid,
+        fx_spread_bps, fx_rate, quote_issued_at, quote_expires_at, checkout_request_id, mpesa_receipt, payout_id,
+        refund_payout_id, b2c_conversation_id, b2c_receipt, deriv_transaction_id, reversal_deriv_transaction_id,
+        failure_code, failure_reason, review_reason, stk_requested_at, legs, version, created_at, updated_at,
+    ) = row  # fmt: skip
     return Transaction(
-        id=TransactionId(m["id"]),
-        kind=Kind(m["kind"]),
-        status=Status(m["status"]),
-        parties=Parties(
-            user_id=UserId(m["user_id"]),
-            msisdn=Msisdn(m["msisdn"]),
-            deriv_loginid=DerivLoginId(m["deriv_loginid"]),
-        ),
-        amount_kes=Money(int(m["amount_kes"]), Currency.KES),
-        amount_usd=Money(int(m["amount_usd"]), Currency.USD),
-        fee=Money(int(m["fee_kes"]), Currency.KES),
+        id=TransactionId(id_),
+        kind=Kind(kind),
+        status=Status(status),
+        parties=Parties(user_id=UserId(user_id), msisdn=Msisdn(msisdn), deriv_loginid=DerivLoginId(deriv_loginid)),
+        amount_kes=Money(int(amount_kes), Currency.KES),
+        amount_usd=Money(int(amount_usd), Currency.USD),
+        fee=Money(int(fee_kes), Currency.KES),
         quote=LockedRate(
-            quote_id=QuoteId(m["quote_id"]),
-            mid=Decimal(m["fx_mid"]),
-            spread_bps=int(m["fx_spread_bps"]),
-            issued_at=from_db(m["quote_issued_at"]),
-            expires_at=from_db(m["quote_expires_at"]),
+            quote_id=QuoteId(quote_id),
+            mid=Decimal(fx_mid),
+            spread_bps=int(fx_spread_bps),
+            issued_at=from_db(quote_issued_at),
+            expires_at=from_db(quote_expires_at),
         ),
-        fx_rate=Decimal(m["fx_rate"]),
-        created_at=from_db(m["created_at"]),
-        updated_at=from_db(m["updated_at"]),
-        version=int(m["version"]),
-        mpesa_checkout_request_id=m["mpesa_checkout_request_id"],
-        mpesa_receipt=m["mpesa_receipt"],
-        payout_id=PayoutId(m["payout_id"]) if m["payout_id"] else None,
-        refund_payout_id=PayoutId(m["refund_payout_id"]) if m["refund_payout_id"] else None,
-        b2c_conversation_id=m["b2c_conversation_id"],
-        b2c_receipt=m["b2c_receipt"],
-        deriv_transaction_id=m["deriv_transaction_id"],
-        reversal_deriv_transaction_id=m["reversal_deriv_transaction_id"],
-        failure_code=m["failure_code"],
-        failure_reason=m["failure_reason"],
-        review_reason=m["review_reason"],
-        stk_requested_at=from_db(m["stk_requested_at"]) if m["stk_requested_at"] else None,
-        legs={k: LegState(v) for k, v in json.loads(m["legs"]).items()},
+        fx_rate=Decimal(fx_rate),
+        created_at=from_db(created_at),
+        updated_at=from_db(updated_at),
+        version=int(version),
+        mpesa_checkout_request_id=checkout_request_id,
+        mpesa_receipt=mpesa_receipt,
+        payout_id=PayoutId(payout_id) if payout_id else None,
+        refund_payout_id=PayoutId(refund_payout_id) if refund_payout_id else None,
+        b2c_conversation_id=b2c_conversation_id,
+        b2c_receipt=b2c_receipt,
+        deriv_transaction_id=deriv_transaction_id,
+        reversal_deriv_transaction_id=reversal_deriv_transaction_id,
+        failure_code=failure_code,
+        failure_reason=failure_reason,
+        review_reason=review_reason,
+        stk_requested_at=from_db(stk_requested_at) if stk_requested_at else None,
+        legs=dict(_legs(legs)),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _legs(text: str) -> tuple[tuple[str, LegState], ...]:
+    """A ``legs`` column's states (a handful of distinct values in all: parsed once each)."""
+    return tuple((k, LegState(v)) for k, v in json.loads(text).items())
 
 
 class SqlTransactionRepository:
