@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     worker_claim_idle_ms: int = 60_000
     worker_max_deliveries: int = 8
     worker_block_ms: int = 1_000
-    worker_concurrency: int = 32
+    worker_concurrency: int = Field(default=256, ge=1)  # per stream, per worker process (.env.example)
 
     sandbox_http_port: int = 8092
     sandbox_daraja_port: int = 8090
