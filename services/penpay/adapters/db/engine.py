@@ -120,6 +120,8 @@ async def drop_database(database_url: str) -> None:
 
 def to_db(moment: datetime) -> datetime:
     """Aware datetime -> naive UTC for DATETIME(6) columns."""
+    if moment.tzinfo is UTC:  # PenPay's own clock: no conversion to make
+        return moment.replace(tzinfo=None)
     if moment.tzinfo is None:
         raise ValueError("refusing a naive datetime on the money path")
     return moment.astimezone(UTC).replace(tzinfo=None)

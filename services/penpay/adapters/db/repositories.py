@@ -198,7 +198,7 @@ class SqlTransactionRepository:
         self._locked_by_checkout: dict[str, Transaction] = {}  # found and locked by find_many_by_checkout_request_ids
 
     def _track(self, txn: Transaction, stored: Mapping[str, Any] | None = None) -> Transaction:
-        if all(t is not txn for t in self.seen):
+        if id(txn) not in self._written:  # tracked once, whatever the batch's size (every aggregate it tracks has one)
             self.seen.append(txn)
             self._written[id(txn)] = (len(txn.events), len(txn.ledger_transfers))
             if stored is not None:
