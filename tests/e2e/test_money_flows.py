@@ -237,6 +237,63 @@ class TestCrashes:
         assert len(pushes) == 1
         assert len(transfers_with(await deriv_account(client, running, "CR1000005"), txn["id"])) == 1
 
+    @pytest.mark.parametrize("victim", ["worker", "gateway"])
+    async def test_a_burst_survives_a_process_killed_mid_flight_and_moves_each_amount_once(
+        self, running: Platform, client: httpx.AsyncClient, victim: str
+    ) -> None:
+        """40 deposits and 10 withdrawals posted together, the worker (or the gateway) SIGKILLed half a second in and
+        started again. Every one ends settled and each amount moves once: a deposit COMPLETED is credited once, a
+        withdrawal COMPLETED is debited once, no phone gets two STK prompts. The one outcome besides COMPLETED the
+        platform may choose is NEEDS_REVIEW for a deposit whose push intent was recorded and whose push never reached
+        Daraja (the worker died in between): it cannot know the push was not sent, so it never sends it again, and
+        asks a human. The fixture checks the ledger and the audit chain after."""
+        tag = uuid.uuid4().hex[:6]
+        base = 3_100_000 + (200 if victim == "gateway" else 0)
+        await running.wait_for_log("worker", "worker_started")
+        warm = await deposit(
+            client, running, f"burst-{tag}-warm", kes=1_000, msisdn="254713199999", loginid="CR3199999"
+        )
+        await wait_for_status(client, running, f"burst-{tag}-warm", warm["id"], {"COMPLETED"})
+        phones = [f"2547131{base % 1000 + i:05d}" for i in range(40)]
+        logins = [f"CR{base + i}" for i in range(40)] + [f"CR{base + 100 + i}" for i in range(10)]
+        users = [f"burst-{tag}-d{i}" for i in range(40)] + [f"burst-{tag}-w{i}" for i in range(10)]
+        posted = asyncio.gather(
+            *(deposit(client, running, users[i], kes=1_000, msisdn=phones[i], loginid=logins[i]) for i in range(40)),
+            *(
+                TestWithdrawals()._withdraw(
+                    client, running, users[i], logins[i], f"2547132{base % 1000 + i:05d}", "2.00"
+                )
+                for i in range(40, 50)
+            ),
+        )
+        await asyncio.sleep(0.5)
+        running.stop(victim, signal.SIGKILL)
+        try:
+            txns = await posted
+        finally:
+            running.start(victim, "penpay-worker" if victim == "worker" else "penpay-gateway")
+
+        settled = {"COMPLETED", "FAILED", "REVERSED", "NEEDS_REVIEW"}
+        done = [
+            await wait_for_status(client, running, user, txn["id"], settled, timeout_s=120)
+            for user, txn in zip(users, txns, strict=True)
+        ]
+        journal = (await client.get(f"{running.control}/daraja/journal")).json()
+        pushes = {
+            phone: [e for e in journal if "stkpush/v1/processrequest" in str(e.get("path", "")) and phone in str(e)]
+            for phone in phones
+        }
+        for i, (txn, final) in enumerate(zip(txns, done, strict=True)):
+            moved = len(transfers_with(await deriv_account(client, running, logins[i]), txn["id"]))
+            if i < 40 and final["status"] == "NEEDS_REVIEW":
+                assert pushes[phones[i]] == [] and moved == 0, final  # never pushed: nothing moved, a human decides
+                continue
+            assert final["status"] == "COMPLETED", final
+            assert moved == 1, logins[i]
+            if i < 40:
+                assert len(pushes[phones[i]]) == 1, phones[i]
+        assert sum(d["status"] == "COMPLETED" for d in done) >= 10  # the withdrawals at least
+
     async def test_sigterm_stops_a_worker_cleanly(self, running: Platform) -> None:
         await running.wait_for_log("worker", "worker_started")
         assert running.stop("worker", signal.SIGTERM) == 0
