@@ -34,6 +34,7 @@ from penpay.adapters.daraja import (
     stk_outcome,
 )
 from penpay.adapters.daraja import credentials as creds
+from penpay.adapters.daraja.client import CookielessClient
 from penpay.adapters.daraja.wire import parse_accepted, parse_access_token, parse_stk_push, parse_stk_query
 from penpay.sandbox.daraja_crypto import SandboxCertificate  # only as a source of a valid certificate
 from penpay.settings import Settings
@@ -727,3 +728,20 @@ def test_golden_samples_decode_with_exact_decimals() -> None:
     body = decode((GOLDEN / "b2c_result_success.json").read_bytes())
     values = {p["Key"]: p["Value"] for p in body["Result"]["ResultParameters"]["ResultParameter"]}
     assert values["B2CChargesPaidAccountAvailableFunds"] == Decimal("-1980.00")
+
+
+class TestCookies:
+    async def test_the_client_keeps_no_cookie_a_response_sets_and_sends_none(self) -> None:
+        seen: list[str | None] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(request.headers.get("cookie"))
+            return httpx.Response(200, json={}, headers={"set-cookie": "session=abc; Path=/"})
+
+        async with CookielessClient(transport=httpx.MockTransport(answer), base_url="http://daraja.test") as client:
+            await client.get("/one")
+            await client.get("/two")
+            assert not client.cookies
+            with pytest.raises(ValueError, match="keeps no cookies"):
+                client.cookies = {"a": "b"}
+        assert seen == [None, None]
