@@ -50,6 +50,10 @@ class FakeMpesa:
     pushes: list[tuple[TransactionId, Money, Msisdn, str]] = field(default_factory=list)
     payouts: list[tuple[PayoutId, Money, Msisdn, str]] = field(default_factory=list)
     status_queries: list[PayoutId] = field(default_factory=list)
+    is_ready: bool = True  # False: Daraja could not be asked now (no access token)
+
+    async def ready(self) -> bool:
+        return self.is_ready
 
     async def stk_push(
         self, *, txn_id: TransactionId, amount: Money, msisdn: Msisdn, callback_url: str

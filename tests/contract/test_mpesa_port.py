@@ -196,6 +196,14 @@ class TestStkPush:
         assert busy.outcome is Outcome.UNAVAILABLE
         assert "Unable to lock subscriber" in busy.message
 
+    async def test_ready_means_an_access_token_in_hand(self, daraja: RunningDaraja, mpesa: DarajaMpesa) -> None:
+        assert await mpesa.ready() is True
+        client = client_for(daraja, base_url=f"http://127.0.0.1:{free_port()}")
+        try:
+            assert await DarajaMpesa(client).ready() is False  # nothing listens: no token, nothing sent
+        finally:
+            await client.aclose()
+
     async def test_daraja_unreachable_is_unavailable(self, daraja: RunningDaraja, receiver: CallbackReceiver) -> None:
         client = client_for(daraja, base_url=f"http://127.0.0.1:{free_port()}")
         result = await push(DarajaMpesa(client), receiver)

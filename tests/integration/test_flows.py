@@ -229,6 +229,20 @@ class TestDeposit:
         assert len(world.mpesa.pushes) == 2
         assert (await world.get(txn.id)).status is Status.AWAITING_PAYMENT
 
+    async def test_with_no_access_token_nothing_is_recorded_and_the_push_goes_later(self, world: World) -> None:
+        world.mpesa.is_ready = False
+        txn = deposit()
+        await world.store(txn)
+        with pytest.raises(ProviderUnavailable, match="nothing recorded"):
+            await collection.push_stk(world.deps, txn.id)
+        waiting = await world.get(txn.id)
+        assert waiting.status is Status.PENDING and waiting.stk_requested_at is None  # no intent: no limbo
+        assert world.mpesa.pushes == []
+        world.mpesa.is_ready = True
+        await collection.push_stk(world.deps, txn.id)
+        assert len(world.mpesa.pushes) == 1
+        assert (await world.get(txn.id)).status is Status.AWAITING_PAYMENT
+
     async def test_a_push_with_a_lost_answer_is_never_sent_again_and_the_callback_still_settles_it(
         self, world: World
     ) -> None:

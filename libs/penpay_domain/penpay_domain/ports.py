@@ -206,6 +206,12 @@ class FxQuotes(Protocol):
 
 
 class Mpesa(Protocol):
+    async def ready(self) -> bool:
+        """Whether a request could be sent at once (Daraja: an access token in hand, fetched now if need be). A step
+        asks before it records an intent, so no network round trip stands between the intent and the request;
+        False: nothing was sent, and nothing should be recorded."""
+        ...
+
     async def stk_push(
         self, *, txn_id: TransactionId, amount: Money, msisdn: Msisdn, callback_url: str
     ) -> StkPushResult: ...

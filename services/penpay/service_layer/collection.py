@@ -37,9 +37,16 @@ async def push_stk(deps: FlowDeps, txn_id: TransactionId, *, delivery: Delivery 
 
 
 async def push_stk_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
-    """deposit.requested for a batch of deposits (distinct transactions): one unit of work
-    records every push's intent, the pushes go out together, one unit of work records Daraja's answers. Each item
-    gets None, or the exception its message ends with (ProviderUnavailable: nothing reached Daraja, push again)."""
+    """deposit.requested for a batch of deposits (distinct transactions): Daraja's access token in hand first, then
+    one unit of work records every push's intent, the pushes go out together, one unit of work records Daraja's
+    answers. Each item gets None, or the exception its message ends with (ProviderUnavailable: nothing reached
+    Daraja, push again). The token comes first because an intent recorded and not followed by its request (the
+    process dies in between) is a deposit no one can know was never pushed: it is never pushed again, and waits for a
+    human; asking for the token in that gap made it as long as a round trip to Daraja."""
+    if not await deps.mpesa.ready():  # before any intent is recorded: a crash then leaves nothing half-done
+        return [
+            ProviderUnavailable("Daraja cannot be asked now (no access token): nothing recorded, nothing sent")
+        ] * len(items)
     results: Results = [None] * len(items)
     at = {id(item): n for n, item in enumerate(items)}
     due: list[tuple[Item, Transaction]] = []

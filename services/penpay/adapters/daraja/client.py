@@ -345,6 +345,11 @@ class DarajaClient:
             )
         return response.content
 
+    async def access_token(self) -> str:
+        """A valid access token: the one in hand, or one fetched (or shared by another process) now. Raises
+        ``DarajaAuthError``, ``DarajaTransientError`` or ``DarajaThrottledError`` when none can be had."""
+        return await self._access_token()
+
     async def _access_token(self) -> str:
         token = self._token
         if token is not None and self._monotonic() < self._token_refresh_at:

@@ -87,6 +87,14 @@ class DarajaMpesa:
     def __init__(self, client: DarajaClient) -> None:
         self._client = client
 
+    async def ready(self) -> bool:
+        try:
+            await self._client.access_token()
+        except _RETRYABLE as exc:
+            log.warning("daraja_not_ready", error=str(exc))
+            return False
+        return True
+
     async def stk_push(
         self, *, txn_id: TransactionId, amount: Money, msisdn: Msisdn, callback_url: str
     ) -> StkPushResult:
