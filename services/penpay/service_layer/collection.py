@@ -44,9 +44,8 @@ async def push_stk_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
     process dies in between) is a deposit no one can know was never pushed: it is never pushed again, and waits for a
     human; asking for the token in that gap made it as long as a round trip to Daraja."""
     if not await deps.mpesa.ready():  # before any intent is recorded: a crash then leaves nothing half-done
-        return [
-            ProviderUnavailable("Daraja cannot be asked now (no access token): nothing recorded, nothing sent")
-        ] * len(items)
+        refusal = "Daraja cannot be asked now (no access token): nothing recorded, nothing sent"
+        return [ProviderUnavailable(refusal) for _ in items]  # one each: each message raises its own
     results: Results = [None] * len(items)
     at = {id(item): n for n, item in enumerate(items)}
     due: list[tuple[Item, Transaction]] = []

@@ -83,7 +83,7 @@ class CookielessClient(httpx.AsyncClient):
         return _NO_COOKIES
 
     @cookies.setter
-    def cookies(self, cookies: httpx._types.CookieTypes) -> None:
+    def cookies(self, cookies: object) -> None:
         if cookies:
             raise ValueError("this client keeps no cookies")
 
