@@ -24,6 +24,7 @@ from penpay.adapters.db.tables import outbox
 from penpay.adapters.mailer import MailNotSent
 from penpay.adapters.stream_consumer import StreamMessage, decode_event
 from penpay.service_layer import collection, crediting, debiting, notifications, payouts, reconciliation
+from penpay.service_layer.background import BoundedTasks
 from penpay.service_layer.callbacks import B2cNotice, StkNotice
 from penpay.service_layer.flow import Delivery, Item, ProviderUnavailable
 from penpay.service_layer.handlers import SUBSCRIPTIONS
@@ -388,6 +389,63 @@ class TestCallbackBatch:
             Status.COMPLETED,
             Status.PENDING,
         ]
+
+
+class TestCarriedInTheBackground:
+    """Given ``carries``, a callback batch is answered once its payments commit, its credits made beside the next."""
+
+    async def test_the_messages_are_answered_before_the_credits_and_the_credits_are_made_once(
+        self, world: World
+    ) -> None:
+        made, messages = await _pushed_callbacks(world, 4)
+        released = asyncio.Event()
+        transfer_many = world.deriv.transfer_many
+
+        async def slow_gateway(orders: Any) -> Any:
+            await released.wait()
+            return await transfer_many(orders)
+
+        world.deriv.transfer_many = slow_gateway  # type: ignore[method-assign]
+        carries = BoundedTasks(2, name="test-carries")
+        group = f"callbacks-{secrets.token_hex(4)}"
+        handle = callback_handler(world.deps, _Decoder(), group, carries=carries)
+        await asyncio.wait_for(asyncio.gather(*(handle(m) for m in messages)), timeout=10)
+        # answered with the gateway still holding the transfers: the payments and the marks are committed
+        assert [(await world.get(t.id)).status for t in made] == [Status.CREDITING] * 4
+        assert sorted(await processed_rows(world, group)) == sorted(m.dedupe_key for m in messages)
+        assert carries.running == 1
+
+        released.set()
+        await carries.drain()
+        assert carries.running == 0
+        assert [(await world.get(t.id)).status for t in made] == [Status.COMPLETED] * 4
+        assert world.deriv.executed == {t.id: t.amount_usd for t in made}
+        assert await world.published("deriv_transfers") == []  # carried to the end: never handed on
+
+    async def test_a_batch_waits_for_a_slot_while_the_limit_of_credits_is_running(self, world: World) -> None:
+        made, messages = await _pushed_callbacks(world, 2)
+        released = asyncio.Event()
+        transfer_many = world.deriv.transfer_many
+
+        async def slow_gateway(orders: Any) -> Any:
+            await released.wait()
+            return await transfer_many(orders)
+
+        world.deriv.transfer_many = slow_gateway  # type: ignore[method-assign]
+        carries = BoundedTasks(1, name="test-carries")
+        handle = callback_handler(world.deps, _Decoder(), f"callbacks-{secrets.token_hex(4)}", carries=carries)
+        await asyncio.wait_for(handle(messages[0]), timeout=10)  # its credit now holds the one slot
+        second = asyncio.create_task(handle(messages[1]))
+        await asyncio.sleep(0.5)
+        # the second payment is recorded, but its answer waits for the slot
+        assert (await world.get(made[1].id)).status is Status.CREDITING
+        assert not second.done()
+
+        released.set()
+        await asyncio.wait_for(second, timeout=10)
+        await carries.drain()
+        assert [(await world.get(t.id)).status for t in made] == [Status.COMPLETED] * 2
+        assert world.deriv.executed == {t.id: t.amount_usd for t in made}
 
 
 class TestCarriedCredit:

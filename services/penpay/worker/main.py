@@ -44,6 +44,7 @@ from penpay.adapters.tokens import SecretBox
 from penpay.bootstrap import Database, database
 from penpay.gc_tuning import settle_heap
 from penpay.logging import configure_logging, get_logger
+from penpay.service_layer.background import BoundedTasks
 from penpay.service_layer.callbacks import CallbackUrls
 from penpay.service_layer.flow import FlowDeps
 from penpay.service_layer.handlers import SUBSCRIPTIONS
@@ -57,6 +58,9 @@ from penpay_domain.events import TransactionEvent
 
 log = get_logger(__name__)
 
+# batches of carried credits at once (the callback worker's, service_layer.background): one overlaps the next
+# batch of callbacks; more measured no better (docs/performance.md, round 9)
+CARRIED_CREDIT_BATCHES = 2
 WORKER_TYPES = (*SUBSCRIPTIONS, "callbacks", "relay", "reconciler", "auditor")
 
 
@@ -173,6 +177,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
     try:
         async with database(settings) as db, _flow_deps(settings, db, redis) as deps:
             tasks: list[Callable[[], Awaitable[None]]] = []
+            carries = BoundedTasks(CARRIED_CREDIT_BATCHES, name="carried-credits")
 
             def consumer(stream: str, group: str, handle: Callable[..., Awaitable[None]], *, events: bool) -> None:
                 c = StreamConsumer(
@@ -203,7 +208,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                     consumer(
                         MPESA_CALLBACKS_STREAM,
                         "callbacks",
-                        callback_handler(deps, DarajaCallbackDecoder(), max_batch=batch),
+                        callback_handler(deps, DarajaCallbackDecoder(), max_batch=batch, carries=carries),
                         events=False,
                     )
                 elif name == "relay":
@@ -214,6 +219,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                     tasks.append(lambda: _chain_audit_forever(db, stop))
             log.info("worker_started", workers=list(workers), consumer=consumer_name)
             await asyncio.gather(*(t() for t in tasks))
+            await carries.drain()  # the credits the callback batches answered before have their answers recorded
     finally:
         await redis.aclose()
     log.info("worker_stopped", consumer=consumer_name)

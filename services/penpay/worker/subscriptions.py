@@ -20,6 +20,7 @@ from penpay.adapters.db.unit_of_work import with_retries
 from penpay.adapters.stream_consumer import PoisonMessage, StreamMessage
 from penpay.logging import get_logger
 from penpay.service_layer import crediting
+from penpay.service_layer.background import BoundedTasks
 from penpay.service_layer.batching import MicroBatcher
 from penpay.service_layer.callbacks import CallbackDecoder, Verdict, apply_callback
 from penpay.service_layer.flow import Delivery, FlowDeps, Item, Results, unwrap
@@ -144,13 +145,27 @@ async def _mark(deps: FlowDeps, group: str, keys: list[str]) -> None:
 
 
 def callback_handler(
-    deps: FlowDeps, decoder: CallbackDecoder, group: str = "callbacks", *, max_batch: int = 32, max_in_flight: int = 1
+    deps: FlowDeps,
+    decoder: CallbackDecoder,
+    group: str = "callbacks",
+    *,
+    max_batch: int = 32,
+    max_in_flight: int = 1,
+    carries: BoundedTasks | None = None,
 ) -> Handler:
     """Stored callbacks in flight together are applied in one unit of work (callbacks of one transaction in
     separate ones); a batch that fails as a whole (a callback early, a message another consumer is applying too)
-    is applied again one callback at a time, as a lone message always is."""
+    is applied again one callback at a time, as a lone message always is.
+
+    The credits of the deposits a batch saw paid are made after its unit of work commits: before its messages are
+    answered, or, given ``carries``, in the background, the messages answered at once. The payments and the
+    processed marks are committed either way, so an answered message has nothing left to redo; a credit that a
+    dead process leaves unfinished is the reconciler's (CREDITING, the same reference). In the background the next
+    batch is applied while this one's transfers are on their way to Deriv and back, instead of after them (the
+    end-to-end burst: +15-25 % completed deposits per second, docs/performance.md round 9); ``carries`` bounds how
+    many batches' credits run at once, and holds the next batch's answer back while that many are running."""
     batcher = MicroBatcher[tuple[StreamMessage, int], object](
-        partial(_apply_callbacks, deps, decoder, group), max_batch=max_batch, max_in_flight=max_in_flight
+        partial(_apply_callbacks, deps, decoder, group, carries), max_batch=max_batch, max_in_flight=max_in_flight
     )
 
     async def handle(message: StreamMessage) -> None:
@@ -186,7 +201,11 @@ class _Credits:
 
 
 async def _apply_callbacks(
-    deps: FlowDeps, decoder: CallbackDecoder, group: str, batch: list[tuple[StreamMessage, int]]
+    deps: FlowDeps,
+    decoder: CallbackDecoder,
+    group: str,
+    carries: BoundedTasks | None,
+    batch: list[tuple[StreamMessage, int]],
 ) -> Results:
     results: Results = [None] * len(batch)
     credits = _Credits()
@@ -208,7 +227,12 @@ async def _apply_callbacks(
         ):
             results[n] = outcome
             credits.add(started)
-    await crediting.carry_credits(deps, credits.started, credits.events)
+    if not credits.started:
+        return results
+    if carries is None:
+        await crediting.carry_credits(deps, credits.started, credits.events)
+    else:
+        await carries.start(crediting.carry_credits(deps, credits.started, credits.events))
     return results
 
 
