@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import re
 import secrets
 import string
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii as _quote
 
 from penpay.sandbox.identities import MSISDN_PATTERN
 
@@ -35,15 +35,23 @@ class JsonNumber(str):
 
 
 def to_json(value: object) -> str:
-    """Serialise dicts, lists, str, int, bool, None and :class:`JsonNumber` to compact JSON text."""
+    """Serialise dicts, lists, str, int, bool, None and :class:`JsonNumber` to compact JSON text, each scalar
+    exactly as ``json.dumps`` writes it (strings ASCII-escaped), by the functions ``json.dumps`` itself calls: a
+    ``json.dumps`` call per key and value was a tenth of the sandbox's CPU under load."""
     if isinstance(value, JsonNumber):
         return str(value)
+    if isinstance(value, str):
+        return _quote(value)
     if isinstance(value, Mapping):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{to_json(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{_quote(str(k))}:{to_json(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(to_json(v) for v in value) + "]"
-    if isinstance(value, bool | int | str) or value is None:
-        return json.dumps(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
     raise TypeError(f"not serialisable in a Daraja body: {type(value).__name__}")
 
 
@@ -215,8 +223,10 @@ def timestamp(body: Mapping[str, object]) -> str:
     value = body.get("Timestamp")
     if not isinstance(value, str) or not _TIMESTAMP.match(value):
         raise bad_request("Timestamp")
-    try:
-        dt.datetime.strptime(value, "%Y%m%d%H%M%S")  # noqa: DTZ007 - only the calendar fields are checked
+    try:  # a real date and time (the pattern checked the digits): what strptime checks, at a tenth of its cost
+        dt.datetime(  # noqa: DTZ001 - only the calendar fields are checked
+            int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[8:10]), int(value[10:12]), int(value[12:14])
+        )
     except ValueError:
         raise bad_request("Timestamp") from None
     return value

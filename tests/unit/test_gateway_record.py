@@ -1,0 +1,58 @@
+"""A gateway record's text: the swap script compares a stored record with ``Record.encode()``, so the hand-built
+encoding must stay exactly what ``json.dumps(dataclasses.asdict(record), sort_keys=True)`` writes, and decode back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from penpay.gateway.records import MoneyCall, MoneyResult, Outcome, Record, State
+
+calls = st.builds(
+    MoneyCall,
+    kind=st.sampled_from(["transfer", "withdraw"]),
+    loginid=st.text(max_size=12),
+    amount_cents=st.integers(min_value=0, max_value=10**12),
+    currency=st.sampled_from(["USD", "EUR"]),
+)
+results = st.builds(
+    MoneyResult,
+    outcome=st.sampled_from(list(Outcome)),
+    transaction_id=st.integers(min_value=0, max_value=2**53),
+    error_code=st.text(max_size=20),
+    error_message=st.text(max_size=60),
+    client_full_name=st.text(max_size=30),
+)
+records = st.builds(
+    Record,
+    call=calls,
+    state=st.sampled_from(list(State)),
+    started_at=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    fencing_token=st.integers(min_value=0, max_value=2**53),
+    attempt=st.integers(min_value=1, max_value=100),
+    result=st.none() | results,
+)
+
+
+@given(records)
+def test_the_encoding_is_the_canonical_json_of_every_field_and_decodes_back(record: Record) -> None:
+    assert record.encode() == json.dumps(dataclasses.asdict(record), sort_keys=True, separators=(",", ":"))
+    assert Record.decode(record.encode()) == record
+
+
+def test_a_known_record_byte_for_byte() -> None:
+    record = Record(
+        call=MoneyCall(kind="transfer", loginid="CR1000001", amount_cents=76, currency="USD"),
+        state=State.FINAL,
+        started_at=1796172705.5,
+        fencing_token=3,
+        result=MoneyResult(outcome=Outcome.DONE, transaction_id=1001, client_full_name="Wanjiru K."),
+    )
+    assert record.encode() == (
+        '{"attempt":1,"call":{"amount_cents":76,"currency":"USD","kind":"transfer","loginid":"CR1000001"},'
+        '"fencing_token":3,"result":{"client_full_name":"Wanjiru K.","error_code":"","error_message":"",'
+        '"outcome":"done","transaction_id":1001},"started_at":1796172705.5,"state":"final"}'
+    )

@@ -1,0 +1,47 @@
+"""The sandbox's Daraja wire helpers: bodies serialised exactly as ``json.dumps`` would (with Daraja's decimals
+verbatim), and the ``Timestamp`` check refusing what is not a real date and time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from penpay.sandbox import daraja_wire as wire
+
+scalars = st.none() | st.booleans() | st.integers() | st.text()
+values = st.recursive(scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20)
+
+
+@given(values)
+def test_a_body_is_the_compact_json_that_json_dumps_writes(value: object) -> None:
+    assert wire.to_json(value) == json.dumps(value, separators=(",", ":"))
+
+
+def test_decimals_are_written_verbatim_and_other_types_refused() -> None:
+    body = {"Name": "Amount", "Value": wire.JsonNumber("100.00"), "Items": [wire.JsonNumber("1.50"), "é"]}
+    assert wire.to_json(body) == '{"Name":"Amount","Value":100.00,"Items":[1.50,"\\u00e9"]}'
+    with pytest.raises(TypeError, match="float"):
+        wire.to_json({"Value": 1.5})
+
+
+@pytest.mark.parametrize("value", ["20261201235959", "20240229000000", "00010101000000"])
+def test_a_real_timestamp_is_accepted(value: str) -> None:
+    assert wire.timestamp({"Timestamp": value}) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["20261301000000", "20230229000000", "20261200000000", "20261201240000", "20261201006000", "00000101000000"],
+)
+def test_a_timestamp_that_is_no_date_and_time_is_refused(value: str) -> None:
+    with pytest.raises(wire.DarajaError):
+        wire.timestamp({"Timestamp": value})
+
+
+@pytest.mark.parametrize("value", ["2026120123595", "2026-12-01T23:59", 20261201235959, None])
+def test_a_timestamp_that_is_not_fourteen_digits_is_refused(value: object) -> None:
+    with pytest.raises(wire.DarajaError):
+        wire.timestamp({"Timestamp": value})
