@@ -1,15 +1,18 @@
-"""The sandbox's Daraja wire helpers: bodies serialised exactly as ``json.dumps`` would (with Daraja's decimals
-verbatim), and the ``Timestamp`` check refusing what is not a real date and time."""
+"""The simulators' wire helpers: Daraja and Deriv bodies serialised exactly as ``json.dumps`` would (with their
+exact decimals), and Daraja's ``Timestamp`` check refusing what is not a real date and time."""
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
+from enum import IntEnum, StrEnum
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from penpay.sandbox import daraja_wire as wire
+from penpay.sandbox.deriv import encode_json
 
 scalars = st.none() | st.booleans() | st.integers() | st.text()
 values = st.recursive(scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20)
@@ -18,6 +21,28 @@ values = st.recursive(scalars, lambda inner: st.lists(inner) | st.dictionaries(s
 @given(values)
 def test_a_body_is_the_compact_json_that_json_dumps_writes(value: object) -> None:
     assert wire.to_json(value) == json.dumps(value, separators=(",", ":"))
+
+
+class _Kind(StrEnum):
+    STK = "stk"
+
+
+class _Code(IntEnum):
+    OK = 0
+
+
+@given(values | st.floats(allow_nan=False) | st.lists(st.floats(allow_nan=False)))
+def test_a_deriv_message_is_the_compact_json_that_json_dumps_writes(value: object) -> None:
+    assert encode_json(value) == json.dumps(value, separators=(",", ":"))
+
+
+def test_subclasses_of_str_and_int_are_written_as_json_dumps_writes_them() -> None:
+    body = {"kind": _Kind.STK, "code": _Code.OK, "ok": True}
+    assert wire.to_json(body) == encode_json(body) == json.dumps(body, separators=(",", ":"))
+
+
+def test_deriv_decimals_are_exact_numbers() -> None:
+    assert encode_json({"balance": Decimal("12.50"), "n": [Decimal("0.10")]}) == '{"balance":12.50,"n":[0.10]}'
 
 
 def test_decimals_are_written_verbatim_and_other_types_refused() -> None:

@@ -13,9 +13,9 @@ import re
 import secrets
 import string
 from collections.abc import Mapping
-from json.encoder import encode_basestring_ascii as _quote
 
 from penpay.sandbox.identities import MSISDN_PATTERN
+from penpay.sandbox.json_text import compact_json, quote
 
 EAT = dt.timezone(dt.timedelta(hours=3), "EAT")
 
@@ -35,22 +35,16 @@ class JsonNumber(str):
 
 
 def to_json(value: object) -> str:
-    """Serialise dicts, lists, str, int, bool, None and :class:`JsonNumber` to compact JSON text, each scalar
-    exactly as ``json.dumps`` writes it (strings ASCII-escaped), by the functions ``json.dumps`` itself calls: a
-    ``json.dumps`` call per key and value was a tenth of the sandbox's CPU under load."""
+    """Serialise dicts, lists, str, int, bool, None and :class:`JsonNumber` to compact JSON text."""
+    return compact_json(value, _daraja_scalar)
+
+
+def _daraja_scalar(value: object) -> str:
     if isinstance(value, JsonNumber):
         return str(value)
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{_quote(str(k))}:{to_json(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(to_json(v) for v in value) + "]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
+    if isinstance(value, str):  # a str subclass (an enum's value, say): as json.dumps writes it
+        return quote(value)
+    if isinstance(value, int) and not isinstance(value, bool):
         return int.__repr__(value)
     raise TypeError(f"not serialisable in a Daraja body: {type(value).__name__}")
 

@@ -43,6 +43,7 @@ from penpay.sandbox.deriv_accounts import (
     statement_row,
 )
 from penpay.sandbox.deriv_control import create_deriv_control_router
+from penpay.sandbox.json_text import compact_json
 
 __all__ = ["DerivSimulator", "create_deriv_control_router", "encode_json"]
 
@@ -93,13 +94,13 @@ class _Session:
 
 def encode_json(value: object) -> str:
     """JSON with Decimals written as exact numbers (``12.50``), never through float."""
+    return compact_json(value, _deriv_scalar)
+
+
+def _deriv_scalar(value: object) -> str:
     if isinstance(value, Decimal):
         return format(value, "f")
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{encode_json(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(encode_json(v) for v in value) + "]"
-    return json.dumps(value)
+    return json.dumps(value)  # a float, a str or int subclass: as json.dumps writes it
 
 
 def _reject_constant(name: str) -> object:
