@@ -32,8 +32,8 @@ class Database:
     engine: AsyncEngine
     clock: Clock
 
-    def uow(self, actor: str = "system") -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, self.clock, actor=actor)
+    def uow(self, actor: str = "system", *, snapshot: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, self.clock, actor=actor, snapshot=snapshot)
 
 
 def _conforms(db: Database) -> UnitOfWork:

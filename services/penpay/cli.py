@@ -116,7 +116,7 @@ def _out(payload: object) -> None:
 
 async def _ledger_check(settings: Settings) -> int:
     async with database(settings) as db:
-        result = await admin.check_ledger(db.uow)
+        result = await admin.check_ledger(lambda: db.uow(snapshot=True))
     _out({"ok": result.ok, "currencies": result.currencies, "problems": result.problems})
     return 0 if result.ok else 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -317,3 +318,46 @@ async def test_rows_linked_while_the_chain_is_verified_are_not_a_broken_head(
     monkeypatch.setattr(audit, "_rows", walk_while_the_chainer_runs)
     report = await admin.verify_audit(db.uow)
     assert report.ok, report
+
+
+class TestSnapshot:
+    """A unit of work with ``snapshot`` reads the database as of one moment; the others see each commit at once."""
+
+    async def test_a_snapshot_does_not_see_a_commit_made_after_its_first_read(self, db: Database) -> None:
+        async with db.uow(snapshot=True) as frozen, db.uow() as live:
+            before = {a.code: a for a in await frozen.ledger.accounts()}
+            live_before = {a.code: a for a in await live.ledger.accounts()}
+            await _fund_agent(db, 1_234)  # committed by a third unit of work meanwhile
+            after = {a.code: a for a in await frozen.ledger.accounts()}
+            totals = await frozen.ledger.entry_totals()
+            live_after = {a.code: a for a in await live.ledger.accounts()}
+        assert after[ledger.DERIV_AGENT.code] == before[ledger.DERIV_AGENT.code]
+        assert totals[ledger.DERIV_AGENT.code]["debits_posted"] == before[ledger.DERIV_AGENT.code].debits_posted
+        assert (
+            live_after[ledger.DERIV_AGENT.code].debits_posted
+            == live_before[ledger.DERIV_AGENT.code].debits_posted + 1_234
+        )
+
+    async def test_the_ledger_check_reads_counters_and_entries_as_of_one_moment(self, db: Database) -> None:
+        await _fund_agent(db, 500)
+        done = False
+
+        async def write_meanwhile() -> None:
+            while not done:
+                await _fund_agent(db, 100)
+
+        writer = asyncio.create_task(write_meanwhile())
+        try:
+            checks = [await admin.check_ledger(lambda: db.uow(snapshot=True)) for _ in range(10)]
+        finally:
+            done = True
+            await writer
+        assert all(check.ok for check in checks), [c.problems for c in checks if not c.ok]
+
+    async def test_the_connection_gets_the_engines_isolation_level_back(self, db: Database) -> None:
+        async with db.uow(snapshot=True) as uow:
+            level = await uow.connection.exec_driver_sql("SELECT @@tx_isolation")
+            assert level.scalar_one() == "REPEATABLE-READ"
+        async with db.engine.connect() as conn:  # the pool hands the same connection out again
+            levels = {(await conn.exec_driver_sql("SELECT @@tx_isolation")).scalar_one()}
+        assert levels == {"READ-COMMITTED"}

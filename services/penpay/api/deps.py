@@ -119,11 +119,13 @@ class ApiState:
             callback_networks=networks(settings.callback_allowed_ips),
         )
 
-    def uow(self, actor: str) -> SqlIntakeUnitOfWork:
-        return SqlIntakeUnitOfWork(self.adapters.db.engine, self.adapters.db.clock, self.box, actor=actor[:64])
+    def uow(self, actor: str, *, snapshot: bool = False) -> SqlIntakeUnitOfWork:
+        db = self.adapters.db
+        return SqlIntakeUnitOfWork(db.engine, db.clock, self.box, actor=actor[:64], snapshot=snapshot)
 
-    def uow_factory(self, actor: str) -> Callable[[], SqlIntakeUnitOfWork]:
-        return lambda: self.uow(actor)
+    def uow_factory(self, actor: str, *, snapshot: bool = False) -> Callable[[], SqlIntakeUnitOfWork]:
+        """Units of work for ``actor``; ``snapshot``: each reads the database as of one moment (``engine.begin``)."""
+        return lambda: self.uow(actor, snapshot=snapshot)
 
     async def aclose(self) -> None:
         """At shutdown: let queued deposits, withdrawals and callbacks commit and pending outbox stamps land."""

@@ -25,7 +25,10 @@ async def check_ledger(uow_factory: Callable[[], UnitOfWork], *, transactions: b
     - every account's counters equal the sums of its entries (nothing bypassed the ledger);
     - no account breaks its balance rule;
     - every transaction's ledger legs are exactly those its status implies.
-    """
+
+    ``uow_factory`` must read as of one moment (the adapters' ``snapshot``): on a live database the counters, the
+    entries and the statuses are otherwise read at different moments, and a commit between two reads looks like a
+    broken invariant."""
     problems: list[str] = []
     async with uow_factory() as uow:
         accounts = await uow.ledger.accounts()

@@ -67,9 +67,17 @@ def _reset_if_in_transaction(dbapi_connection: Any, _record: Any, state: PoolRes
     dbapi_connection.rollback()
 
 
-async def begin(engine: AsyncEngine) -> AsyncConnection:
-    """A pooled connection with its database transaction begun: how a unit of work starts (``release`` ends it)."""
+async def begin(engine: AsyncEngine, *, snapshot: bool = False) -> AsyncConnection:
+    """A pooled connection with its database transaction begun: how a unit of work starts (``release`` ends it).
+
+    ``snapshot``: the transaction reads the database as of one moment (REPEATABLE READ: every plain read sees what
+    was committed when the first one ran), for a read-only pass that compares tables, such as the ledger check's
+    counters against the sums of their entries; under the engine's READ COMMITTED each statement sees the commits
+    made since the one before, so a pass over a busy database would report differences that never existed. The
+    connection gets the engine's level back when it returns to the pool."""
     conn = await engine.connect()
+    if snapshot:
+        await conn.execution_options(isolation_level="REPEATABLE READ")
     await conn.begin()
     return conn
 

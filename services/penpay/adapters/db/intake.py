@@ -145,8 +145,10 @@ class SqlIntakeUnitOfWork(SqlUnitOfWork):
     withdrawal_codes: SqlWithdrawalCodes
     callbacks: SqlCallbackInbox
 
-    def __init__(self, engine: AsyncEngine, clock: Clock, box: SecretBox, *, actor: str = "system") -> None:
-        super().__init__(engine, clock, actor=actor)
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, box: SecretBox, *, actor: str = "system", snapshot: bool = False
+    ) -> None:
+        super().__init__(engine, clock, actor=actor, snapshot=snapshot)
         self._box = box
         self._intake_clock = clock
 

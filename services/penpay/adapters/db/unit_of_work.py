@@ -39,10 +39,11 @@ class SqlUnitOfWork:
     linked_accounts: SqlLinkedAccountRepository
     outbox: SqlOutbox
 
-    def __init__(self, engine: AsyncEngine, clock: Clock, *, actor: str = "system") -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock, *, actor: str = "system", snapshot: bool = False) -> None:
         self._engine = engine
         self._clock = clock
         self.actor = actor
+        self._snapshot = snapshot  # read as of one moment (``engine.begin``): for checks across tables
         self._conn: AsyncConnection | None = None
         self._done = False
 
@@ -58,7 +59,7 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> Self:
         self._now = self._clock.now()
-        conn = self._conn = await begin(self._engine)
+        conn = self._conn = await begin(self._engine, snapshot=self._snapshot)
         self.transactions = SqlTransactionRepository(conn)
         self.ledger = SqlLedgerRepository(conn, self._now)
         self.idempotency = SqlIdempotencyRepository(conn)

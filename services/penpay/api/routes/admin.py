@@ -63,7 +63,7 @@ async def balances(state: State, who: Admin) -> JSONResponse:
 
 @router.get("/ledger/check", summary="Every ledger invariant: {ok, currencies, problems}")
 async def ledger_check(state: State, who: Admin) -> JSONResponse:
-    result = await admin.check_ledger(state.uow_factory(f"admin:{who.user_id}"))
+    result = await admin.check_ledger(state.uow_factory(f"admin:{who.user_id}", snapshot=True))
     return JSONResponse({"ok": result.ok, "currencies": result.currencies, "problems": result.problems})
 
 
