@@ -56,6 +56,14 @@ CHECK_TIMEOUT_S = 300.0
 READY_TIMEOUT_S = 30.0
 
 
+def _command(name: str) -> tuple[str, ...]:
+    """A process's command as ``make run`` runs it (imported late: ``tests.e2e.platform`` reads where to log when it
+    is imported, which ``_own_platform`` sets first)."""
+    from tests.e2e.platform import procfile  # noqa: PLC0415
+
+    return procfile()[name]
+
+
 def say(line: str) -> None:
     sys.stdout.write(f"bench | {line}\n")
     sys.stdout.flush()
@@ -131,12 +139,14 @@ class Bench:
         cores to itself (no backlog drained beside it, no STK callbacks); the deposits wait for the worker."""
         p = self.platform
         assert p is not None
-        say("API alone (diagnostic): the same two phases with the worker stopped")
+        say("API alone (diagnostic): the same two phases with the worker and the sweeper stopped")
         p.stop("worker")
+        p.stop("sweeper")
         try:
             sat, lat = await self._api_load("x")
         finally:
-            p.start("worker", "penpay-worker", "--workers", "all")
+            p.start("worker", *_command("worker"))
+            p.start("sweeper", *_command("sweeper"))
         self.out["api_alone"] = {"saturation": sat.summary(), "latency": self._latency_summary(lat)}
         say(f"  then the worker again: draining {len(sat.created_ids) + len(lat.created_ids):,} deposits")
         await flows.wait_terminal(self.engine, sat.created_ids + lat.created_ids, timeout_s=self.cfg.drain_timeout_s)
@@ -230,8 +240,8 @@ class Bench:
 
     async def _scaling(self) -> None:
         assert self.platform is not None
-        say("scaling: a second worker process")
-        self.platform.start("worker2", "penpay-worker", "--workers", "all")
+        say("scaling: a second worker process (the steps; the sweeper stays one)")
+        self.platform.start("worker2", *_command("worker"))
         await asyncio.sleep(2)
         try:
             self.out["e2e_deposits_2"] = await self._deposit_burst("d2")
@@ -285,21 +295,23 @@ class Bench:
         assert p is not None
         counts_dir = self.logs / "sqlcount"
         counts_dir.mkdir(parents=True, exist_ok=True)
-        files = {name: counts_dir / f"{name}-{self.tag}-{label}.json" for name in ("api", "worker")}
+        files = {name: counts_dir / f"{name}-{self.tag}-{label}.json" for name in ("api", "worker", "sweeper")}
         await self._restart(
-            lambda: (p.stop("api"), p.stop("worker")),
+            lambda: (p.stop("api"), p.stop("worker"), p.stop("sweeper")),
             lambda: _start_counted(p, "api", files["api"]),
         )
-        _start_counted(p, "worker", files["worker"], "--workers", "all")
+        _start_counted(p, "worker", files["worker"])
+        _start_counted(p, "sweeper", files["sweeper"])
         await asyncio.sleep(2)
         deposits = flows.Deposits(self.pool, self.mint, users=self.cfg.users, tag=f"{self.tag}c{label}")
         posted = await closed_loop(self.pool, deposits.request, concurrency=concurrency, total=total)
         done = await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=self.cfg.drain_timeout_s)
         await self._restart(
-            lambda: (p.stop("api"), p.stop("worker")),
+            lambda: (p.stop("api"), p.stop("worker"), p.stop("sweeper")),
             lambda: (p.env.pop("BENCH_SQLCOUNT_FILE", None), p.start("api", "penpay-api")),
         )
-        p.start("worker", "penpay-worker", "--workers", "all")
+        p.start("worker", *_command("worker"))
+        p.start("sweeper", *_command("sweeper"))
         counted = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
         n = max(1, done.completed)
         per: dict[str, Any] = {"deposits": posted.accepted, "completed": done.completed, "concurrency": concurrency}
@@ -311,7 +323,7 @@ class Bench:
                 "rollbacks_per_deposit": round(int(data.get("rollback", 0)) / n, 2),
                 "by_statement_per_deposit": {k: round(int(v) / n, 2) for k, v in data.get("statements", {}).items()},
             }
-        for name in ("api", "worker"):
+        for name in ("api", "worker", "sweeper"):
             if name in per:
                 say(
                     f"  {name}: {per[name]['statements_per_deposit']} statements, "
@@ -353,13 +365,15 @@ def _p99_with_failures_ms(result: LoadResult, timeout_s: float) -> float:
     return round(percentile(result.latencies_s + [timeout_s] * failed, 99) * 1000, 2)
 
 
-def _start_counted(p: Platform, name: str, out: Path, *args: str) -> None:
+def _start_counted(p: Platform, name: str, out: Path) -> None:
+    """The Procfile's process ``name`` (``penpay-api`` or ``penpay-worker`` with its arguments) under counting."""
+    program, *args = _command(name)
     p.env["BENCH_SQLCOUNT_FILE"] = str(out)
     # the repository root for ``bench`` itself, after any PYTHONPATH the bench was given (an A/B run imports an
     # older ``penpay`` from a git worktree that way: the counted processes must run that code too)
     given = os.environ.get("PYTHONPATH", "")
     p.env["PYTHONPATH"] = os.pathsep.join(part for part in (given, str(ROOT)) if part)
-    p.start(name, "python", "-m", "bench.sqlcount", name, *args)
+    p.start(name, "python", "-m", "bench.sqlcount", program.removeprefix("penpay-"), *args)
 
 
 async def _wait_ready(url: str) -> None:

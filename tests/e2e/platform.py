@@ -25,6 +25,24 @@ from penpay.cli import mint_token
 from penpay.settings import Settings
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def procfile(path: Path = ROOT / "Procfile") -> dict[str, tuple[str, ...]]:
+    """The Procfile's processes: name -> the command ``make run`` runs (its leading ``exec`` dropped)."""
+    commands: dict[str, tuple[str, ...]] = {}
+    for line in path.read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if not sep or line.startswith("#") or not name.strip():
+            continue
+        argv = tuple(command.split())
+        commands[name.strip()] = argv[1:] if argv[:1] == ("exec",) else argv
+    return commands
+
+
+# the worker processes as `make run` runs them: the stream consumers, and the background passes
+WORKER = procfile()["worker"]
+SWEEPER = procfile()["sweeper"]
 LOGS = Path(os.environ.get("PENPAY_E2E_LOGS", "/tmp/penpay-e2e"))
 
 
@@ -119,7 +137,8 @@ def _run(argv: list[str], env: Mapping[str, str]) -> None:
 
 @contextlib.contextmanager
 def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Platform]:
-    """Migrate and fund a throwaway database, start sandbox, gateway, API and one worker; stop them all after."""
+    """Migrate and fund a throwaway database, start sandbox, gateway, API, one worker and the sweeper (as the Procfile
+    does); stop them all after."""
     tag = uuid.uuid4().hex[:8]
     ports = {name: free_port() for name in ("api", "grpc", "health", "daraja", "deriv", "smtp", "control")}
     env = {
@@ -161,7 +180,8 @@ def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Pl
         _wait_http(f"http://127.0.0.1:{ports['health']}/readyz", 30, "the gateway")
         p.start("api", "penpay-api")
         _wait_http(f"{p.api}/readyz", 30, "the API")
-        p.start("worker", "penpay-worker")
+        p.start("worker", *WORKER)
+        p.start("sweeper", *SWEEPER)
         yield p
     finally:
         p.stop_all()

@@ -32,7 +32,13 @@ from penpay.adapters.db.engine import drop_database
 
 pytestmark = pytest.mark.e2e
 
-PROGRAMS = {"sandbox": "penpay-sandbox", "gateway": "penpay-gateway", "api": "penpay-api", "worker": "penpay-worker"}
+PROGRAMS = {
+    "sandbox": "penpay-sandbox",
+    "gateway": "penpay-gateway",
+    "api": "penpay-api",
+    "worker": "penpay-worker",
+    "sweeper": "penpay-worker",
+}
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 

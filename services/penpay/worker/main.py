@@ -1,7 +1,13 @@
 """``penpay-worker``: the composition root of the worker process.
 
     penpay-worker                          every worker type in one process
+    penpay-worker --workers steps          the stream consumers (deposit, deriv, withdrawal, notifier, callbacks)
+    penpay-worker --workers sweeps         the background passes (relay, reconciler, auditor)
     penpay-worker --workers deposit,deriv  a subset; run several processes of a type to split its work
+
+`make run` (the Procfile) and the deployment run ``steps`` and ``sweeps`` as two processes: the sweeps' passes
+(the auditor chains up to a thousand audit rows at a time) then never hold up a step's batch on the same core
+(docs/performance.md, round 9: +10 % completed deposits/s on two cores).
 
 Worker types: deposit (STK pushes), deriv (Deriv credits and reversals), withdrawal (Deriv debits, B2C payouts and
 refunds), callbacks (stored M-Pesa callbacks), notifier (e-mail), relay (the outbox relay), reconciler (the sweep),
@@ -61,15 +67,25 @@ log = get_logger(__name__)
 # batches of carried credits at once (the callback worker's, service_layer.background): one overlaps the next
 # batch of callbacks; more measured no better (docs/performance.md, round 9)
 CARRIED_CREDIT_BATCHES = 2
-WORKER_TYPES = (*SUBSCRIPTIONS, "callbacks", "relay", "reconciler", "auditor")
+STEPS = (*SUBSCRIPTIONS, "callbacks")  # the stream consumers: each transaction's steps
+SWEEPS = ("relay", "reconciler", "auditor")  # the background passes over the database
+WORKER_TYPES = (*STEPS, *SWEEPS)
+# names for several types at once: `make run` runs the steps and the sweeps as two processes, so that the sweeps'
+# large passes (a thousand audit rows chained at a time) never hold up a step's batch on the same core
+GROUPS = {"all": WORKER_TYPES, "steps": STEPS, "sweeps": SWEEPS}
 
 
 def parse_workers(text: str) -> list[str]:
-    chosen = list(WORKER_TYPES) if text.strip() in ("", "all") else [w.strip() for w in text.split(",") if w.strip()]
-    unknown = sorted(set(chosen) - set(WORKER_TYPES))
+    """Worker types, and groups of them (``all``, ``steps``, ``sweeps``), comma-separated; empty means all."""
+    names = [w.strip() for w in text.split(",") if w.strip()] or ["all"]
+    unknown = sorted(set(names) - set(WORKER_TYPES) - set(GROUPS))
     if unknown:
-        raise ValueError(f"unknown worker type(s) {', '.join(unknown)}; choose from {', '.join(WORKER_TYPES)} or all")
-    return chosen
+        raise ValueError(
+            f"unknown worker type(s) {', '.join(unknown)}; choose from {', '.join(WORKER_TYPES)}, "
+            f"or the groups {', '.join(GROUPS)}"
+        )
+    chosen = [t for name in names for t in GROUPS.get(name, (name,))]
+    return list(dict.fromkeys(chosen))
 
 
 class PublishingUnitOfWork(SqlIntakeUnitOfWork):
