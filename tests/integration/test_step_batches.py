@@ -391,6 +391,19 @@ class TestCallbackBatch:
         ]
 
 
+def _hold_the_gateway(world: World) -> asyncio.Event:
+    """The fake gateway's transfers wait until the event returned is set."""
+    released = asyncio.Event()
+    transfer_many = world.deriv.transfer_many
+
+    async def held(orders: Any) -> Any:
+        await released.wait()
+        return await transfer_many(orders)
+
+    world.deriv.transfer_many = held  # type: ignore[method-assign]
+    return released
+
+
 class TestCarriedInTheBackground:
     """Given ``carries``, a callback batch is answered once its payments commit, its credits made beside the next."""
 
@@ -398,14 +411,7 @@ class TestCarriedInTheBackground:
         self, world: World
     ) -> None:
         made, messages = await _pushed_callbacks(world, 4)
-        released = asyncio.Event()
-        transfer_many = world.deriv.transfer_many
-
-        async def slow_gateway(orders: Any) -> Any:
-            await released.wait()
-            return await transfer_many(orders)
-
-        world.deriv.transfer_many = slow_gateway  # type: ignore[method-assign]
+        released = _hold_the_gateway(world)
         carries = BoundedTasks(2, name="test-carries")
         group = f"callbacks-{secrets.token_hex(4)}"
         handle = callback_handler(world.deps, _Decoder(), group, carries=carries)
@@ -424,14 +430,7 @@ class TestCarriedInTheBackground:
 
     async def test_a_batch_waits_for_a_slot_while_the_limit_of_credits_is_running(self, world: World) -> None:
         made, messages = await _pushed_callbacks(world, 2)
-        released = asyncio.Event()
-        transfer_many = world.deriv.transfer_many
-
-        async def slow_gateway(orders: Any) -> Any:
-            await released.wait()
-            return await transfer_many(orders)
-
-        world.deriv.transfer_many = slow_gateway  # type: ignore[method-assign]
+        released = _hold_the_gateway(world)
         carries = BoundedTasks(1, name="test-carries")
         handle = callback_handler(world.deps, _Decoder(), f"callbacks-{secrets.token_hex(4)}", carries=carries)
         await asyncio.wait_for(handle(messages[0]), timeout=10)  # its credit now holds the one slot

@@ -50,6 +50,7 @@ from penpay.adapters.tokens import SecretBox
 from penpay.bootstrap import Database, database
 from penpay.gc_tuning import settle_heap
 from penpay.logging import configure_logging, get_logger
+from penpay.priority import yield_to_foreground
 from penpay.service_layer.background import BoundedTasks
 from penpay.service_layer.callbacks import CallbackUrls
 from penpay.service_layer.flow import FlowDeps
@@ -261,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         await run(settings, workers, stop)
 
     settle_heap()
+    if set(workers) <= set(SWEEPS):  # background passes only: the API's and the steps' CPU comes first
+        log.info("background_priority", nice=yield_to_foreground())
     eventloop.run(_main())
 
 
