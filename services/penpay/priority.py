@@ -20,7 +20,8 @@ from pathlib import Path
 
 # nice 5 weighs a third of a nice-0 process: against the five busy ones of a saturated two-core machine that is
 # ~12 % of a core, about what the sweeps need at 250 deposits/s (~0.4 ms each), so they keep up under sustained load
-# instead of falling behind until it ends (nice 10, a tenth, measured no better for the API: docs/performance.md)
+# instead of falling behind until it ends (the API's phases were measured with the sweeper at nice 10, a tenth:
+# about as with one worker process; docs/performance.md, round 9)
 BACKGROUND_NICE = 5
 AUTOGROUP = Path("/proc/self/autogroup")
 
