@@ -19,7 +19,6 @@ import contextlib
 import functools
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -80,13 +79,6 @@ def decode(body: bytes | str) -> Any:
 def shared_certificate() -> SandboxCertificate:
     """One RSA key for the whole test session: generating one per test would dominate the run time."""
     return SandboxCertificate()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ------------------------------------------------------------------------------------------ the simulator

@@ -50,11 +50,11 @@ from tests.contract.daraja_fixtures import (
     RunningDaraja,
     callback_receiver,
     decode,
-    free_port,
     golden,
     running_daraja,
     shape_problems,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.contract
 

@@ -33,9 +33,9 @@ from tests.contract.daraja_fixtures import (
     CallbackReceiver,
     RunningDaraja,
     callback_receiver,
-    free_port,
     running_daraja,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.contract
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.contract.daraja_fixtures import free_port
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.contract
 
@@ -42,15 +42,8 @@ class Sandbox:
 
 @pytest.fixture
 async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    ports = {
-        name: free_port()
-        for name in (
-            "PENPAY_SANDBOX_DARAJA_PORT",
-            "PENPAY_SANDBOX_DERIV_PORT",
-            "PENPAY_SMTP_PORT",
-            "PENPAY_SANDBOX_HTTP_PORT",
-        )
-    }
+    names = ("PENPAY_SANDBOX_DARAJA_PORT", "PENPAY_SANDBOX_DERIV_PORT", "PENPAY_SMTP_PORT", "PENPAY_SANDBOX_HTTP_PORT")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "PENPAY_SANDBOX_CALLBACK_DELAY_MS": "20"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import redis.asyncio as aioredis
 
 from penpay.cli import mint_token
 from penpay.settings import Settings
+from tests.ports import free_ports
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,12 +44,6 @@ def procfile(path: Path = ROOT / "Procfile") -> dict[str, tuple[str, ...]]:
 WORKER = procfile()["worker"]
 SWEEPER = procfile()["sweeper"]
 LOGS = Path(os.environ.get("PENPAY_E2E_LOGS", "/tmp/penpay-e2e"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -140,7 +134,8 @@ def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Pl
     """Migrate and fund a throwaway database, start sandbox, gateway, API, one worker and the sweeper (as the Procfile
     does); stop them all after."""
     tag = uuid.uuid4().hex[:8]
-    ports = {name: free_port() for name in ("api", "grpc", "health", "daraja", "deriv", "smtp", "control")}
+    names = ("api", "grpc", "health", "daraja", "deriv", "smtp", "control")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PENPAY_")},
         "PENPAY_ENV": "sandbox",

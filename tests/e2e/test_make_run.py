@@ -14,7 +14,6 @@ import importlib.metadata
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from penpay.adapters.db.engine import drop_database
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -56,17 +56,6 @@ def runnable(program: str) -> bool:
 
 
 AVAILABLE = [name for name, program in PROGRAMS.items() if runnable(program)]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _stat(pid: int) -> tuple[int, str] | None:

@@ -10,7 +10,7 @@ import pytest
 from penpay.adapters.mailer import MailNotSent, SmtpMailer
 from penpay.sandbox.smtp import MailSink
 from penpay.settings import Settings
-from tests.contract.daraja_fixtures import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
