@@ -139,14 +139,12 @@ class Bench:
         cores to itself (no backlog drained beside it, no STK callbacks); the deposits wait for the worker."""
         p = self.platform
         assert p is not None
-        say("API alone (diagnostic): the same two phases with the worker and the sweeper stopped")
+        say("API alone (diagnostic): the same two phases with the worker stopped")
         p.stop("worker")
-        p.stop("sweeper")
         try:
             sat, lat = await self._api_load("x")
         finally:
             p.start("worker", *_command("worker"))
-            p.start("sweeper", *_command("sweeper"))
         self.out["api_alone"] = {"saturation": sat.summary(), "latency": self._latency_summary(lat)}
         say(f"  then the worker again: draining {len(sat.created_ids) + len(lat.created_ids):,} deposits")
         await flows.wait_terminal(self.engine, sat.created_ids + lat.created_ids, timeout_s=self.cfg.drain_timeout_s)
@@ -240,7 +238,7 @@ class Bench:
 
     async def _scaling(self) -> None:
         assert self.platform is not None
-        say("scaling: a second worker process (the steps; the sweeper stays one)")
+        say("scaling: a second worker process")
         self.platform.start("worker2", *_command("worker"))
         await asyncio.sleep(2)
         try:
@@ -295,23 +293,21 @@ class Bench:
         assert p is not None
         counts_dir = self.logs / "sqlcount"
         counts_dir.mkdir(parents=True, exist_ok=True)
-        files = {name: counts_dir / f"{name}-{self.tag}-{label}.json" for name in ("api", "worker", "sweeper")}
+        files = {name: counts_dir / f"{name}-{self.tag}-{label}.json" for name in ("api", "worker")}
         await self._restart(
-            lambda: (p.stop("api"), p.stop("worker"), p.stop("sweeper")),
+            lambda: (p.stop("api"), p.stop("worker")),
             lambda: _start_counted(p, "api", files["api"]),
         )
         _start_counted(p, "worker", files["worker"])
-        _start_counted(p, "sweeper", files["sweeper"])
         await asyncio.sleep(2)
         deposits = flows.Deposits(self.pool, self.mint, users=self.cfg.users, tag=f"{self.tag}c{label}")
         posted = await closed_loop(self.pool, deposits.request, concurrency=concurrency, total=total)
         done = await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=self.cfg.drain_timeout_s)
         await self._restart(
-            lambda: (p.stop("api"), p.stop("worker"), p.stop("sweeper")),
+            lambda: (p.stop("api"), p.stop("worker")),
             lambda: (p.env.pop("BENCH_SQLCOUNT_FILE", None), p.start("api", "penpay-api")),
         )
         p.start("worker", *_command("worker"))
-        p.start("sweeper", *_command("sweeper"))
         counted = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
         n = max(1, done.completed)
         per: dict[str, Any] = {"deposits": posted.accepted, "completed": done.completed, "concurrency": concurrency}
@@ -323,7 +319,7 @@ class Bench:
                 "rollbacks_per_deposit": round(int(data.get("rollback", 0)) / n, 2),
                 "by_statement_per_deposit": {k: round(int(v) / n, 2) for k, v in data.get("statements", {}).items()},
             }
-        for name in ("api", "worker", "sweeper"):
+        for name in ("api", "worker"):
             if name in per:
                 say(
                     f"  {name}: {per[name]['statements_per_deposit']} statements, "

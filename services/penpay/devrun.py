@@ -89,7 +89,6 @@ def endpoints(settings: Settings) -> dict[str, Endpoint]:
         "worker": Endpoint(
             "worker", f"Redis streams '{settings.stream_prefix}:*' on {redact(settings.redis_url)} (no port)", None
         ),
-        "sweeper": Endpoint("sweeper", "outbox relay, reconciler and audit chain over MySQL (no port)", None),
         "gateway": Endpoint(
             "gateway",
             f"gRPC {settings.gateway_grpc_addr}, health {gateway_health}/healthz /readyz",

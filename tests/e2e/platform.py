@@ -40,9 +40,8 @@ def procfile(path: Path = ROOT / "Procfile") -> dict[str, tuple[str, ...]]:
     return commands
 
 
-# the worker processes as `make run` runs them: the stream consumers, and the background passes
+# the worker process as `make run` runs it
 WORKER = procfile()["worker"]
-SWEEPER = procfile()["sweeper"]
 LOGS = Path(os.environ.get("PENPAY_E2E_LOGS", "/tmp/penpay-e2e"))
 
 
@@ -131,8 +130,8 @@ def _run(argv: list[str], env: Mapping[str, str]) -> None:
 
 @contextlib.contextmanager
 def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Platform]:
-    """Migrate and fund a throwaway database, start sandbox, gateway, API, one worker and the sweeper (as the Procfile
-    does); stop them all after."""
+    """Migrate and fund a throwaway database, start sandbox, gateway, API and one worker (the Procfile's commands);
+    stop them all after."""
     tag = uuid.uuid4().hex[:8]
     names = ("api", "grpc", "health", "daraja", "deriv", "smtp", "control")
     ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -176,7 +175,6 @@ def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Pl
         p.start("api", "penpay-api")
         _wait_http(f"{p.api}/readyz", 30, "the API")
         p.start("worker", *WORKER)
-        p.start("sweeper", *SWEEPER)
         yield p
     finally:
         p.stop_all()

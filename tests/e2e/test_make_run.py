@@ -37,7 +37,6 @@ PROGRAMS = {
     "gateway": "penpay-gateway",
     "api": "penpay-api",
     "worker": "penpay-worker",
-    "sweeper": "penpay-worker",
 }
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 BINARY = shutil.which("docker-compose")
-PENPAY_PROCESSES = ("sandbox", "gateway", "api", "worker", "sweeper")
+PENPAY_PROCESSES = ("sandbox", "gateway", "api", "worker")
 LONG_RUNNING = ("mysql", "redis", *PENPAY_PROCESSES)
 
 pytestmark = pytest.mark.skipif(
@@ -80,7 +80,6 @@ class TestComposeFileValidates:
             "gateway": "penpay-gateway",
             "api": "penpay-api",
             "worker": "penpay-worker",
-            "sweeper": "penpay-worker",
         }
 
 
@@ -111,7 +110,7 @@ class TestMigration:
         assert "healthcheck" not in migrate
         assert migrate["depends_on"]["mysql"]["condition"] == "service_healthy"
 
-    @pytest.mark.parametrize("name", ["api", "worker", "sweeper"])
+    @pytest.mark.parametrize("name", ["api", "worker"])
     def test_the_processes_on_the_database_start_only_after_migrate_succeeded(
         self, resolved: dict[str, Any], name: str
     ) -> None:
@@ -123,10 +122,7 @@ class TestScaling:
         worker = service(resolved, "worker")
         assert "container_name" not in worker, "a fixed container name allows one container only"
         assert not worker.get("ports"), "a fixed host port allows one container only"
-        assert worker["command"] == ["penpay-worker", "--workers", "steps"]
-
-    def test_the_sweeps_run_beside_the_workers_in_a_process_of_their_own(self, resolved: dict[str, Any]) -> None:
-        assert service(resolved, "sweeper")["command"] == ["penpay-worker", "--workers", "sweeps"]
+        assert worker["command"] == ["penpay-worker", "--workers", "all"]
 
     def test_penpay_services_share_one_image_built_from_deploy_dockerfile(self, resolved: dict[str, Any]) -> None:
         penpay = [service(resolved, name) for name in ("migrate", *PENPAY_PROCESSES)]

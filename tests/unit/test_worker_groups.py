@@ -29,7 +29,7 @@ def test_an_unknown_name_is_refused_with_the_choices() -> None:
         parse_workers("sweep")
 
 
-def test_make_run_runs_the_steps_and_the_sweeps_as_two_processes() -> None:
+def test_make_run_runs_every_type_in_one_worker_process() -> None:
     commands = procfile()
-    assert commands["worker"] == ("penpay-worker", "--workers", "steps")
-    assert commands["sweeper"] == ("penpay-worker", "--workers", "sweeps")
+    assert commands["worker"] == ("penpay-worker", "--workers", "all")
+    assert not [name for name, argv in commands.items() if argv[0] == "penpay-worker" and name != "worker"]

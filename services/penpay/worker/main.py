@@ -5,9 +5,11 @@
     penpay-worker --workers sweeps         the background passes (relay, reconciler, auditor)
     penpay-worker --workers deposit,deriv  a subset; run several processes of a type to split its work
 
-`make run` (the Procfile) and the deployment run ``steps`` and ``sweeps`` as two processes: the sweeps' passes
-(the auditor chains up to a thousand audit rows at a time) then never hold up a step's batch on the same core
-(docs/performance.md, round 9: +10 % completed deposits/s on two cores).
+`make run` (the Procfile) and the compose file run ``all`` in one process. On machines with cores to spare, the
+sweeps can run apart (``steps`` and ``sweeps``), so that their passes (the auditor chains up to a thousand rows at a
+time) never hold up a step's batch; a process of sweeps only lowers its own CPU priority (``priority.py``). On two
+shared cores the split measured better end to end in the dev loop but worse in ``make bench``'s API phases and its
+two-worker phase (docs/performance.md, round 9), so it is not the default.
 
 Worker types: deposit (STK pushes), deriv (Deriv credits and reversals), withdrawal (Deriv debits, B2C payouts and
 refunds), callbacks (stored M-Pesa callbacks), notifier (e-mail), relay (the outbox relay), reconciler (the sweep),
@@ -71,8 +73,7 @@ CARRIED_CREDIT_BATCHES = 2
 STEPS = (*SUBSCRIPTIONS, "callbacks")  # the stream consumers: each transaction's steps
 SWEEPS = ("relay", "reconciler", "auditor")  # the background passes over the database
 WORKER_TYPES = (*STEPS, *SWEEPS)
-# names for several types at once: `make run` runs the steps and the sweeps as two processes, so that the sweeps'
-# large passes (a thousand audit rows chained at a time) never hold up a step's batch on the same core
+# names for several types at once (`--workers steps`, `--workers sweeps`: the two halves of `all`)
 GROUPS = {"all": WORKER_TYPES, "steps": STEPS, "sweeps": SWEEPS}
 
 
