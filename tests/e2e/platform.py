@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
+from honcho.environ import parse_procfile
 
 from penpay.cli import mint_token
 from penpay.settings import Settings
@@ -29,14 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def procfile(path: Path = ROOT / "Procfile") -> dict[str, tuple[str, ...]]:
-    """The Procfile's processes: name -> the command ``make run`` runs (its leading ``exec`` dropped)."""
+    """The Procfile's processes, read as ``make run`` reads them (honcho): name -> its command, ``exec`` dropped."""
     commands: dict[str, tuple[str, ...]] = {}
-    for line in path.read_text().splitlines():
-        name, sep, command = line.partition(":")
-        if not sep or line.startswith("#") or not name.strip():
-            continue
-        argv = tuple(command.split())
-        commands[name.strip()] = argv[1:] if argv[:1] == ("exec",) else argv
+    for name, command in parse_procfile(path.read_text(encoding="utf-8")).processes.items():
+        argv = tuple(shlex.split(command))
+        commands[name] = argv[1:] if argv[:1] == ("exec",) else argv
     return commands
 
 

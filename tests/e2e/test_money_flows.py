@@ -284,7 +284,7 @@ class TestCrashes:
         try:
             txns = await posted
         finally:
-            running.start(victim, *WORKER) if victim == "worker" else running.start(victim, "penpay-gateway")
+            running.start(victim, *(WORKER if victim == "worker" else ("penpay-gateway",)))
 
         settled = {"COMPLETED", "FAILED", "REVERSED", "NEEDS_REVIEW"}
         done = [

@@ -44,7 +44,7 @@ def _daraja_scalar(value: object) -> str:
         return str(value)
     if isinstance(value, str):  # a str subclass (an enum's value, say): as json.dumps writes it
         return quote(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int):  # an int subclass (bools are written before this is asked)
         return int.__repr__(value)
     raise TypeError(f"not serialisable in a Daraja body: {type(value).__name__}")
 

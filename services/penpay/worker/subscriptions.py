@@ -161,8 +161,8 @@ def callback_handler(
     answered, or, given ``carries``, in the background, the messages answered at once. The payments and the
     processed marks are committed either way, so an answered message has nothing left to redo; a credit that a
     dead process leaves unfinished is the reconciler's (CREDITING, the same reference). In the background the next
-    batch is applied while this one's transfers are on their way to Deriv and back, instead of after them (the
-    end-to-end burst: +15-25 % completed deposits per second, docs/performance.md round 9); ``carries`` bounds how
+    batch is applied while this one's transfers are on their way to Deriv and back, instead of after them
+    (docs/performance.md, round 9: the end of a burst no longer waits on the callbacks); ``carries`` bounds how
     many batches' credits run at once, and holds the next batch's answer back while that many are running."""
     batcher = MicroBatcher[tuple[StreamMessage, int], object](
         partial(_apply_callbacks, deps, decoder, group, carries), max_batch=max_batch, max_in_flight=max_in_flight
