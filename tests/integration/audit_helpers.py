@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+import json
 
-from penpay.adapters.db.tables import audit_log
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from penpay.adapters.db.tables import audit_log, audit_pending
 from penpay.bootstrap import Database
 
 
@@ -26,3 +29,11 @@ async def chained_seq(db: Database, subject: str) -> int:
         seq = await conn.scalar(sa.select(sa.func.max(audit_log.c.seq)).where(audit_log.c.subject == subject))
     assert seq is not None, f"no audit row about {subject}"
     return int(seq)
+
+
+async def pending_subjects(conn: AsyncConnection, subjects: set[str] | None = None, *, prefix: str = "") -> list[str]:
+    """The subjects of the entries waiting in ``audit_pending`` (those in ``subjects``, or starting with ``prefix``),
+    in chain order."""
+    rows = (await conn.execute(sa.select(audit_pending.c.entries).order_by(audit_pending.c.id))).scalars()
+    found = [entry[2] for entries in rows for entry in json.loads(entries)]
+    return [s for s in found if s.startswith(prefix) and (subjects is None or s in subjects)]

@@ -21,7 +21,7 @@ from penpay_domain.ids import UserId, new_quote_id, new_transaction_id, parse_de
 from penpay_domain.money import Currency, Money
 from penpay_domain.msisdn import parse_msisdn
 from penpay_domain.transaction import Kind, LegState, Parties, Status, Transaction
-from tests.integration.audit_helpers import chain_audit, chained_seq
+from tests.integration.audit_helpers import chain_audit, chained_seq, pending_subjects
 
 pytestmark = pytest.mark.integration
 
@@ -261,10 +261,8 @@ async def test_chaining_around_an_open_row_neither_waits_for_it_nor_deletes_it(d
         await uow.commit()
 
     async with db.engine.connect() as conn:
-        left = (
-            await conn.execute(sa.text("SELECT subject FROM audit_pending WHERE subject LIKE :t"), {"t": f"{tag}-%"})
-        ).all()
-        assert [r.subject for r in left] == [f"{tag}-open"]  # the open row survived the chainer's deletes
+        left = await pending_subjects(conn, prefix=f"{tag}-")
+        assert left == [f"{tag}-open"]  # the open row survived the chainer's deletes
     await chain_audit(db)
     async with db.engine.connect() as conn:
         chained = (
@@ -282,8 +280,7 @@ async def test_audit_entries_of_a_unit_of_work_are_one_insert_with_its_commit(db
         for n in range(3):
             await uow.audit.append(actor="t", action="test.buffered", subject=f"{tag}-{n}", payload={}, now=uow.now)
         async with db.engine.connect() as other:  # nothing written before the commit
-            count = "SELECT COUNT(*) FROM audit_pending WHERE subject LIKE :t"
-            assert (await other.execute(sa.text(count), {"t": f"{tag}-%"})).scalar_one() == 0
+            assert await pending_subjects(other, prefix=f"{tag}-") == []
         await uow.commit()
     async with db.uow() as uow:  # a unit of work that does not commit leaves nothing
         await uow.audit.append(actor="t", action="test.buffered", subject=f"{tag}-x", payload={}, now=uow.now)
@@ -295,6 +292,46 @@ async def test_audit_entries_of_a_unit_of_work_are_one_insert_with_its_commit(db
             )
         ).all()
     assert [r.subject for r in rows] == [f"{tag}-{n}" for n in range(3)]  # in the order appended
+
+
+async def test_a_unit_of_work_waits_as_one_pending_row_and_the_chainer_takes_whole_rows(db: Database) -> None:
+    """Every entry of a unit of work is in one ``audit_pending`` row; a pass takes whole rows until it has ``limit``
+    entries, and chains each entry as its own ``audit_log`` row, in order."""
+    tag = secrets.token_hex(4)
+    await chain_audit(db)  # what earlier tests left
+    sizes = (3, 4, 5)
+    for n, size in enumerate(sizes):
+        async with db.uow() as uow:
+            await uow.audit.append_many(
+                actor="t", entries=[("test.unit", f"{tag}-{n}-{i}", {"i": i}) for i in range(size)], now=uow.now
+            )
+            await uow.commit()
+    async with db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text("SELECT entry_count FROM audit_pending WHERE entries LIKE :t"), {"t": f"%{tag}%"}
+            )
+        ).all()
+    assert [r.entry_count for r in rows] == list(sizes)
+
+    async with db.uow(actor="auditor") as chainer:
+        assert await chainer.audit.chain_pending(limit=5) >= 3 + 4  # the first row is 3, so the second is taken too
+        await chainer.commit()
+    async with db.engine.connect() as conn:
+        assert await pending_subjects(conn, prefix=f"{tag}-") == [f"{tag}-2-{i}" for i in range(5)]
+    await chain_audit(db)
+    async with db.engine.connect() as conn:
+        chained = (
+            await conn.execute(
+                sa.select(audit_log.c.subject, audit_log.c.payload)
+                .where(audit_log.c.subject.like(f"{tag}-%"))
+                .order_by(audit_log.c.seq)
+            )
+        ).all()
+    assert [(r.subject, r.payload) for r in chained] == [
+        (f"{tag}-{n}-{i}", f'{{"i":{i}}}') for n, size in enumerate(sizes) for i in range(size)
+    ]
+    assert (await admin.verify_audit(db.uow)).ok
 
 
 async def test_rows_linked_while_the_chain_is_verified_are_not_a_broken_head(

@@ -1,10 +1,11 @@
 """The hash-chained audit log (ARCHITECTURE §9).
 
 Each row stores ``prev_hash`` and ``hash = SHA-256(prev_hash + "\\n" + canonical JSON of the row)``, where the
-canonical JSON has sorted keys, no insignificant whitespace and UTF-8 text. A unit of work only inserts its rows
-into ``audit_pending``; the chainer (``chain_pending``, run by the worker's ``auditor``) locks the one-row
-``audit_head`` and links committed pending rows in order, so the chain never forks and no request waits on it.
-Chained rows are append-only (database triggers refuse UPDATE/DELETE).
+canonical JSON has sorted keys, no insignificant whitespace and UTF-8 text. A unit of work only inserts its entries
+into ``audit_pending``, one row for all of them (``pending_row``); the chainer (``chain_pending``, run by the
+worker's ``auditor``) locks the one-row ``audit_head`` and links the entries of committed pending rows in order,
+one ``audit_log`` row each, so the chain never forks and no request waits on it. Chained rows are append-only
+(database triggers refuse UPDATE/DELETE).
 """
 
 from __future__ import annotations
@@ -73,16 +74,40 @@ def event_entry(event: TransactionEvent) -> tuple[str, str, dict[str, Any]]:
     return event.name, event.transaction_id, event.to_payload()
 
 
-def pending_row(actor: str, entry: tuple[str, str, dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """One ``audit_pending`` row (the chainer links it into the chain after commit)."""
-    action, subject, payload = entry
+Entry = tuple[str, str, dict[str, Any]]  # action, subject, payload
+CHAIN_INSERT_ROWS = 1000  # audit_log rows per INSERT statement of a pass
+
+
+def pending_row(now: datetime, entries: Sequence[tuple[str, Entry]]) -> dict[str, Any]:
+    """One ``audit_pending`` row for several ``(actor, entry)`` of one moment, in order: ``entries`` is the JSON
+    array of ``[actor, action, subject, payload]``, each payload already its canonical JSON text, so the chainer
+    hashes the very text written here. A unit of work writes one such row, not one row per entry: the chainer
+    writes each entry's own ``audit_log`` row, and the rows written to ``audit_pending`` and deleted from it again
+    were two thirds of the audit trail's cost to MariaDB (docs/performance.md, round 10)."""
     return {
         "occurred_at": to_db(now),
-        "actor": actor[:64],
-        "action": action[:64],
-        "subject": subject[:64],
-        "payload": canonical(payload),
+        "entry_count": len(entries),
+        "entries": json.dumps(
+            [
+                [actor[:64], action[:64], subject[:64], canonical(payload)]
+                for actor, (action, subject, payload) in entries
+            ],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ),
     }
+
+
+def pending_rows(buffered: Sequence[tuple[datetime, str, Entry]]) -> list[dict[str, Any]]:
+    """``(moment, actor, entry)`` in order as :func:`pending_row` rows: one for each run of entries of one moment
+    (a unit of work's entries share its ``now``: one row)."""
+    rows: list[dict[str, Any]] = []
+    start = 0
+    for i in range(1, len(buffered) + 1):
+        if i == len(buffered) or buffered[i][0] != buffered[start][0]:
+            rows.append(pending_row(buffered[start][0], [(actor, entry) for _, actor, entry in buffered[start:i]]))
+            start = i
+    return rows
 
 
 def runs(ids: Sequence[int]) -> list[tuple[int, int]]:
@@ -98,67 +123,80 @@ def runs(ids: Sequence[int]) -> list[tuple[int, int]]:
 
 class SqlAuditLog:
     """Appends go to ``audit_pending`` inside the caller's transaction (no shared lock); ``chain_pending`` links
-    committed pending rows into the chain, holding the ``audit_head`` lock only for that short transaction."""
+    committed pending entries into the chain, holding the ``audit_head`` lock only for that short transaction."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-        self._buffered: list[dict[str, Any]] = []
+        self._buffered: list[tuple[datetime, str, Entry]] = []
 
     async def append(self, *, actor: str, action: str, subject: str, payload: dict[str, Any], now: datetime) -> None:
-        """Buffered: the row is inserted with the unit of work's own audit rows, in one statement right before its
-        commit (``append_rows``), or by ``flush``. A unit of work that does not commit writes nothing, as before."""
-        self._buffered.append(pending_row(actor, (action, subject, payload), now))
+        """Buffered: the entry is inserted with the unit of work's other entries, in one row right before its
+        commit (``flush``). A unit of work that does not commit writes nothing, as before."""
+        self._buffered.append((now, actor, (action, subject, payload)))
 
-    async def append_many(
-        self, *, actor: str, entries: Sequence[tuple[str, str, dict[str, Any]]], now: datetime
-    ) -> None:
-        self._buffered.extend(pending_row(actor, entry, now) for entry in entries)
-
-    async def append_rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        """The buffered rows, then several ``pending_row``s, in one statement (in order: their ids keep it)."""
-        pending, self._buffered = [*self._buffered, *rows], []
-        if pending:
-            await insert_rows(self._conn, audit_pending.name, pending)
+    async def append_many(self, *, actor: str, entries: Sequence[Entry], now: datetime) -> None:
+        self._buffered.extend((now, actor, entry) for entry in entries)
 
     async def flush(self) -> None:
-        """Insert the buffered rows now (still inside the caller's transaction)."""
-        await self.append_rows([])
+        """Insert the buffered entries now (still inside the caller's transaction): one row, in order."""
+        buffered, self._buffered = self._buffered, []
+        if buffered:
+            await insert_rows(self._conn, audit_pending.name, pending_rows(buffered))
 
     async def chain_pending(self, limit: int = 1000) -> int:
-        """Link up to ``limit`` committed pending rows, oldest first, into the hash chain; returns how many. Rows
-        of transactions still open are invisible here and are chained by a later pass. The caller commits."""
+        """Link the entries of committed pending rows, oldest first, into the hash chain: whole rows, about
+        ``limit`` entries (at least one row, and then rows until ``limit`` is reached); returns how many entries.
+        Rows of transactions still open are invisible here and are chained by a later pass. The caller commits."""
         head = (await self._conn.execute(sa.select(audit_head).where(audit_head.c.id == 1).with_for_update())).one()
-        pending = (await self._conn.execute(sa.select(audit_pending).order_by(audit_pending.c.id).limit(limit))).all()
-        if not pending:
+        pk = audit_pending.c.id
+        sizes = (await self._conn.execute(sa.select(pk, audit_pending.c.entry_count).order_by(pk).limit(limit))).all()
+        if not sizes:
             return 0
+        upto, taken = sizes[-1].id, 0
+        for row in sizes:
+            taken += int(row.entry_count)
+            if taken >= limit:
+                upto = row.id
+                break
+        # rows committed since the first read between the same ids are chained too: committed is all it takes
+        pending = (
+            await self._conn.execute(
+                sa.select(pk, audit_pending.c.occurred_at, audit_pending.c.entries)
+                .where(pk >= sizes[0].id, pk <= upto)
+                .order_by(pk)
+            )
+        ).all()
         seq, prev = int(head.last_seq), str(head.last_hash)
         rows = []
         for p in pending:
-            seq += 1
-            digest = chain_hash(
-                prev,
-                seq=seq,
-                occurred_at=from_db(p.occurred_at),
-                actor=p.actor,
-                action=p.action,
-                subject=p.subject,
-                payload_json=p.payload,
-            )
-            rows.append(
-                {
-                    "seq": seq,
-                    "occurred_at": p.occurred_at,
-                    "actor": p.actor,
-                    "action": p.action,
-                    "subject": p.subject,
-                    "payload": p.payload,
-                    "prev_hash": prev,
-                    "hash": digest,
-                }
-            )
-            prev = digest
-        await insert_rows(self._conn, audit_log.name, rows)
-        await self._delete_chained(sorted(int(p.id) for p in pending))
+            occurred_at = from_db(p.occurred_at)
+            for actor, action, subject, payload in json.loads(p.entries):
+                seq += 1
+                digest = chain_hash(
+                    prev,
+                    seq=seq,
+                    occurred_at=occurred_at,
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    payload_json=payload,
+                )
+                rows.append(
+                    {
+                        "seq": seq,
+                        "occurred_at": p.occurred_at,
+                        "actor": actor,
+                        "action": action,
+                        "subject": subject,
+                        "payload": payload,
+                        "prev_hash": prev,
+                        "hash": digest,
+                    }
+                )
+                prev = digest
+        for start in range(0, len(rows), CHAIN_INSERT_ROWS):
+            await insert_rows(self._conn, audit_log.name, rows[start : start + CHAIN_INSERT_ROWS])
+        await self._delete_chained([int(p.id) for p in pending])
         await self._conn.execute(audit_head.update().where(audit_head.c.id == 1).values(last_seq=seq, last_hash=prev))
         return len(rows)
 

@@ -176,12 +176,12 @@ class SqlInitiationBatch:
         if answers:
             statements.append(insert_statement("idempotency_keys", [_answer_row(a, at) for a in answers]))
         audit = [
-            pending_row(f"user:{c.txn.parties.user_id}", entry, self._now)
+            (f"user:{c.txn.parties.user_id}", entry)
             for c in created
             for entry in [*map(transfer_entry, c.transfers), *map(event_entry, c.events)]
         ]
         if audit:
-            statements.append(insert_statement("audit_pending", audit))
+            statements.append(insert_statement("audit_pending", [pending_row(self._now, audit)]))
         events = [e for c in created for e in c.events]
         consecutive = await consecutive_ids_on(conn)
         first_event = len(statements)

@@ -182,15 +182,14 @@ audit_head = _table(
     sa.Column("last_hash", sa.String(64), nullable=False),
 )
 
-# Audit rows written by units of work, waiting for the chainer to link them into ``audit_log`` (migration 0004).
+# Audit entries written by units of work, waiting for the chainer to link them into ``audit_log`` (migration 0004):
+# one row per unit of work, ``entries`` the JSON array of its ``[actor, action, subject, payload]`` (migration 0007).
 audit_pending = _table(
     "audit_pending",
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
     _ts("occurred_at"),
-    sa.Column("actor", sa.String(64), nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("subject", sa.String(64), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("entry_count", sa.Integer, nullable=False),
+    sa.Column("entries", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False),
 )
 
 deriv_accounts = _table(

@@ -16,7 +16,7 @@ from typing import Self, TypeVar
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from penpay.adapters.db.audit import SqlAuditLog, event_entry, pending_row, transfer_entry
+from penpay.adapters.db.audit import SqlAuditLog, event_entry, transfer_entry
 from penpay.adapters.db.engine import begin, release
 from penpay.adapters.db.idempotency import SqlIdempotencyRepository, SqlProcessedMessages
 from penpay.adapters.db.ledger import SqlLedgerRepository
@@ -91,15 +91,19 @@ class SqlUnitOfWork:
             published.extend(events)
         ids = await self.outbox.add(published, self._now, carried=carried)
         applied = iter(await self.ledger.apply_all([t for transfers, _ in flushed for t in transfers]))
-        rows = [
-            pending_row(self.actor, entry, self._now)
-            for transfers, events in flushed
-            for entry in [
-                *(transfer_entry(t) for t in transfers if next(applied)),
-                *(event_entry(e) for e in events),
-            ]
-        ]
-        await self.audit.append_rows(rows)
+        await self.audit.append_many(
+            actor=self.actor,
+            entries=[
+                entry
+                for transfers, events in flushed
+                for entry in [
+                    *(transfer_entry(t) for t in transfers if next(applied)),
+                    *(event_entry(e) for e in events),
+                ]
+            ],
+            now=self._now,
+        )
+        await self.audit.flush()
         await self.ledger.flush()  # the shared accounts' row locks: last, right before the commit
         await conn.commit()
         self._done = True
