@@ -4,6 +4,7 @@ exact decimals), and Daraja's ``Timestamp`` check refusing what is not a real da
 from __future__ import annotations
 
 import json
+import string
 from decimal import Decimal
 from enum import IntEnum, StrEnum
 
@@ -70,3 +71,12 @@ def test_a_timestamp_that_is_no_date_and_time_is_refused(value: str) -> None:
 def test_a_timestamp_that_is_not_fourteen_digits_is_refused(value: object) -> None:
     with pytest.raises(wire.DarajaError):
         wire.timestamp({"Timestamp": value})
+
+
+def test_receipts_and_tokens_are_drawn_from_their_alphabets() -> None:
+    receipts = {wire.receipt("T") for _ in range(500)}
+    assert len(receipts) == 500  # 36**9 of them: a repeat would be a broken draw
+    assert all(len(r) == 10 and r[0] == "T" and r[1:].isalnum() and r[1:].upper() == r[1:] for r in receipts)
+    assert {c for r in receipts for c in r[1:]} == set(string.ascii_uppercase + string.digits)  # every character
+    token = wire.access_token()
+    assert len(token) == 28 and token.isalnum() and token.isascii()

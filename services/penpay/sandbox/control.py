@@ -47,7 +47,10 @@ class AppServer:
         # keep idle connections longer than clients do (httpx: 5 s, PenPay's Daraja client: less), as an edge proxy
         # does: with equal timeouts a client may send on a connection the server is closing, and cannot know
         # whether a money-moving request was handled
-        config = uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=75)
+        # no proxy-header middleware: nothing here reads a client's address, and it wrapped every request
+        config = uvicorn.Config(
+            self._app, log_config=None, access_log=False, lifespan="off", proxy_headers=False, timeout_keep_alive=75
+        )
         self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         async with asyncio.timeout(10):

@@ -15,12 +15,12 @@ import datetime as dt
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 import aiohttp
-from fastapi import FastAPI, Request, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from penpay.logging import get_logger
 from penpay.sandbox import daraja_results as results
@@ -34,10 +34,45 @@ log = get_logger(__name__)
 TOKEN_TTL_S = 3600
 JSON = "application/json"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, object]]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class DarajaApp:
+    """The simulator's HTTP surface, a plain ASGI app: its few paths by exact match, one method each (``HEAD`` too
+    where that is ``GET``), and Daraja's own 404/405 bodies for anything else. Nothing of a framework's routing,
+    dependency solving or middleware: under load those were a third of the sandbox's CPU, which the platform it
+    simulates for shares in ``make bench`` (docs/performance.md, round 10). An endpoint that raises is answered
+    500 ``Internal Server Error``, as Starlette answers it, and logged."""
+
+    def __init__(
+        self, routes: dict[str, tuple[str, Endpoint]], routing_error: Callable[[Request, int], Response]
+    ) -> None:
+        self._routes = routes
+        self._routing_error = routing_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off (sandbox.control.AppServer); no websockets here
+            return
+        request = Request(scope, receive)
+        route = self._routes.get(scope["path"])
+        try:
+            if route is None:
+                response = self._routing_error(request, 404)
+            elif scope["method"] != route[0] and not (route[0] == "GET" and scope["method"] == "HEAD"):
+                response = self._routing_error(request, 405)
+            else:
+                response = await route[1](request)
+        except Exception:
+            log.exception("daraja_endpoint_failed", method=scope["method"], path=scope["path"])
+            response = PlainTextResponse("Internal Server Error", status_code=500)
+        await response(scope, receive, send)
 
 
 class DarajaSimulator:
-    """The simulator's state and its FastAPI app (:attr:`app`); serve it with any ASGI server."""
+    """The simulator's state and its ASGI app (:attr:`app`); serve it with any ASGI server."""
 
     def __init__(
         self,
@@ -128,27 +163,24 @@ class DarajaSimulator:
 
     # ---------------------------------------------------------------------------------- HTTP surface
 
-    def _build_app(self) -> FastAPI:
-        app = FastAPI(title="PenPay sandbox: Daraja", docs_url=None, redoc_url=None, openapi_url=None)
-        app.add_api_route("/oauth/v1/generate", self._oauth, methods=["GET"])
-        routes: dict[str, tuple[Handler, Callable[[], wire.DarajaError]]] = {
+    def _build_app(self) -> DarajaApp:
+        routes: dict[str, tuple[str, Endpoint]] = {"/oauth/v1/generate": ("GET", self._oauth)}
+        products: dict[str, tuple[Handler, Callable[[], wire.DarajaError]]] = {
             "/mpesa/stkpush/v1/processrequest": (self._stk_push, _misleading_shortcode_error),
             "/mpesa/stkpushquery/v1/query": (self._stk_query, _misleading_shortcode_error),
             "/mpesa/b2c/v3/paymentrequest": (self._b2c, wire.invalid_payload),
             "/mpesa/transactionstatus/v1/query": (self._transaction_status, wire.invalid_payload),
         }
-        for path, (handler, content_type_error) in routes.items():
-            app.add_api_route(path, self._product_endpoint(handler, content_type_error), methods=["POST"])
+        for path, (handler, content_type_error) in products.items():
+            routes[path] = ("POST", self._product_endpoint(handler, content_type_error))
+        return DarajaApp(routes, self._routing_error)
 
-        @app.exception_handler(StarletteHTTPException)
-        async def _daraja_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-            if exc.status_code == 405:
-                error = wire.DarajaError(405, "405.001", "Method Not Allowed")
-            else:
-                error = wire.DarajaError(404, "404.001.01", "Resource not found")
-            return self._reply(request, b"", error.status, error.body())
-
-        return app
+    def _routing_error(self, request: Request, status: int) -> Response:
+        if status == 405:
+            error = wire.DarajaError(405, "405.001", "Method Not Allowed")
+        else:
+            error = wire.DarajaError(404, "404.001.01", "Resource not found")
+        return self._reply(request, b"", error.status, error.body())
 
     def _reply(self, request: Request, raw: bytes, status: int, payload: dict[str, Any] | None) -> Response:
         text = json.dumps(payload) if payload is not None else ""
@@ -162,9 +194,7 @@ class DarajaSimulator:
         )
         return Response(text, status_code=status, media_type=JSON if payload is not None else None)
 
-    def _product_endpoint(
-        self, handler: Handler, content_type_error: Callable[[], wire.DarajaError]
-    ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    def _product_endpoint(self, handler: Handler, content_type_error: Callable[[], wire.DarajaError]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             raw = await request.body()
             try:
