@@ -742,7 +742,9 @@ class TestWorkerPublishing:
             )
             stamped = {str(r.event_type): r.published_at is not None for r in rows}
         assert stamped["deposit.payment_received"] is True  # carried: the relay never sends it
-        assert stamped["deposit.credit_started"] is True  # no worker's business (RECORDED_ONLY): sent nowhere
+        assert "deposit.credit_started" not in stamped
+        # no worker's business (RECORDED_ONLY): no outbox row, no id, sent nowhere (the audit log records it)
+        assert [e.event_id is None for e in events] == [False, True]
         assert await world.published("deriv_transfers") == []
         sent = [
             m

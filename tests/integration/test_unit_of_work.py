@@ -112,13 +112,22 @@ class TestUnitOfWork:
         async with db.uow() as uow:
             final = await uow.transactions.get(txn.id)
         assert final.status is Status.COMPLETED and final.version == 4
-        assert await _outbox_types(db, txn.id) == [
-            "deposit.requested",
-            "deposit.stk_push_accepted",
-            "deposit.payment_received",
-            "deposit.credit_started",
-            "deposit.completed",
-        ]
+        # the events a worker acts on; the others (RECORDED_ONLY) are in the audit log only
+        assert await _outbox_types(db, txn.id) == ["deposit.requested", "deposit.payment_received", "deposit.completed"]
+        await chain_audit(db)
+        async with db.engine.connect() as conn:
+            audited = (
+                await conn.execute(
+                    sa.select(audit_log.c.action).where(audit_log.c.subject == txn.id).order_by(audit_log.c.seq)
+                )
+            ).scalars()
+            assert list(audited) == [
+                "deposit.requested",
+                "deposit.stk_push_accepted",
+                "deposit.payment_received",
+                "deposit.credit_started",
+                "deposit.completed",
+            ]
         check = await admin.check_ledger(db.uow)
         assert check.ok, check.problems
         assert (await admin.verify_audit(db.uow)).ok

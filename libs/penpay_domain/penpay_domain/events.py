@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 from penpay_domain.errors import InvalidInput
 
 # The stream of an event that no worker acts on. The streams are work queues, one per kind of work (ARCHITECTURE §5):
-# such an event is recorded as every event is (its outbox row, its audit row) and put on none of them, so no
-# consumer reads, deduplicates and acknowledges a message only to do nothing with it.
+# such an event is recorded in the audit log as every event is, and put on none of them (nor in the outbox, which
+# holds what is to be published), so no consumer reads, deduplicates and acknowledges a message only to do nothing
+# with it.
 RECORDED_ONLY = ""
 
 
@@ -49,7 +50,8 @@ class TransactionEvent(DomainEvent):
     to_status: str
     detail: str = ""
     # The outbox row's id, assigned when the event is persisted: the message's identity on every stream, so
-    # consumers deduplicate a message published twice (right after commit, and again by the relay).
+    # consumers deduplicate a message published twice (right after commit, and again by the relay). An event no
+    # stream carries (RECORDED_ONLY) has no outbox row and keeps None.
     event_id: int | None = None
 
 

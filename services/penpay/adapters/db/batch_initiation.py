@@ -12,7 +12,6 @@ written, values bound; outbox ids as the server assigns them).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -33,7 +32,7 @@ from penpay.adapters.db.ledger import (
     transfer_row,
 )
 from penpay.adapters.db.multirow import consecutive_ids_on, id_statements, ids_of, insert_statement, marks
-from penpay.adapters.db.outbox import outbox_rows
+from penpay.adapters.db.outbox import numbered, outbox_rows
 from penpay.adapters.db.repositories import FAILED_STATUSES, transaction_row
 from penpay.adapters.db.script import Statement, run_script
 from penpay.adapters.tokens import SecretBox
@@ -185,7 +184,8 @@ class SqlInitiationBatch:
         events = [e for c in created for e in c.events]
         consecutive = await consecutive_ids_on(conn)
         first_event = len(statements)
-        statements.extend(id_statements("outbox", outbox_rows(events, self._now), consecutive=consecutive))
+        rows = outbox_rows(events, self._now)
+        statements.extend(id_statements("outbox", rows, consecutive=consecutive))
         # last, right before the commit: the shared accounts' row locks, for this one statement and the commit
         deltas = counter_deltas(before, after)
         counters = counters_update(deltas, self._now)
@@ -199,8 +199,9 @@ class SqlInitiationBatch:
             counters_updated(deltas, results[-1].rowcount)
         await conn.commit()
         self._committed = True
-        ids = ids_of([r.lastrowid for r in results[first_event:]], len(events), consecutive=consecutive)
-        return [_with_id(event, event_id) for event, event_id in zip(events, ids, strict=True)]
+        return numbered(
+            events, ids_of([r.lastrowid for r in results[first_event:]], len(rows), consecutive=consecutive)
+        )
 
 
 def _answer_row(a: KeyAnswer, at: datetime) -> dict[str, Any]:
@@ -213,10 +214,6 @@ def _answer_row(a: KeyAnswer, at: datetime) -> dict[str, Any]:
         "transaction_id": a.transaction_id,
         "created_at": at,
     }
-
-
-def _with_id(event: TransactionEvent, event_id: int) -> TransactionEvent:
-    return replace(event, event_id=event_id)
 
 
 class SqlInitiationBatches:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -36,7 +36,8 @@ class OutboxRow:
 def outbox_rows(
     events: Sequence[TransactionEvent], now: datetime, *, carried: Collection[str] = ()
 ) -> list[dict[str, object]]:
-    """The ``outbox`` rows of ``events`` (see :meth:`SqlOutbox.add`)."""
+    """The ``outbox`` rows of ``events`` (see :meth:`SqlOutbox.add`): one for each event a worker acts on, in order;
+    none for the events no stream carries (``events.RECORDED_ONLY``), which the audit log records."""
     at = to_db(now)
     return [
         {
@@ -45,11 +46,20 @@ def outbox_rows(
             "transaction_id": event.transaction_id,
             "payload": payload_json(event),
             "created_at": at,
-            # carried by its committing step, or no worker's business (``RECORDED_ONLY``): the relay never sends it
-            "published_at": at if event.name in carried or not event.is_work() else None,
+            # carried by its committing step (``UnitOfWork.commit``): the relay never sends it
+            "published_at": at if event.name in carried else None,
         }
         for event in events
+        if event.is_work()
     ]
+
+
+def numbered(events: Sequence[TransactionEvent], ids: Sequence[int]) -> list[TransactionEvent]:
+    """``events`` with the ids of their :func:`outbox_rows` (``ids``, in order); an event with no row keeps none."""
+    if len(ids) != sum(1 for event in events if event.is_work()):
+        raise ValueError(f"{len(ids)} outbox ids for {len(events)} events")
+    given = iter(ids)
+    return [replace(event, event_id=next(given)) if event.is_work() else event for event in events]
 
 
 class SqlOutbox:
@@ -59,11 +69,14 @@ class SqlOutbox:
     async def add(
         self, events: Sequence[TransactionEvent], now: datetime, *, carried: Collection[str] = ()
     ) -> list[int]:
-        """Insert the events' rows (one statement where the server numbers a multi-row insert consecutively) and
-        return their ids, in order. Events named in ``carried`` are written already published (their committing
-        step carries them on itself: see ``UnitOfWork.commit``), as are events no worker acts on
-        (``events.RECORDED_ONLY``), so the relay never sends them."""
+        """Insert the rows of the events a worker acts on (one statement where the server numbers a multi-row insert
+        consecutively) and return their ids, in order (:func:`numbered` gives them to the events). Events named in
+        ``carried`` are written already published (their committing step carries them on itself: see
+        ``UnitOfWork.commit``), so the relay never sends them. Events no stream carries (``events.RECORDED_ONLY``)
+        get no row: nothing would ever read it (the audit log records them)."""
         rows = outbox_rows(events, now, carried=carried)
+        if not rows:
+            return []
         return await insert_returning_ids(self._conn, "outbox", rows, consecutive=await consecutive_ids_on(self._conn))
 
     async def claim_unpublished(self, limit: int, *, older_than: datetime | None = None) -> list[OutboxRow]:

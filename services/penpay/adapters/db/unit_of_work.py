@@ -8,7 +8,6 @@ transaction, and returns the events so the caller can publish them right away (t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeVar
@@ -20,7 +19,7 @@ from penpay.adapters.db.audit import SqlAuditLog, event_entry, transfer_entry
 from penpay.adapters.db.engine import begin, release
 from penpay.adapters.db.idempotency import SqlIdempotencyRepository, SqlProcessedMessages
 from penpay.adapters.db.ledger import SqlLedgerRepository
-from penpay.adapters.db.outbox import SqlOutbox
+from penpay.adapters.db.outbox import SqlOutbox, numbered
 from penpay.adapters.db.repositories import SqlLinkedAccountRepository, SqlTransactionRepository
 from penpay_domain import ledger
 from penpay_domain.events import TransactionEvent
@@ -107,7 +106,7 @@ class SqlUnitOfWork:
         await self.ledger.flush()  # the shared accounts' row locks: last, right before the commit
         await conn.commit()
         self._done = True
-        return [replace(event, event_id=event_id) for event, event_id in zip(published, ids, strict=True)]
+        return numbered(published, ids)
 
     async def rollback(self) -> None:
         await self.connection.rollback()
