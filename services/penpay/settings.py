@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     dedupe_retention_days: int = Field(default=7, ge=1)
     outbox_retention_days: int = Field(default=7, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_pool_size: int = Field(default=128, ge=1)
     stream_prefix: str = "penpay"
 
     api_host: str = "127.0.0.1"

@@ -119,3 +119,63 @@ class TestCommandPipeline:
 
         assert await kept == b"kept"
         assert doomed.cancelled()
+
+    async def test_at_most_max_in_flight_pipelines_and_the_commands_that_wait_leave_together(
+        self, redis_client: Any, redis_url: str
+    ) -> None:
+        """Commands issued one turn at a time while every slot is out neither take a connection each nor wait
+        forever: they leave together in the next pipeline, and every caller gets its own reply."""
+        gate = asyncio.Event()
+        sent: list[int] = []
+        out = 0
+        most_out = 0
+
+        class HeldRedis(aioredis.Redis):
+            async def execute_command(self, *args: Any, **options: Any) -> Any:
+                nonlocal out, most_out
+                out += 1
+                most_out = max(most_out, out)
+                sent.append(1)
+                try:
+                    await gate.wait()
+                    return await super().execute_command(*args, **options)
+                finally:
+                    out -= 1
+
+            def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+                pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
+                original = pipe.execute
+
+                async def execute(raise_on_error: bool = True) -> Any:
+                    nonlocal out, most_out
+                    out += 1
+                    most_out = max(most_out, out)
+                    sent.append(len(pipe.command_stack))
+                    try:
+                        await gate.wait()
+                        return await original(raise_on_error=raise_on_error)
+                    finally:
+                        out -= 1
+
+                pipe.execute = execute  # type: ignore[method-assign]
+                return pipe
+
+        held = HeldRedis.from_url(redis_url)
+        keys = [_key() for _ in range(10)]
+        await asyncio.gather(*(redis_client.set(k, str(n)) for n, k in enumerate(keys)))
+        pipe = CommandPipeline(held, max_in_flight=2)
+        try:
+            calls = []
+            for k in keys:  # one command a turn: each would be a pipeline (a connection) of its own
+                calls.append(asyncio.ensure_future(pipe.execute("GET", k)))
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            assert pipe.in_flight == 2 and sent == [1, 1]  # two out, the other eight waiting
+            gate.set()
+            replies = await asyncio.gather(*calls)
+        finally:
+            await held.aclose()
+        assert replies == [str(n).encode() for n in range(10)]
+        assert most_out == 2
+        assert sorted(sent) == [1, 1, 8]  # the eight that waited, in one pipeline
+        assert pipe.in_flight == 0

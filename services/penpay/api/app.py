@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from penpay.adapters.fx import StaticFxQuotes
+from penpay.adapters.redis_client import connect
 from penpay.api import problems
 from penpay.api.deps import Adapters, ApiState
 from penpay.api.middleware import ApiMiddleware, Metrics
@@ -28,8 +28,11 @@ REDIS_TIMEOUT_S = 5.0
 async def real_adapters(settings: Settings) -> AsyncIterator[Adapters]:
     from penpay.adapters.deriv_gateway import GrpcDerivGateway  # noqa: PLC0415 - needs the generated gRPC code
 
-    redis = aioredis.from_url(
-        settings.redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    redis = connect(
+        settings.redis_url,
+        pool_size=settings.redis_pool_size,
+        timeout_s=REDIS_TIMEOUT_S,
+        socket_timeout_s=REDIS_TIMEOUT_S,
     )
     gateway = GrpcDerivGateway(settings.gateway_grpc_addr)
     try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from penpay import eventloop
+from penpay.adapters.redis_client import connect
 from penpay.gateway.balances import BalanceTracker
 from penpay.gateway.connection import DerivConnection
 from penpay.gateway.lease import RedisLease
@@ -84,7 +85,7 @@ def build_runtime(settings: Settings, redis: Redis, tuning: Tuning | None = None
 
 
 async def serve(settings: Settings) -> None:
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = connect(settings.redis_url, pool_size=settings.redis_pool_size, timeout_s=5.0, socket_timeout_s=5.0)
     runtime = build_runtime(settings, redis)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,6 +10,11 @@ Nothing about a command changes but how it travels: each is still its own comman
 own; no command waits for another's reply), and one caller's commands still go one after another, since it awaits
 each reply before it sends the next. A connection that fails under a pipeline fails every command in it, just as it
 would have failed each of them on its own: a caller sees the same error either way.
+
+At most ``max_in_flight`` pipelines are out at once, each on a connection of its own: the commands issued while they
+are all out wait and leave together, in the next pipeline to go. Without that bound, a burst whose answers arrive
+one turn at a time (Deriv's, to a batch of withdrawals) sent a pipeline per turn and took a Redis connection for
+each, until the pool had none left (``MaxConnectionsError``, the withdrawals' outcome unknown).
 """
 
 from __future__ import annotations
@@ -19,12 +24,18 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+MAX_IN_FLIGHT = 8
+
 
 class CommandPipeline:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be positive")
         self._redis = redis
+        self._max_in_flight = max_in_flight
         self._queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._senders: set[asyncio.Task[None]] = set()
+        self._sending = 0  # senders that may still take from the queue
 
     async def execute(self, *args: Any) -> Any:
         """Run one command (``GET key``, ``EVAL script ...``): its reply, or its error raised."""
@@ -36,10 +47,27 @@ class CommandPipeline:
         return await reply
 
     def _flush(self) -> None:
-        queued, self._queued = self._queued, []
-        task = asyncio.get_running_loop().create_task(self._send(queued))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        """Start a sender for what is queued, unless ``max_in_flight`` are out: one of those takes it when done."""
+        if not self._queued or self._sending >= self._max_in_flight:
+            return
+        self._sending += 1
+        task = asyncio.get_running_loop().create_task(self._drain())
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queued:
+                queued, self._queued = self._queued, []
+                await self._send(queued)
+        finally:
+            # in the same step as its last look at the queue: a command queued after it schedules a flush that
+            # finds a free slot (counting tasks instead would leave that command waiting for a done task)
+            self._sending -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._sending
 
     async def _send(self, queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
         try:

@@ -45,6 +45,7 @@ from penpay.adapters.db.unit_of_work import with_retries
 from penpay.adapters.deriv_gateway import GrpcDerivGateway
 from penpay.adapters.mailer import SmtpMailer
 from penpay.adapters.mpesa_callbacks import DarajaCallbackDecoder
+from penpay.adapters.redis_client import connect
 from penpay.adapters.stream_codec import DEAD_LETTER, stream_key
 from penpay.adapters.stream_consumer import StreamConsumer
 from penpay.adapters.streams import MPESA_CALLBACKS_STREAM, RedisStreamPublisher
@@ -70,6 +71,7 @@ log = get_logger(__name__)
 # batches of carried credits at once (the callback worker's, service_layer.background): one overlaps the next
 # batch of callbacks; more measured no better (docs/performance.md, round 9)
 CARRIED_CREDIT_BATCHES = 2
+REDIS_WAIT_S = 5.0  # how long a command waits for a free connection of the pool
 STEPS = (*SUBSCRIPTIONS, "callbacks")  # the stream consumers: each transaction's steps
 SWEEPS = ("relay", "reconciler", "auditor")  # the background passes over the database
 WORKER_TYPES = (*STEPS, *SWEEPS)
@@ -189,8 +191,11 @@ async def _chain_audit_forever(db: Database, stop: asyncio.Event, interval_s: fl
 
 async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -> None:
     consumer_name = f"{socket.gethostname()}-{os.getpid()}"
-    redis = aioredis.from_url(
-        settings.redis_url, socket_timeout=settings.worker_block_ms / 1000 + 10, socket_connect_timeout=5
+    redis = connect(
+        settings.redis_url,
+        pool_size=settings.redis_pool_size,
+        timeout_s=REDIS_WAIT_S,
+        socket_timeout_s=settings.worker_block_ms / 1000 + 10,  # longer than a blocking XREADGROUP
     )
     try:
         async with database(settings) as db, _flow_deps(settings, db, redis) as deps:
