@@ -10,16 +10,16 @@ PROTO_STAMP := $(PROTO_OUT)/.generated
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto test lint fmt typecheck migrate run demo clean
+.PHONY: help install proto test lint fmt typecheck migrate run demo clean lock
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml libs/penpay_domain/pyproject.toml
+$(STAMP): pyproject.toml libs/penpay_domain/pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; PenPay needs Python 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
-	$(BIN)/python -m pip install --quiet -e libs/penpay_domain -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e libs/penpay_domain -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $(STAMP)
 
 install: $(STAMP) proto ## create .venv and install PenPay with its console scripts (idempotent)
@@ -57,11 +57,22 @@ test: lint typecheck ## the whole suite against real MariaDB/MySQL and Redis (se
 .PHONY: bench
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e libs/penpay_domain -e '.[dev,bench]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e libs/penpay_domain -e '.[dev,bench]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $(BENCH_STAMP)
 
 bench: install $(BENCH_STAMP) ## the load benchmark: figures, targets, bench/results/<time>.json (BENCH_QUICK=1: brief)
 	$(BIN)/python -m bench
+
+LOCK_VENV := /tmp/penpay-lock-venv
+lock: ## re-pin constraints.txt to the newest releases pyproject.toml allows (then make test, and review the diff)
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; PenPay needs Python 3.11" >&2; exit 1; }
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e libs/penpay_domain -e '.[dev,bench]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	{ sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -iv '^penpay' | grep -v '^#'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
+	@echo "constraints.txt re-pinned; run make test (a fresh make install picks the new pins)"
 
 clean: ## remove the venv and generated code
 	rm -rf $(VENV) $(PROTO_OUT) .mypy_cache .ruff_cache .pytest_cache
