@@ -5,6 +5,7 @@ and the audit chain verifies, as the admin routes report them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -83,6 +84,20 @@ async def _audit_rows(c: httpx.AsyncClient, p: Platform) -> int:
     return int(report["rows"])
 
 
+def _logged_events(platform: Platform, txn_id: str) -> dict[str, set[str]]:
+    """Per process, the events of its JSON log lines that carry ``transaction_id`` = ``txn_id``."""
+    found: dict[str, set[str]] = {}
+    for name in ("api", "worker", "gateway"):
+        events = found.setdefault(name, set())
+        for line in platform.log_path(name).read_text(errors="replace").splitlines():
+            if txn_id not in line or not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            if record.get("transaction_id") == txn_id:
+                events.add(str(record.get("event")))
+    return found
+
+
 def cents(amount_usd: str) -> int:
     return int(Decimal(amount_usd) * 100)
 
@@ -108,6 +123,12 @@ class TestDeposits:
                 break
             await asyncio.sleep(0.25)
         assert await _audit_rows(client, running) > chained_before
+        # one id follows the deposit through every process's log: the API's POST and its STK callback, the worker's
+        # steps and the callback it applied, the gateway's transfer
+        events = _logged_events(running, txn["id"])
+        assert {"request"} <= events["api"]
+        assert {"step_done", "callback_applied"} <= events["worker"]
+        assert {"deriv.answered"} <= events["gateway"]
 
     @pytest.mark.parametrize(
         ("msisdn", "code"), [("254700000001", "1032"), ("254700000002", "1037"), ("254700000003", "2001")]

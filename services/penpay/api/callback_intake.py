@@ -63,9 +63,7 @@ class CallbackIntake:
             stored = [await self._one(callback) for callback in batch]
         verified = [s for s in stored if isinstance(s, StoredCallback) and s.callback.verified]
         try:
-            await self._publisher.add_many(
-                MPESA_CALLBACKS_STREAM, [{"callback_id": s.id, "kind": s.callback.kind.value} for s in verified]
-            )
+            await self._publisher.add_many(MPESA_CALLBACKS_STREAM, [_message(s) for s in verified])
         except Exception:  # stored durably already: the reconciler settles what the worker never heard of
             log.warning("could not queue stored callbacks", callback_ids=[s.id for s in verified], exc_info=True)
         return stored
@@ -75,3 +73,13 @@ class CallbackIntake:
             return (await with_retries(lambda: receive_callbacks(self._uow(), [callback])))[0]
         except Exception as exc:
             return exc
+
+
+def _message(stored: StoredCallback) -> dict[str, str | int]:
+    """A stored callback's stream message: its id and kind, and the transaction its URL's token names, so the
+    worker's log lines for it carry the transaction id and a batch applies two callbacks of one transaction in
+    separate units of work. The worker still matches the callback by its body and refuses a mismatch."""
+    fields: dict[str, str | int] = {"callback_id": stored.id, "kind": stored.callback.kind.value}
+    if stored.callback.transaction_id is not None:
+        fields["transaction_id"] = str(stored.callback.transaction_id)
+    return fields

@@ -102,8 +102,16 @@ async def _apply(db: Database, settings_api: Api, callback_id: int) -> Verdict:
 
 
 async def _queued(redis_client: aioredis.Redis, api: Api) -> set[int]:
+    return set(await _queued_for(redis_client, api))
+
+
+async def _queued_for(redis_client: aioredis.Redis, api: Api) -> dict[int, str | None]:
+    """Each queued callback id -> the transaction id its message names."""
     entries = await stream_fields(redis_client, f"{api.settings.stream_prefix}:mpesa_callbacks")
-    return {int(fields[b"callback_id"]) for fields in entries}
+    return {
+        int(fields[b"callback_id"]): fields[b"transaction_id"].decode() if b"transaction_id" in fields else None
+        for fields in entries
+    }
 
 
 class TestCallbackUrls:
@@ -148,7 +156,7 @@ class TestStkCallback:
         [row] = await _rows(db, txn_id)
         assert row.token_valid and row.source_allowed and row.kind == "stk"
         assert json.loads(row.body)["Body"]["stkCallback"]["CheckoutRequestID"] == checkout
-        assert row.id in await _queued(redis_client, api)
+        assert (await _queued_for(redis_client, api))[row.id] == txn_id  # the worker's lines carry it
         assert await _apply(db, api, row.id) is Verdict.APPLIED
         status, legs = await _status(intake_uow, txn_id)
         assert status is Status.PAYMENT_RECEIVED and legs["kes"] is LegState.POSTED
