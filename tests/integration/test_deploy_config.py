@@ -139,6 +139,11 @@ class TestWiring:
         settings = settings_of(service(resolved, name))
         assert settings.env.value == "sandbox"
 
+    def test_values_with_shell_characters_arrive_as_env_example_means_them(self, resolved: dict[str, Any]) -> None:
+        settings = settings_of(service(resolved, "worker"))
+        assert settings.mail_from == "PenPay <no-reply@penpay.local>"
+        assert settings.daraja_initiator_password.get_secret_value() == "Safaricom999!*!"
+
     def test_clients_reach_the_servers_by_container_hostname(self, resolved: dict[str, Any]) -> None:
         for name in ("api", "worker"):
             settings = settings_of(service(resolved, name))
@@ -174,4 +179,5 @@ class TestDockerfile:
         assert users, "no USER: the processes would run as root"
         assert users[-1] not in ("root", "0")
         assert "python -m penpay.protogen proto services/penpay/_proto" in text
-        assert "pip install -e libs/penpay_domain -e ." in text
+        assert "pip install -c constraints.txt -e libs/penpay_domain -e ." in text  # make install's pinned versions
+        assert re.search(r"^COPY .*\bconstraints\.txt\b", text, re.MULTILINE)
