@@ -20,6 +20,7 @@ from penpay.settings import Settings
 from penpay_domain import ledger
 from penpay_domain.errors import InsufficientFunds
 from penpay_domain.ids import IdempotencyKey, UserId
+from penpay_domain.money import Currency, Money
 from penpay_domain.transaction import Kind
 from tests.integration.api.conftest import Api, MakeApi, new_key, new_user
 from tests.integration.audit_helpers import pending_subjects
@@ -155,3 +156,30 @@ async def test_a_float_spent_meanwhile_refuses_the_whole_write(db: Database) -> 
     assert caught.value.details.get("account") == ledger.DERIV_AGENT.code
     assert await _agent(db) == agent  # nothing was written
     assert reads.taken == set() and reads.volumes == {} and reads.linked == set()
+
+
+async def test_a_key_is_taken_only_for_the_user_who_used_it(api: Api, db: Database) -> None:
+    """A batch reads exactly its (user, key) pairs: a user's own earlier key is taken, the same key of another user
+    and another key of the same user are not."""
+    alice, bob = new_user(), new_user()
+    used = [new_key() for _ in range(3)]
+    for key in used:
+        assert (await _post(api, alice, key, DEPOSIT)).status_code == 202
+    fresh = new_key()
+    asked = [
+        IdempotencyKey(UserId(alice), used[0]),
+        IdempotencyKey(UserId(alice), used[2]),
+        IdempotencyKey(UserId(alice), fresh),
+        IdempotencyKey(UserId(bob), used[1]),
+    ]
+    async with SqlInitiationBatch(db.engine, SystemClock(), SecretBox.from_settings(Settings())) as store:
+        now = store.now
+        reads = await store.read(
+            kind=Kind.DEPOSIT,
+            keys=asked,
+            users=sorted({UserId(alice), UserId(bob)}),
+            window=(now - timedelta(days=1), now),
+            codes=[],
+        )
+    assert reads.taken == {asked[0], asked[1]}
+    assert reads.volumes == {UserId(alice): Money(3 * 1_000, Currency.KES)}  # DEPOSIT's amount, three times
