@@ -238,6 +238,12 @@ class Demo:
         check = await self._api_json("GET", "/admin/ledger/check", admin=True)
         ok = isinstance(check, dict) and check.get("ok") is True
         self.say(f"  ledger check (GET /admin/ledger/check): {'ok' if ok else json.dumps(check)}")
+        float_ = await self._api_json("GET", "/admin/ledger/deriv-float", admin=True)
+        explained = isinstance(float_, dict) and float_.get("ok") is True
+        self.say(
+            "  Deriv float against deriv:agent (GET /admin/ledger/deriv-float): "
+            + ("explained" if explained else json.dumps(float_))
+        )
 
     async def run(self) -> bool:
         await self.check_platform()

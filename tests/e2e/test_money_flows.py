@@ -18,11 +18,12 @@ from sqlalchemy.engine import make_url
 
 from penpay.adapters.db.engine import drop_database
 from penpay_domain.ids import transaction_id_hex
-from tests.e2e.platform import WORKER, Platform, platform, wait_for_status
+from tests.e2e.platform import BIN, WORKER, Platform, platform, wait_for_status
 
 pytestmark = pytest.mark.e2e
 
 ADMIN = "e2e-admin"
+SANDBOX_AGENT = "CR900000"  # the sandbox's payment agent (PENPAY_DERIV_AGENT_TOKEN's account)
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +245,51 @@ class TestWithdrawals:
         assert done["status"] == "REVERSED"
         after = await deriv_account(client, running, "CR2000002")
         assert after["balance_cents"] == before["balance_cents"]
+
+
+class TestFloat:
+    async def test_the_deriv_float_reconciles_and_a_top_up_counts_once_it_is_booked(
+        self, running: Platform, client: httpx.AsyncClient
+    ) -> None:
+        """Deriv's payment-agent balance against ``deriv:agent``: explained by the ledger after the money flows above;
+        an owner's top-up at Deriv is drift until ``penpay ledger fund`` books it, and then explained again."""
+        admin = running.headers(ADMIN, role="admin")
+
+        async def reconciled() -> dict[str, Any]:
+            response = await client.get(f"{running.api}/admin/ledger/deriv-float", headers=admin)
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+        before = await reconciled()
+        assert before["ok"] and before["drift_cents"] == 0, before
+        assert before["account"] == "deriv:agent" and before["currency"] == "USD"
+        assert before["lowest_cents"] <= before["deriv_cents"] <= before["highest_cents"]
+
+        top_up = 1_000_000  # 10,000.00 USD, more than anything pending
+        funded = await client.post(
+            f"{running.control}/deriv/accounts/{SANDBOX_AGENT}/fund", json={"amount_cents": top_up}
+        )
+        assert funded.status_code == 200, funded.text
+        for _ in range(40):  # the gateway hears of the new balance through its subscription
+            drifted = await reconciled()
+            if drifted["deriv_cents"] != before["deriv_cents"]:
+                break
+            await asyncio.sleep(0.25)
+        assert not drifted["ok"]
+        assert drifted["drift_cents"] == drifted["deriv_cents"] - drifted["highest_cents"] > 0
+
+        # the operator books the top-up (the CLI, as in production)
+        booked = await asyncio.create_subprocess_exec(
+            str(BIN / "penpay"),
+            *("ledger", "fund", "deriv:agent", "10000.00", "--ref", f"e2e-top-up-{uuid.uuid4().hex}"),
+            env=running.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, errors = await asyncio.wait_for(booked.communicate(), timeout=60)
+        assert booked.returncode == 0, errors.decode()
+        after = await reconciled()
+        assert after["ok"] and after["drift_cents"] == 0, after
 
 
 class TestCrashes:

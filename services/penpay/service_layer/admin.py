@@ -1,4 +1,5 @@
-"""Operator use cases: the ledger invariant check and the audit-chain verification (admin routes and the CLI)."""
+"""Operator use cases: the ledger invariant check, the Deriv float's reconciliation and the audit-chain verification
+(admin routes and the CLI)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from penpay_domain import ledger
-from penpay_domain.ports import ChainReport, UnitOfWork
+from penpay_domain.ports import ChainReport, DerivGateway, UnitOfWork
+from penpay_domain.reconciliation import FloatReconciliation, reconcile_float
 from penpay_domain.transaction import expected_legs
 
 
@@ -71,3 +73,16 @@ async def check_ledger(uow_factory: Callable[[], UnitOfWork], *, transactions: b
 async def verify_audit(uow_factory: Callable[[], UnitOfWork]) -> ChainReport:
     async with uow_factory() as uow:
         return await uow.audit.verify()
+
+
+async def reconcile_deriv_float(uow_factory: Callable[[], UnitOfWork], gateway: DerivGateway) -> FloatReconciliation:
+    """``deriv:agent`` against the payment-agent balance Deriv reports (through the gateway).
+
+    The ledger is read first and Deriv second: a transfer that executes between the two reads was pending in the
+    ledger's read, so it moves Deriv's balance within the range the reconciliation allows. (Read the other way
+    round, a credit executed and posted in between would look like drift.) A deposit created, paid and credited
+    entirely between the two reads can still show as drift for a moment on a busy platform: ask again before
+    acting on one reading; on a quiet platform the figures must match exactly."""
+    async with uow_factory() as uow:
+        account = await uow.ledger.account(ledger.DERIV_AGENT.code)
+    return reconcile_float(account, await gateway.balance())

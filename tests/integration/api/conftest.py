@@ -37,6 +37,7 @@ class FakeDerivGateway:
 
     code_requests: list[DerivLoginId] = field(default_factory=list)
     code_outcome: Outcome = Outcome.DONE
+    agent_balance: Money = field(default_factory=lambda: Money.usd_cents(1_000_000_00))
 
     async def link_account(self, *, token: str) -> tuple[DerivAccount, bytes]:
         if not token.startswith(USER_TOKEN_PREFIX):
@@ -65,7 +66,7 @@ class FakeDerivGateway:
         return DerivTransferResult(outcome=Outcome.REJECTED, error_code="NotFound")
 
     async def balance(self) -> Money:
-        return Money.usd_cents(1_000_000_00)
+        return self.agent_balance
 
 
 _: ports.DerivGateway = FakeDerivGateway()

@@ -10,6 +10,7 @@ from penpay.adapters.db.intake import SqlIntakeUnitOfWork
 from penpay.adapters.db.tables import audit_log
 from penpay.bootstrap import Database
 from penpay_domain.ids import TransactionId
+from penpay_domain.money import Money
 from tests.integration.api.conftest import Api, MakeApi, new_key, new_user
 from tests.integration.api.test_deposits import DEPOSIT, TRANSACTION_FIELDS
 from tests.integration.audit_helpers import chain_audit
@@ -114,6 +115,39 @@ class TestAdmin:
         assert terminal.status_code == 409
         retried = await api.client.post(path, json={"status": "CREDITING"}, headers=admin)
         assert retried.status_code == 200 and retried.json()["status"] == "CREDITING"
+
+    async def test_the_deriv_float_is_reconciled_with_what_deriv_reports(self, api: Api, db: Database) -> None:
+        admin = api.auth(new_user(), role="admin")
+        await _deposit(api, new_user())  # a pending payout on deriv:agent: the range is wider than one value
+        async with db.uow() as uow:
+            agent = await uow.ledger.account("deriv:agent")
+        posted = agent.debits_posted - agent.credits_posted
+        lowest, highest = posted - agent.credits_pending, posted + agent.debits_pending
+        assert agent.credits_pending > 0
+
+        for deriv, drift in ((lowest, 0), (highest, 0), (lowest - 1, -1), (highest + 250, 250)):
+            api.gateway.agent_balance = Money.usd_cents(deriv)
+            body = (await api.client.get("/admin/ledger/deriv-float", headers=admin)).json()
+            assert body == {
+                "ok": drift == 0,
+                "account": "deriv:agent",
+                "currency": "USD",
+                "deriv_cents": deriv,
+                "posted_cents": posted,
+                "credits_pending_cents": agent.credits_pending,
+                "debits_pending_cents": agent.debits_pending,
+                "lowest_cents": lowest,
+                "highest_cents": highest,
+                "drift_cents": drift,
+                "exact": False,
+            }
+
+    async def test_the_deriv_float_is_for_admins_and_says_when_deriv_cannot_be_asked(self, api: Api) -> None:
+        assert (await api.client.get("/admin/ledger/deriv-float", headers=api.auth(new_user()))).status_code == 403
+        api.gateway.agent_balance = Money.kes(5)  # a gateway answering in the wrong currency
+        response = await api.client.get("/admin/ledger/deriv-float", headers=api.auth(new_user(), role="admin"))
+        assert response.status_code == 502 and response.json()["code"] == "deriv_unexpected_answer"
+        assert "KES" in response.json()["detail"]
 
     async def test_an_unknown_status_is_422(self, api: Api) -> None:
         response = await api.client.get("/admin/transactions?status=BOGUS", headers=api.auth(new_user(), role="admin"))

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import JSONResponse, Response
 
 from penpay.api.deps import Admin, State
+from penpay.api.problems import ApiProblem
 from penpay.api.schemas import (
     ResolveRequest,
     RetryRequest,
@@ -23,7 +24,7 @@ from penpay.api.schemas import (
 )
 from penpay.service_layer import admin, reviews, transactions
 from penpay_domain.commands import ResolveReview, RetryReview
-from penpay_domain.errors import InvalidInput
+from penpay_domain.errors import CurrencyMismatch, InvalidInput
 from penpay_domain.ids import parse_transaction_id
 from penpay_domain.transaction import Status
 
@@ -65,6 +66,35 @@ async def balances(state: State, who: Admin) -> JSONResponse:
 async def ledger_check(state: State, who: Admin) -> JSONResponse:
     result = await admin.check_ledger(state.uow_factory(f"admin:{who.user_id}", snapshot=True))
     return JSONResponse({"ok": result.ok, "currencies": result.currencies, "problems": result.problems})
+
+
+@router.get(
+    "/ledger/deriv-float",
+    summary="deriv:agent against Deriv's payment-agent balance: {ok, drift_cents, deriv_cents, lowest_cents, ...}",
+)
+async def deriv_float(state: State, who: Admin) -> JSONResponse:
+    """Whether the ledger explains the payment-agent balance Deriv reports: ``ok`` when it lies between the posted
+    balance less the pending payouts and the posted balance plus the pending pay-ins; ``drift_cents`` how far
+    outside (negative: Deriv holds less). ``exact`` says nothing was pending, so the two had to be equal."""
+    try:
+        r = await admin.reconcile_deriv_float(state.uow_factory(f"admin:{who.user_id}"), state.require_gateway())
+    except CurrencyMismatch as exc:  # Deriv's answer, not the caller's request, is wrong
+        raise ApiProblem(502, "deriv_unexpected_answer", str(exc)) from exc
+    return JSONResponse(
+        {
+            "ok": r.ok,
+            "account": r.account,
+            "currency": r.currency.value,
+            "deriv_cents": r.provider,
+            "posted_cents": r.posted,
+            "credits_pending_cents": r.credits_pending,
+            "debits_pending_cents": r.debits_pending,
+            "lowest_cents": r.lowest,
+            "highest_cents": r.highest,
+            "drift_cents": r.drift,
+            "exact": r.exact,
+        }
+    )
 
 
 @router.get("/audit/verify", summary="Re-walk the audit hash chain: {ok, rows, first_bad_row, reason}")
