@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from penpay.settings import Settings
+from penpay_domain.money import Currency, Money
 from penpay_domain.transaction import TERMINAL, Status
 
 Json = dict[str, Any]
@@ -238,12 +239,8 @@ class Demo:
         check = await self._api_json("GET", "/admin/ledger/check", admin=True)
         ok = isinstance(check, dict) and check.get("ok") is True
         self.say(f"  ledger check (GET /admin/ledger/check): {'ok' if ok else json.dumps(check)}")
-        float_ = await self._api_json("GET", "/admin/ledger/deriv-float", admin=True)
-        explained = isinstance(float_, dict) and float_.get("ok") is True
-        self.say(
-            "  Deriv float against deriv:agent (GET /admin/ledger/deriv-float): "
-            + ("explained" if explained else json.dumps(float_))
-        )
+        reconciled = await self._api_json("GET", "/admin/ledger/deriv-float", admin=True)
+        self.say(f"  Deriv float against deriv:agent (GET /admin/ledger/deriv-float): {float_verdict(reconciled)}")
 
     async def run(self) -> bool:
         await self.check_platform()
@@ -257,6 +254,21 @@ class Demo:
         outcomes = {"deposit": deposit["status"], "withdrawal": withdrawal["status"]}
         self.say(", ".join(f"{kind} {status}" for kind, status in outcomes.items()))
         return all(status == Status.COMPLETED for status in outcomes.values())
+
+
+def float_verdict(payload: Any) -> str:
+    """The reconciliation in words: "explained", or the drift and its likeliest cause on a development machine."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("drift_cents"), int):
+        return json.dumps(payload)
+    if payload.get("ok") is True:
+        return "explained"
+    drift = Money(payload["drift_cents"], Currency.USD)
+    return (
+        f"DRIFT of {'+' if drift.minor > 0 else ''}{drift} (Deriv {payload.get('deriv_cents')} cents, the ledger "
+        f"explains {payload.get('lowest_cents')}..{payload.get('highest_cents')}); with the sandbox, whose Deriv "
+        "accounts live in memory, this is what a restart of make run against a database that keeps its ledger "
+        "looks like"
+    )
 
 
 def ledger_lines(payload: Any) -> list[str]:
