@@ -239,8 +239,9 @@ class Demo:
         check = await self._api_json("GET", "/admin/ledger/check", admin=True)
         ok = isinstance(check, dict) and check.get("ok") is True
         self.say(f"  ledger check (GET /admin/ledger/check): {'ok' if ok else json.dumps(check)}")
-        reconciled = await self._api_json("GET", "/admin/ledger/deriv-float", admin=True)
-        self.say(f"  Deriv float against deriv:agent (GET /admin/ledger/deriv-float): {float_verdict(reconciled)}")
+        reconciled = await self._api_json("GET", "/admin/ledger/deriv-agent", admin=True)
+        verdict = agent_balance_verdict(reconciled)
+        self.say(f"  Deriv agent balance against deriv:agent (GET /admin/ledger/deriv-agent): {verdict}")
 
     async def run(self) -> bool:
         await self.check_platform()
@@ -256,7 +257,7 @@ class Demo:
         return all(status == Status.COMPLETED for status in outcomes.values())
 
 
-def float_verdict(payload: Any) -> str:
+def agent_balance_verdict(payload: Any) -> str:
     """The reconciliation in words: "explained", or the drift and its likeliest cause on a development machine."""
     if not isinstance(payload, dict) or not isinstance(payload.get("drift_cents"), int):
         return json.dumps(payload)

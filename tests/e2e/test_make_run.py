@@ -285,5 +285,5 @@ class TestDemo:
         assert result.returncode == 0, result.stdout + result.stderr + platform.output
         assert "deposit COMPLETED, withdrawal COMPLETED" in result.stdout
         assert "ledger check (GET /admin/ledger/check): ok" in result.stdout
-        assert "Deriv float against deriv:agent (GET /admin/ledger/deriv-float): explained" in result.stdout
+        assert "Deriv agent balance against deriv:agent (GET /admin/ledger/deriv-agent): explained" in result.stdout
         assert platform.interrupt() == 0

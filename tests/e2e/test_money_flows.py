@@ -247,8 +247,8 @@ class TestWithdrawals:
         assert after["balance_cents"] == before["balance_cents"]
 
 
-class TestFloat:
-    async def test_the_deriv_float_reconciles_and_a_top_up_counts_once_it_is_booked(
+class TestAgentBalance:
+    async def test_the_deriv_agent_balance_reconciles_and_a_top_up_counts_once_it_is_booked(
         self, running: Platform, client: httpx.AsyncClient
     ) -> None:
         """Deriv's payment-agent balance against ``deriv:agent``: explained by the ledger after the money flows above;
@@ -256,7 +256,7 @@ class TestFloat:
         admin = running.headers(ADMIN, role="admin")
 
         async def reconciled() -> dict[str, Any]:
-            response = await client.get(f"{running.api}/admin/ledger/deriv-float", headers=admin)
+            response = await client.get(f"{running.api}/admin/ledger/deriv-agent", headers=admin)
             assert response.status_code == 200, response.text
             return dict(response.json())
 

@@ -1,5 +1,5 @@
-"""The Deriv float against the ledger: exact on a quiet platform, a range while transfers are reserved, and drift
-measured from the range's nearer end."""
+"""The Deriv agent balance against the ledger: exact on a quiet platform, a range while transfers are reserved, and
+drift measured from the range's nearer end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from penpay_domain import ledger
 from penpay_domain.errors import CurrencyMismatch
 from penpay_domain.money import Currency, Money
-from penpay_domain.reconciliation import reconcile_float
+from penpay_domain.reconciliation import reconcile_provider_balance
 
 
 def _agent(
@@ -29,30 +29,30 @@ def _agent(
 
 def test_on_a_quiet_platform_the_balances_must_be_equal() -> None:
     agent = _agent(debits_posted=100_000_00, credits_posted=2_500)
-    r = reconcile_float(agent, Money.usd_cents(100_000_00 - 2_500))
+    r = reconcile_provider_balance(agent, Money.usd_cents(100_000_00 - 2_500))
     assert r.exact and r.ok and r.drift == 0
     assert r.posted == r.lowest == r.highest == 100_000_00 - 2_500
 
-    short = reconcile_float(agent, Money.usd_cents(100_000_00 - 2_500 - 1))
+    short = reconcile_provider_balance(agent, Money.usd_cents(100_000_00 - 2_500 - 1))
     assert not short.ok and short.drift == -1  # Deriv holds a cent less than the ledger explains
-    extra = reconcile_float(agent, Money.usd_cents(100_000_00 - 2_500 + 700))
+    extra = reconcile_provider_balance(agent, Money.usd_cents(100_000_00 - 2_500 + 700))
     assert not extra.ok and extra.drift == 700  # a top-up not booked, say
 
 
 def test_pending_transfers_widen_the_range_each_way() -> None:
     agent = _agent(debits_posted=10_000, credits_pending=300, debits_pending=50)
-    r = reconcile_float(agent, Money.usd_cents(10_000))
+    r = reconcile_provider_balance(agent, Money.usd_cents(10_000))
     assert (r.lowest, r.highest) == (9_700, 10_050)
     for deriv in (9_700, 9_850, 10_000, 10_050):  # any subset of the reserved transfers executed
-        assert reconcile_float(agent, Money.usd_cents(deriv)).ok
-    assert reconcile_float(agent, Money.usd_cents(9_699)).drift == -1
-    assert reconcile_float(agent, Money.usd_cents(10_051)).drift == 1
-    assert not reconcile_float(agent, Money.usd_cents(10_000)).exact
+        assert reconcile_provider_balance(agent, Money.usd_cents(deriv)).ok
+    assert reconcile_provider_balance(agent, Money.usd_cents(9_699)).drift == -1
+    assert reconcile_provider_balance(agent, Money.usd_cents(10_051)).drift == 1
+    assert not reconcile_provider_balance(agent, Money.usd_cents(10_000)).exact
 
 
 def test_a_balance_in_another_currency_is_refused() -> None:
     with pytest.raises(CurrencyMismatch):
-        reconcile_float(_agent(debits_posted=1), Money.kes(1))
+        reconcile_provider_balance(_agent(debits_posted=1), Money.kes(1))
 
 
 @given(
@@ -64,7 +64,7 @@ def test_a_balance_in_another_currency_is_refused() -> None:
 def test_drift_is_zero_exactly_inside_the_range_and_leads_back_to_it(
     posted: int, credits_pending: int, debits_pending: int, deriv: int
 ) -> None:
-    r = reconcile_float(
+    r = reconcile_provider_balance(
         _agent(debits_posted=posted, credits_pending=credits_pending, debits_pending=debits_pending),
         Money.usd_cents(deriv),
     )

@@ -1,4 +1,4 @@
-"""PenPay's float at a provider against the ledger: the Deriv payment-agent balance Deriv reports, against the
+"""PenPay's money held at a provider against the ledger: the Deriv payment-agent balance Deriv reports, against the
 ``deriv:agent`` account that says what it should be.
 
 The ledger moves the account in two steps: a transfer is reserved (pending) when a transaction is created and posted
@@ -24,7 +24,7 @@ from penpay_domain.money import Currency, Money
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FloatReconciliation:
+class ProviderBalanceCheck:
     account: str
     currency: Currency
     provider: int  # the provider's balance, minor units
@@ -61,13 +61,13 @@ class FloatReconciliation:
         return self.credits_pending == 0 and self.debits_pending == 0
 
 
-def reconcile_float(account: Account, provider: Money) -> FloatReconciliation:
+def reconcile_provider_balance(account: Account, provider: Money) -> ProviderBalanceCheck:
     """``account`` (read from the ledger first) against ``provider``, the balance the provider reported after it."""
     if provider.currency is not account.currency:
         raise CurrencyMismatch(
             f"{account.code} is kept in {account.currency.value}, the provider reported {provider.currency.value}"
         )
-    return FloatReconciliation(
+    return ProviderBalanceCheck(
         account=account.code,
         currency=account.currency,
         provider=provider.minor,

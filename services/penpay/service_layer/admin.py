@@ -1,5 +1,5 @@
-"""Operator use cases: the ledger invariant check, the Deriv float's reconciliation and the audit-chain verification
-(admin routes and the CLI)."""
+"""Operator use cases: the ledger invariant check, the Deriv agent balance's reconciliation and the audit-chain
+verification (admin routes and the CLI)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from penpay_domain import ledger
 from penpay_domain.ports import ChainReport, DerivGateway, UnitOfWork
-from penpay_domain.reconciliation import FloatReconciliation, reconcile_float
+from penpay_domain.reconciliation import ProviderBalanceCheck, reconcile_provider_balance
 from penpay_domain.transaction import expected_legs
 
 
@@ -75,7 +75,7 @@ async def verify_audit(uow_factory: Callable[[], UnitOfWork]) -> ChainReport:
         return await uow.audit.verify()
 
 
-async def reconcile_deriv_float(uow_factory: Callable[[], UnitOfWork], gateway: DerivGateway) -> FloatReconciliation:
+async def reconcile_deriv_agent(uow_factory: Callable[[], UnitOfWork], gateway: DerivGateway) -> ProviderBalanceCheck:
     """``deriv:agent`` against the payment-agent balance Deriv reports (through the gateway).
 
     The ledger is read first and Deriv second: a transfer that executes between the two reads was pending in the
@@ -85,4 +85,4 @@ async def reconcile_deriv_float(uow_factory: Callable[[], UnitOfWork], gateway: 
     acting on one reading; on a quiet platform the figures must match exactly."""
     async with uow_factory() as uow:
         account = await uow.ledger.account(ledger.DERIV_AGENT.code)
-    return reconcile_float(account, await gateway.balance())
+    return reconcile_provider_balance(account, await gateway.balance())

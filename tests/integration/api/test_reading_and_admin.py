@@ -116,7 +116,7 @@ class TestAdmin:
         retried = await api.client.post(path, json={"status": "CREDITING"}, headers=admin)
         assert retried.status_code == 200 and retried.json()["status"] == "CREDITING"
 
-    async def test_the_deriv_float_is_reconciled_with_what_deriv_reports(self, api: Api, db: Database) -> None:
+    async def test_the_deriv_agent_balance_is_reconciled_with_what_deriv_reports(self, api: Api, db: Database) -> None:
         admin = api.auth(new_user(), role="admin")
         await _deposit(api, new_user())  # a pending payout on deriv:agent: the range is wider than one value
         async with db.uow() as uow:
@@ -127,7 +127,7 @@ class TestAdmin:
 
         for deriv, drift in ((lowest, 0), (highest, 0), (lowest - 1, -1), (highest + 250, 250)):
             api.gateway.agent_balance = Money.usd_cents(deriv)
-            body = (await api.client.get("/admin/ledger/deriv-float", headers=admin)).json()
+            body = (await api.client.get("/admin/ledger/deriv-agent", headers=admin)).json()
             assert body == {
                 "ok": drift == 0,
                 "account": "deriv:agent",
@@ -142,10 +142,10 @@ class TestAdmin:
                 "exact": False,
             }
 
-    async def test_the_deriv_float_is_for_admins_and_says_when_deriv_cannot_be_asked(self, api: Api) -> None:
-        assert (await api.client.get("/admin/ledger/deriv-float", headers=api.auth(new_user()))).status_code == 403
+    async def test_the_deriv_agent_balance_is_for_admins_and_says_when_deriv_cannot_be_asked(self, api: Api) -> None:
+        assert (await api.client.get("/admin/ledger/deriv-agent", headers=api.auth(new_user()))).status_code == 403
         api.gateway.agent_balance = Money.kes(5)  # a gateway answering in the wrong currency
-        response = await api.client.get("/admin/ledger/deriv-float", headers=api.auth(new_user(), role="admin"))
+        response = await api.client.get("/admin/ledger/deriv-agent", headers=api.auth(new_user(), role="admin"))
         assert response.status_code == 502 and response.json()["code"] == "deriv_unexpected_answer"
         assert "KES" in response.json()["detail"]
 

@@ -69,15 +69,15 @@ async def ledger_check(state: State, who: Admin) -> JSONResponse:
 
 
 @router.get(
-    "/ledger/deriv-float",
+    "/ledger/deriv-agent",
     summary="deriv:agent against Deriv's payment-agent balance: {ok, drift_cents, deriv_cents, lowest_cents, ...}",
 )
-async def deriv_float(state: State, who: Admin) -> JSONResponse:
+async def deriv_agent_balance(state: State, who: Admin) -> JSONResponse:
     """Whether the ledger explains the payment-agent balance Deriv reports: ``ok`` when it lies between the posted
     balance less the pending payouts and the posted balance plus the pending pay-ins; ``drift_cents`` how far
     outside (negative: Deriv holds less). ``exact`` says nothing was pending, so the two had to be equal."""
     try:
-        r = await admin.reconcile_deriv_float(state.uow_factory(f"admin:{who.user_id}"), state.require_gateway())
+        r = await admin.reconcile_deriv_agent(state.uow_factory(f"admin:{who.user_id}"), state.require_gateway())
     except CurrencyMismatch as exc:  # Deriv's answer, not the caller's request, is wrong
         raise ApiProblem(502, "deriv_unexpected_answer", str(exc)) from exc
     return JSONResponse(
