@@ -81,8 +81,9 @@ async def reconcile_deriv_agent(uow_factory: Callable[[], UnitOfWork], gateway: 
     The ledger is read first and Deriv second: a transfer that executes between the two reads was pending in the
     ledger's read, so it moves Deriv's balance within the range the reconciliation allows. (Read the other way
     round, a credit executed and posted in between would look like drift.) A deposit created, paid and credited
-    entirely between the two reads can still show as drift for a moment on a busy platform: ask again before
-    acting on one reading; on a quiet platform the figures must match exactly."""
+    entirely between the two reads can still show as drift for a moment on a busy platform, and so can a balance
+    the gateway answers from Deriv's last push just before Deriv's next one: ask again before acting on one
+    reading; on a quiet platform the figures must match exactly."""
     async with uow_factory() as uow:
         account = await uow.ledger.account(ledger.DERIV_AGENT.code)
     return reconcile_provider_balance(account, await gateway.balance())
