@@ -745,3 +745,65 @@ class TestCookies:
             with pytest.raises(ValueError, match="keeps no cookies"):
                 client.cookies = {"a": "b"}
         assert seen == [None, None]
+
+
+class TestWhatIsSent:
+    async def test_each_request_carries_its_token_json_body_timeouts_and_no_cookie(self) -> None:
+        """The client hands its requests to the transport itself (not through ``AsyncClient.post``): what reaches
+        the wire is pinned here: the bearer token, a compact UTF-8 JSON body with its type, the client's timeouts
+        for the transport to apply, and no cookie even after Daraja set one."""
+        seen: list[httpx.Request] = []
+
+        def daraja(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            cookie = {"set-cookie": "session=abc; Path=/"}
+            if request.url.path == OAUTH:
+                return httpx.Response(200, json={"access_token": "tok-1", "expires_in": "3599"}, headers=cookie)
+            accepted = {
+                "MerchantRequestID": "29115-34620561-1",
+                "CheckoutRequestID": "ws_CO_191220191020363925",
+                "ResponseCode": "0",
+                "ResponseDescription": "Success. Request accepted for processing",
+                "CustomerMessage": "Success. Request accepted for processing",
+            }
+            return httpx.Response(200, json=accepted, headers=cookie)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(daraja)) as http:
+            client = DarajaClient(
+                base_url="http://daraja.test/",
+                consumer_key="k",
+                consumer_secret="s",
+                shortcode=SHORTCODE,
+                passkey=PASSKEY,
+                b2c_shortcode=B2C_SHORTCODE,
+                initiator_name=INITIATOR,
+                initiator_password=INITIATOR_PASSWORD,
+                certificate=b"unused",
+                timeout_s=7.0,
+                connect_timeout_s=2.0,
+                http=http,
+            )
+            for _ in range(2):
+                await client.stk_push(
+                    amount_kes=10,
+                    msisdn="254712345678",
+                    account_reference="Kâ",
+                    description="B",
+                    callback_url="http://h/c",
+                )
+        oauth, push, again = seen
+        assert (oauth.method, str(oauth.url)) == ("GET", f"http://daraja.test{OAUTH}?grant_type=client_credentials")
+        assert oauth.headers["authorization"] == creds.basic_auth("k", "s")
+        assert "content-type" not in oauth.headers and not oauth.content
+        assert (push.method, str(push.url)) == ("POST", f"http://daraja.test{STK}")
+        assert push.headers["authorization"] == "Bearer tok-1"
+        assert push.headers["content-type"] == "application/json"
+        assert push.headers["content-length"] == str(len(push.content))
+        body = json.loads(push.content)
+        assert push.content == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        assert (body["Amount"], body["PhoneNumber"], body["CallBackURL"]) == (10, "254712345678", "http://h/c")
+        for request in seen:
+            assert request.extensions["timeout"] == {"connect": 2.0, "read": 7.0, "write": 7.0, "pool": 7.0}
+            assert "cookie" not in request.headers
+            assert request.headers["user-agent"].startswith("penpay ")
+        assert again.headers["authorization"] == "Bearer tok-1"  # the token was kept, not fetched again
