@@ -41,6 +41,7 @@ class BenchConfig:
 
     # end to end
     e2e_deposits: int = 1000
+    e2e_repeats: int = 3  # each deposit burst (1 and 2 workers) this many times; the figure is the median burst
     e2e_withdrawals: int = 400
     e2e_concurrency: int = 64
     paced_seconds: float = 10.0
@@ -89,6 +90,7 @@ class BenchConfig:
             latency_rate=50.0,
             latency_seconds=1.0,
             e2e_deposits=20,
+            e2e_repeats=1,
             e2e_withdrawals=6,
             e2e_concurrency=8,
             paced_seconds=1.0,
