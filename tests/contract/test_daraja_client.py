@@ -77,6 +77,23 @@ async def receiver() -> AsyncIterator[CallbackReceiver]:
         yield running
 
 
+def mocked_client(http: httpx.AsyncClient, **overrides: Any) -> DarajaClient:
+    """A client of a made-up Daraja at ``http://daraja.test`` over ``http`` (an ``httpx.MockTransport``'s client)."""
+    arguments: dict[str, Any] = {
+        "base_url": "http://daraja.test",
+        "consumer_key": "k",
+        "consumer_secret": "s",
+        "shortcode": SHORTCODE,
+        "passkey": PASSKEY,
+        "b2c_shortcode": B2C_SHORTCODE,
+        "initiator_name": INITIATOR,
+        "initiator_password": INITIATOR_PASSWORD,
+        "http": http,
+    }
+    arguments.update(overrides)
+    return DarajaClient(**arguments)
+
+
 def make_client(daraja: RunningDaraja, **overrides: Any) -> DarajaClient:
     arguments: dict[str, Any] = {
         "base_url": daraja.url,
@@ -457,18 +474,7 @@ class TestUnknownOutcomes:
             return httpx.Response(504, text="<html>Gateway Timeout</html>")
 
         async with httpx.AsyncClient(transport=httpx.MockTransport(gateway)) as http:
-            client = DarajaClient(
-                base_url="http://daraja.test",
-                consumer_key="k",
-                consumer_secret="s",
-                shortcode=SHORTCODE,
-                passkey=PASSKEY,
-                b2c_shortcode=B2C_SHORTCODE,
-                initiator_name=INITIATOR,
-                initiator_password=INITIATOR_PASSWORD,
-                certificate_url="http://daraja.test/cert",
-                http=http,
-            )
+            client = mocked_client(http, certificate_url="http://daraja.test/cert")
             with pytest.raises(DarajaOutcomeUnknown):
                 await client.stk_push(
                     amount_kes=10,
@@ -708,18 +714,7 @@ class TestCodes:
             return httpx.Response(500, json=body)
 
         async with httpx.AsyncClient(transport=httpx.MockTransport(throttled)) as http:
-            client = DarajaClient(
-                base_url="http://daraja.test",
-                consumer_key="k",
-                consumer_secret="s",
-                shortcode=SHORTCODE,
-                passkey=PASSKEY,
-                b2c_shortcode=B2C_SHORTCODE,
-                initiator_name=INITIATOR,
-                initiator_password=INITIATOR_PASSWORD,
-                certificate=b"unused",
-                http=http,
-            )
+            client = mocked_client(http, certificate=b"unused")
             with pytest.raises(DarajaThrottledError):
                 await client.stk_query(checkout_request_id="ws_CO_1")
 
@@ -769,20 +764,7 @@ class TestWhatIsSent:
             return httpx.Response(200, json=accepted, headers=cookie)
 
         async with httpx.AsyncClient(transport=httpx.MockTransport(daraja)) as http:
-            client = DarajaClient(
-                base_url="http://daraja.test/",
-                consumer_key="k",
-                consumer_secret="s",
-                shortcode=SHORTCODE,
-                passkey=PASSKEY,
-                b2c_shortcode=B2C_SHORTCODE,
-                initiator_name=INITIATOR,
-                initiator_password=INITIATOR_PASSWORD,
-                certificate=b"unused",
-                timeout_s=7.0,
-                connect_timeout_s=2.0,
-                http=http,
-            )
+            client = mocked_client(http, certificate=b"unused", timeout_s=7.0, connect_timeout_s=2.0)
             for _ in range(2):
                 await client.stk_push(
                     amount_kes=10,
