@@ -16,6 +16,7 @@ from penpay.adapters.fx import StaticFxQuotes
 from penpay.adapters.redis_client import connect
 from penpay.api import problems
 from penpay.api.deps import Adapters, ApiState
+from penpay.api.hot_path import HotRoutes, PenPayApi
 from penpay.api.middleware import ApiMiddleware, Metrics
 from penpay.api.routes import admin, deposits, deriv_link, fx, health, mpesa, transactions, withdrawals
 from penpay.bootstrap import database
@@ -45,7 +46,10 @@ async def real_adapters(settings: Settings) -> AsyncIterator[Adapters]:
         await redis.aclose()
 
 
-def create_app(settings: Settings, adapters: Adapters | None = None) -> FastAPI:
+def create_app(settings: Settings, adapters: Adapters | None = None, *, hot_path: bool = True) -> FastAPI:
+    """The API. ``hot_path=False`` serves every route through FastAPI's own stack (``api.hot_path``; the tests that
+    compare the two paths use it)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if adapters is not None:
@@ -59,7 +63,7 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> FastAPI:
             finally:
                 await state.aclose()
 
-    app = FastAPI(
+    app = PenPayApi(
         title="PenPay API",
         version="1.0.0",
         summary="M-Pesa <-> Deriv deposits and withdrawals",
@@ -74,7 +78,7 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> FastAPI:
     if adapters is not None:
         app.state.penpay = ApiState.build(settings, adapters)
     problems.install(app)
-    for router in (
+    routers = (
         deposits.router,
         withdrawals.router,
         transactions.router,
@@ -83,8 +87,11 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> FastAPI:
         admin.router,
         health.router,
         mpesa.build_router(settings.callback_public_prefix),
-    ):
-        app.include_router(router)
+    )
+    for router in routers:
+        app.include_router(router)  # no prefix: a route's path is its path in the app (HotRoutes matches it)
+    if hot_path:
+        app.hot_routes = HotRoutes(route for router in routers for route in router.routes)
     public = "/" + settings.callback_public_prefix.strip("/") + "/"
     app.add_middleware(ApiMiddleware, metrics=app.state.metrics, exempt_prefixes=("/mpesa/", public))
     return app

@@ -48,6 +48,12 @@ def served_directly(arguments: Arguments) -> Callable[[E], E]:
     return mark
 
 
+def direct_arguments(endpoint: object) -> Arguments | None:
+    """The ``arguments`` function :func:`served_directly` gave ``endpoint``, if any."""
+    arguments: Arguments | None = getattr(endpoint, _ARGUMENTS, None)
+    return arguments
+
+
 class DirectRoute(APIRoute):
     """An ``APIRoute`` whose endpoint, if marked with :func:`served_directly`, is called with its own arguments.
 
@@ -55,7 +61,7 @@ class DirectRoute(APIRoute):
     returns as it wraps its own, for every router the route is included in."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        arguments: Arguments | None = getattr(self.endpoint, _ARGUMENTS, None)
+        arguments = direct_arguments(self.endpoint)
         if arguments is None:
             return super().get_route_handler()
         if self.dependencies:

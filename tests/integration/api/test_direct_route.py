@@ -1,5 +1,6 @@
-"""``POST /deposit`` is served by ``api.direct_route``, not by FastAPI's dependency solver. These tests send the same
-requests to the real route and to a twin app in which the same endpoint is an ordinary ``APIRoute``, and require the
+"""``POST /deposit`` is served by ``api.direct_route``, not by FastAPI's dependency solver, and reached through
+``api.hot_path``, not FastAPI's middleware stack and router. These tests send the same requests to the real app and
+to a twin app in which the same endpoint is an ordinary ``APIRoute`` behind FastAPI's own stack, and require the
 same status, problem code and errors from both, so the two stay interchangeable (FastAPI's order of checks included).
 """
 
@@ -27,9 +28,10 @@ GOOD = {"amount_kes": 1000, "msisdn": "254712345678", "deriv_loginid": "CR123456
 
 @pytest.fixture
 async def twin(api: Api, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
-    """The same app, but with ``/deposit`` served by FastAPI's own handler (the dependency solver)."""
+    """The same app, but with ``/deposit`` served by FastAPI's own handler (the dependency solver) through FastAPI's
+    own stack (no ``api.hot_path``): what the API answered before either shortcut."""
     state: ApiState = api.client._transport.app.state.penpay  # type: ignore[attr-defined]
-    app = create_app(api.settings, state.adapters)
+    app = create_app(api.settings, state.adapters, hot_path=False)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, client=(CLIENT_IP, 51000)), base_url="http://testserver"
     ) as client:
