@@ -372,11 +372,10 @@ def median_burst(bursts: list[dict[str, Any]]) -> dict[str, Any]:
     """The burst with the median completed/s (the lower middle one of an even count), its phase's figures, with
     ``repeats``: every burst's completed/s in the order run."""
     rates = [float(b["completion"]["completed_per_s"]) for b in bursts]
-    order = sorted(range(len(bursts)), key=lambda i: rates[i])
-    chosen = bursts[order[(len(bursts) - 1) // 2]]
+    median = sorted(range(len(bursts)), key=lambda i: rates[i])[(len(bursts) - 1) // 2]
     if len(bursts) > 1:
-        say(f"  median of {len(bursts)} bursts: {rates[order[(len(bursts) - 1) // 2]]:,.1f} completed/s (all: {rates})")
-    return {**chosen, "repeats": rates}
+        say(f"  median of {len(bursts)} bursts: {rates[median]:,.1f} completed/s (all: {rates})")
+    return {**bursts[median], "repeats": rates}
 
 
 def _p99_with_failures_ms(result: LoadResult, timeout_s: float) -> float:
