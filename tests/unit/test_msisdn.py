@@ -50,6 +50,7 @@ class TestRejectedForms:
             ("07123456789", "has 10 digits after the prefix"),
             ("+2547123456", "has 7 digits after the prefix"),
             ("+254 0712345678", "has 10 digits after the prefix"),
+            ("2547", "has 1 digit after the prefix"),
             ("0201234567", "not a Kenyan mobile number: it must be 07"),  # Nairobi landline
             ("+254201234567", "not a Kenyan mobile number: it must be 07"),
             ("0812345678", "not a Kenyan mobile number: it must be 07"),

@@ -34,7 +34,8 @@ def parse_msisdn(text: str) -> Msisdn:
         raise InvalidMsisdn(f"{text!r} is not a Kenyan mobile number: start with 07, 01, +254 or 254")
     if len(national) != 9:
         raise InvalidMsisdn(
-            f"{text!r} has {len(national)} digits after the prefix; a Kenyan mobile number has 9 (e.g. 0712345678)"
+            f"{text!r} has {len(national)} digit{'' if len(national) == 1 else 's'} after the prefix; "
+            "a Kenyan mobile number has 9 (e.g. 0712345678)"
         )
     if national[0] not in "71":
         raise InvalidMsisdn(f"{text!r} is not a Kenyan mobile number: it must be 07… or 01…")

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from penpay.api.schemas import DOMAIN_ERROR
 from penpay.logging import get_logger
 from penpay_domain.errors import DomainError
 
@@ -144,7 +145,11 @@ def install(app: FastAPI) -> None:
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        errors = validation_errors(exc.errors())
+        raw = exc.errors()
+        if len(raw) == 1 and isinstance(domain := raw[0].get("ctx", {}).get(DOMAIN_ERROR), DomainError):
+            status, body = domain_problem(domain)  # the body's only fault: answered as the domain's own error
+            return Response(content=body, status_code=status, media_type=PROBLEM_JSON)
+        errors = validation_errors(raw)
         if any(e["type"] == "json_invalid" for e in errors):
             return problem_response(422, "invalid_json", "the body is not valid JSON", extra={"errors": errors})
         return problem_response(

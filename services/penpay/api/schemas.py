@@ -8,13 +8,50 @@ decimal string with two places (``"12.50"``), ``fx_rate`` a decimal string (KES 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 
+from penpay_domain.errors import DomainError
+from penpay_domain.ids import DerivLoginId, parse_deriv_loginid
+from penpay_domain.money import Currency, Money
+from penpay_domain.msisdn import Msisdn, parse_msisdn
 from penpay_domain.transaction import Transaction
+
+DOMAIN_ERROR = "domain_error"  # the key of a field error's ``ctx`` that holds the domain's own error
+T = TypeVar("T")
+
+
+def checked_by(parse: Callable[[str], T]) -> AfterValidator:
+    """A field checked by the domain's own parser, so that a body's every bad field is named in one answer: the
+    domain's error becomes a field error whose ``type`` is the domain's code (``api.problems`` answers a body with
+    only that one error exactly as the domain error itself)."""
+
+    def check(value: str) -> T:
+        try:
+            return parse(value)
+        except DomainError as exc:
+            raise PydanticCustomError(exc.code, "{reason}", {"reason": exc.message, DOMAIN_ERROR: exc}) from None
+
+    return AfterValidator(check)
+
+
+def _usd_text(text: str) -> str:
+    Money.parse(text, Currency.USD)
+    return text
+
+
+MsisdnText = Annotated[
+    Msisdn,
+    Field(max_length=32, description="the phone, e.g. 0712345678 or 254712345678; returned normalised"),
+    checked_by(parse_msisdn),
+]
+LoginIdText = Annotated[
+    DerivLoginId, Field(max_length=32, description="a Deriv login id, e.g. CR1234567"), checked_by(parse_deriv_loginid)
+]
 
 
 class Strict(BaseModel):
@@ -23,21 +60,25 @@ class Strict(BaseModel):
 
 class DepositRequest(Strict):
     amount_kes: StrictInt = Field(description="whole Kenyan shillings")
-    msisdn: StrictStr = Field(max_length=32, description="the paying phone, e.g. 0712345678 or 254712345678")
-    deriv_loginid: StrictStr = Field(max_length=32, description="the Deriv account to credit, e.g. CR1234567")
+    msisdn: MsisdnText
+    deriv_loginid: LoginIdText
 
 
 class WithdrawRequest(Strict):
-    amount_usd: StrictStr = Field(max_length=32, pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*$", description='e.g. "12.50"')
-    msisdn: StrictStr = Field(max_length=32, description="the phone to pay")
-    deriv_loginid: StrictStr = Field(max_length=32, description="a Deriv account this user linked")
+    amount_usd: Annotated[
+        StrictStr,
+        Field(max_length=32, pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*$", description='e.g. "12.50"'),
+        checked_by(_usd_text),
+    ]
+    msisdn: MsisdnText
+    deriv_loginid: LoginIdText
     verification_code: StrictStr = Field(
         min_length=1, max_length=128, pattern=r"^[!-~]+$", description="the code Deriv e-mailed to the user"
     )
 
 
 class WithdrawalCodeRequest(Strict):
-    deriv_loginid: StrictStr = Field(max_length=32)
+    deriv_loginid: LoginIdText
 
 
 class LinkRequest(Strict):

@@ -113,6 +113,38 @@ class TestCreateDeposit:
         if code == "validation_error":
             assert problem["errors"]
 
+    async def test_a_single_bad_field_is_answered_with_its_own_code_and_reason(self, api: Api) -> None:
+        response = await api.client.post(
+            "/deposit",
+            json={**DEPOSIT, "msisdn": "2547"},
+            headers=api.auth(new_user(), **{"Idempotency-Key": new_key()}),
+        )
+        problem = _problem(response, 422, "invalid_msisdn")
+        assert (
+            problem["detail"] == "'2547' has 1 digit after the prefix; a Kenyan mobile number has 9 (e.g. 0712345678)"
+        )
+        assert "errors" not in problem
+
+    async def test_every_bad_field_of_a_body_is_named_in_one_answer(self, api: Api) -> None:
+        user = new_user()
+        response = await api.client.post(
+            "/deposit",
+            json={"amount_kes": 15.5, "msisdn": "0712 34", "deriv_loginid": "XX12"},
+            headers=api.auth(user, **{"Idempotency-Key": new_key()}),
+        )
+        problem = _problem(response, 422, "validation_error")
+        errors = {e["field"]: e for e in problem["errors"]}  # type: ignore[attr-defined]
+        assert set(errors) == {"amount_kes", "msisdn", "deriv_loginid"}
+        assert errors["amount_kes"]["type"] == "int_type"
+        assert errors["msisdn"]["type"] == "invalid_msisdn"
+        assert errors["msisdn"]["msg"] == (
+            "'0712 34' has 5 digits after the prefix; a Kenyan mobile number has 9 (e.g. 0712345678)"
+        )
+        assert errors["deriv_loginid"]["type"] == "invalid_deriv_loginid"
+        assert all(set(e) == {"loc", "field", "msg", "type"} for e in errors.values())  # no ctx, no input
+        listed = await api.client.get("/transactions", headers=api.auth(user))
+        assert listed.json()["items"] == []
+
     async def test_without_a_token_it_is_401(self, api: Api) -> None:
         response = await api.client.post("/deposit", json=DEPOSIT, headers={"Idempotency-Key": new_key()})
         _problem(response, 401, "unauthenticated")

@@ -108,6 +108,24 @@ class TestWithdraw:
         else:
             assert response.status_code == 422 and response.json()["code"] == code
 
+    async def test_every_bad_field_of_a_withdrawal_is_named_in_one_answer(self, api: Api) -> None:
+        user = new_user()
+        await _link(api, user)
+        response = await api.client.post(
+            "/withdraw",
+            json={**WITHDRAW, "amount_usd": "5.001", "msisdn": "0812345678"},
+            headers=api.auth(user, **{"Idempotency-Key": new_key()}),
+        )
+        assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["code"] == "validation_error"
+        errors = {e["field"]: (e["type"], e["msg"]) for e in problem["errors"]}
+        assert errors == {
+            "amount_usd": ("invalid_amount", "'5.001' has more than 2 decimal places for USD"),
+            "msisdn": ("invalid_msisdn", "'0812345678' is not a Kenyan mobile number: it must be 07… or 01…"),
+        }
+        assert "Xy7Qp2Lm" not in response.text
+
     async def test_a_number_instead_of_a_decimal_string_is_422(self, api: Api) -> None:
         response = await api.client.post(
             "/withdraw",

@@ -24,9 +24,8 @@ from penpay.api.schemas import DepositRequest, TransactionOut, render_transactio
 from penpay.service_layer import deposits
 from penpay.service_layer.batch_initiation import Accepted, Outcome, Refused, Submission
 from penpay_domain.commands import InitiateDeposit
-from penpay_domain.ids import UserId, parse_deriv_loginid
+from penpay_domain.ids import UserId
 from penpay_domain.money import Money
-from penpay_domain.msisdn import parse_msisdn
 
 router = APIRouter(tags=["deposits"], route_class=DirectRoute)
 IdempotencyHeader = Annotated[str | None, Header(alias=HEADER, description="required; Stripe semantics")]
@@ -69,8 +68,8 @@ async def create_deposit(
     cmd = InitiateDeposit(
         user_id=UserId(user.user_id),
         amount=Money.kes(body.amount_kes),
-        msisdn=parse_msisdn(body.msisdn),
-        deriv_loginid=parse_deriv_loginid(body.deriv_loginid),
+        msisdn=body.msisdn,
+        deriv_loginid=body.deriv_loginid,
         idempotency_key=key,
     )
     digest = request_hash(request.method, request_path(request), await request.body())

@@ -25,9 +25,8 @@ from penpay.api.schemas import (
 from penpay.service_layer import linking, withdrawals
 from penpay.service_layer.batch_initiation import Submission
 from penpay_domain.commands import InitiateWithdrawal
-from penpay_domain.ids import UserId, parse_deriv_loginid
+from penpay_domain.ids import UserId
 from penpay_domain.money import Currency, Money
-from penpay_domain.msisdn import parse_msisdn
 
 router = APIRouter(tags=["withdrawals"])
 
@@ -45,8 +44,8 @@ async def create_withdrawal(
     cmd = InitiateWithdrawal(
         user_id=UserId(user.user_id),
         amount=Money.parse(body.amount_usd, Currency.USD),
-        msisdn=parse_msisdn(body.msisdn),
-        deriv_loginid=parse_deriv_loginid(body.deriv_loginid),
+        msisdn=body.msisdn,
+        deriv_loginid=body.deriv_loginid,
         verification_code=body.verification_code,
         idempotency_key=key,
     )
@@ -75,7 +74,7 @@ async def create_withdrawal(
     summary="Ask Deriv to e-mail the withdrawal verification code to the owner of a linked account",
 )
 async def request_code(body: WithdrawalCodeRequest, state: State, user: User) -> JSONResponse:
-    loginid = parse_deriv_loginid(body.deriv_loginid)
+    loginid = body.deriv_loginid
     gateway = state.require_gateway()
     await linking.request_withdrawal_code(
         state.uow_factory(f"user:{user.user_id}"), gateway, user_id=UserId(user.user_id), loginid=loginid
