@@ -266,9 +266,9 @@ def agent_balance_verdict(payload: Any) -> str:
     drift = Money(payload["drift_cents"], Currency.USD)
     return (
         f"DRIFT of {'+' if drift.minor > 0 else ''}{drift} (Deriv {payload.get('deriv_cents')} cents, the ledger "
-        f"explains {payload.get('lowest_cents')}..{payload.get('highest_cents')}); with the sandbox, whose Deriv "
-        "accounts live in memory, this is what a restart of make run against a database that keeps its ledger "
-        "looks like"
+        f"explains {payload.get('lowest_cents')}..{payload.get('highest_cents')}); with the sandbox this means its "
+        "Deriv books (PENPAY_SANDBOX_STATE_DIR) and the database are not of one history: one was reset without "
+        "the other, or the sandbox kept its books in memory (the setting empty) and was restarted"
     )
 
 

@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     sandbox_daraja_port: int = 8090
     sandbox_deriv_port: int = 8091
     sandbox_callback_delay_ms: int = 300
+    sandbox_state_dir: str = ""  # where the sandbox keeps its Deriv books across restarts; empty: in memory only
 
     @field_validator("admin_allowed_cidrs", "trusted_proxies", mode="before")
     @classmethod

@@ -40,16 +40,15 @@ class Sandbox:
         return self.process.returncode, lines
 
 
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+async def start_sandbox(workdir: Path, **extra: str) -> Sandbox:
     names = ("PENPAY_SANDBOX_DARAJA_PORT", "PENPAY_SANDBOX_DERIV_PORT", "PENPAY_SMTP_PORT", "PENPAY_SANDBOX_HTTP_PORT")
     ports = dict(zip(names, free_ports(len(names)), strict=True))
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "PENPAY_SANDBOX_CALLBACK_DELAY_MS": "20"}
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "PENPAY_SANDBOX_CALLBACK_DELAY_MS": "20", **extra}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "penpay.sandbox.main",
-        cwd=tmp_path,  # no stray .env
+        cwd=workdir,  # no stray .env
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -65,10 +64,16 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
         else:
             process.kill()
             pytest.fail("the sandbox did not answer /healthz within 15 s")
+    return running
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    running = await start_sandbox(tmp_path)
     yield running
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
+    if running.process.returncode is None:
+        running.process.kill()
+        await running.process.wait()
 
 
 class TestSandboxProcess:
@@ -113,3 +118,61 @@ class TestSandboxProcess:
         code, logs = await sandbox.stop(signal.SIGINT)
         assert code == 0
         assert any(line["event"] == "sandbox_stopped" for line in logs)
+
+
+class TestDerivBooksAcrossRestarts:
+    async def test_a_killed_sandbox_remembers_every_transfer_it_answered(self, tmp_path: Path) -> None:
+        state = {"PENPAY_SANDBOX_STATE_DIR": str(tmp_path / "state")}
+        first = await start_sandbox(tmp_path, **state)
+        try:
+            url = f"ws://127.0.0.1:{first.ports['PENPAY_SANDBOX_DERIV_PORT']}/websockets/v3"
+            async with connect(url) as ws:
+                await ws.send(json.dumps({"authorize": "sandbox-agent-token-CR900000", "req_id": 1}))
+                assert "error" not in json.loads(await asyncio.wait_for(ws.recv(), 5))
+                transfer = {"paymentagent_transfer": 1, "transfer_to": "CR1234567", "amount": 12.5, "currency": "USD"}
+                await ws.send(json.dumps({**transfer, "description": "ref-1", "req_id": 2}))
+                answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert answer["paymentagent_transfer"] == 1, answer
+            async with httpx.AsyncClient(timeout=5) as http:
+                before = {
+                    loginid: (await http.get(f"{first.control}/deriv/accounts/{loginid}")).json()
+                    for loginid in ("CR900000", "CR1234567")
+                }
+        finally:
+            first.process.kill()  # SIGKILL: no shutdown, nothing written on the way out
+            await first.process.wait()
+
+        second = await start_sandbox(tmp_path, **state)
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                after = {
+                    loginid: (await http.get(f"{second.control}/deriv/accounts/{loginid}")).json()
+                    for loginid in ("CR900000", "CR1234567")
+                }
+        finally:
+            code, logs = await second.stop(signal.SIGTERM)
+        assert after == before
+        assert after["CR900000"]["balance"] == "999987.50"
+        assert after["CR1234567"]["statement"][0]["transaction_id"] == answer["transaction_id"] + 1
+        assert code == 0
+        books = [line for line in logs if line["event"] == "sandbox_deriv_books"]
+        assert books and books[0]["replayed_changes"] == 2  # the opening and the transfer
+
+    async def test_unreadable_books_stop_it_with_one_line_that_says_where(self, tmp_path: Path) -> None:
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / "deriv-books.jsonl").write_text("not json\n")
+        env = {**os.environ, "PENPAY_SANDBOX_STATE_DIR": str(tmp_path / "state")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "penpay.sandbox.main",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 1
+        last = stderr.decode().strip().splitlines()[-1]
+        assert last.startswith("penpay-sandbox: cannot read the Deriv books: ")
+        assert "deriv-books.jsonl:1:" in last and "delete the file" in last

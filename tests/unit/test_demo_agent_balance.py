@@ -21,7 +21,7 @@ def test_a_drift_is_shown_in_dollars_with_its_sign_and_the_range() -> None:
         }
     )
     assert above.startswith("DRIFT of +2.60 USD (Deriv 740 cents, the ledger explains 480..480)")
-    assert "restart of make run" in above
+    assert "PENPAY_SANDBOX_STATE_DIR" in above
     assert agent_balance_verdict({"ok": False, "drift_cents": -5}).startswith("DRIFT of -0.05 USD")
 
 

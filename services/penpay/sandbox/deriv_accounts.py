@@ -3,6 +3,11 @@
 Pure state, no I/O: ``deriv.py`` speaks the WebSocket protocol on top of it. The identities are the fixed
 contract of docs/sandbox.md; any other well-formed login id is an ordinary funded USD customer, created on
 first use.
+
+Every change of the books (a funding, a movement, a verification code issued or used) is also handed to
+``recorder`` as a JSON-able record, and :meth:`DerivBooks.replay` applies such a record again with its own
+transaction ids and times: ``deriv_journal.py`` keeps them in a file, so the books survive a sandbox restart as
+Deriv's survive PenPay's.
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+Change = dict[str, Any]  # one change of the books, as recorded and replayed (JSON-able)
 
 LOGINID_RE = re.compile(r"^(CR|VRTC|MF)\d+$")
 USER_TOKEN_PREFIX = "sandbox-user-token-"  # noqa: S105 - the sandbox's documented token shape
@@ -115,6 +123,7 @@ class DerivBooks:
         )
         self.accounts: dict[str, Account] = {agent_loginid: self.agent}
         self.verification_codes: dict[str, str] = {}
+        self.recorder: Callable[[Change], None] | None = None
         self._next_transaction_id = 10_000_000_001
 
     def account(self, loginid: str) -> Account:
@@ -152,46 +161,130 @@ class DerivBooks:
     def issue_verification_code(self, loginid: str) -> str:
         code = secrets.token_hex(4).upper()
         self.verification_codes[loginid] = code
+        self._record({"op": "code", "loginid": loginid, "code": code})
         return code
 
     def consume_verification_code(self, loginid: str, code: object) -> None:
         if not isinstance(code, str) or self.verification_codes.get(loginid) != code:
             raise DerivApiError("InvalidToken", "Your token has expired or is invalid.")
         del self.verification_codes[loginid]
+        self._record({"op": "code_used", "loginid": loginid})
 
-    def fund(self, loginid: str, cents: int) -> Account:
+    def fund(self, loginid: str, cents: int, *, replayed: Change | None = None) -> Account:
         account = self.account(loginid)
-        entry = self._entry(account, cents, "deposit", "Sandbox funding", from_id=loginid, to_id=loginid)
+        parties = {"from_id": loginid, "to_id": loginid}
+        entry = self._entry(account, cents, "deposit", "Sandbox funding", parties, at=replayed)
         account.balance_cents += cents
         account.statement.append(entry)
+        self._record(
+            {
+                "op": "fund",
+                "loginid": loginid,
+                "cents": cents,
+                "tid": entry.transaction_id,
+                "at": entry.transaction_time,
+            }
+        )
         return account
 
-    def move(self, *, debit: Account, credit: Account, cents: int, description: str, kind: str) -> Transfer:
+    def move(
+        self,
+        *,
+        debit: Account,
+        credit: Account,
+        cents: int,
+        description: str,
+        kind: str,
+        replayed: Change | None = None,
+    ) -> Transfer:
         """Move ``cents`` atomically (no await happens between the checks and the postings)."""
         longcode = f"{kind} from {debit.loginid} to {credit.loginid}. {description}".strip()
-        debit_entry = self._entry(debit, -cents, "transfer", longcode, from_id=debit.loginid, to_id=credit.loginid)
-        credit_entry = self._entry(credit, cents, "transfer", longcode, from_id=debit.loginid, to_id=credit.loginid)
+        parties = {"from_id": debit.loginid, "to_id": credit.loginid}
+        debit_entry = self._entry(debit, -cents, "transfer", longcode, parties, at=replayed)
+        credit_entry = self._entry(credit, cents, "transfer", longcode, parties, at=replayed, second=True)
         debit.balance_cents -= cents
         credit.balance_cents += cents
         debit.statement.append(debit_entry)
         credit.statement.append(credit_entry)
+        self._record(
+            {
+                "op": "move",
+                "debit": debit.loginid,
+                "credit": credit.loginid,
+                "cents": cents,
+                "description": description,
+                "kind": kind,
+                "tid": debit_entry.transaction_id,
+                "at": debit_entry.transaction_time,
+            }
+        )
         return Transfer(debit_entry.transaction_id, credit_entry.transaction_id, debit, credit)
 
+    def replay(self, change: Change) -> None:
+        """Apply a recorded change again, with the transaction ids and times it had (not recorded again)."""
+        recorder, self.recorder = self.recorder, None
+        try:
+            self._replay(change)
+        finally:
+            self.recorder = recorder
+
+    def _replay(self, change: Change) -> None:
+        op = change["op"]
+        if op == "fund":
+            self.fund(change["loginid"], change["cents"], replayed=change)
+        elif op == "move":
+            self.move(
+                debit=self.account(change["debit"]),
+                credit=self.account(change["credit"]),
+                cents=change["cents"],
+                description=change["description"],
+                kind=change["kind"],
+                replayed=change,
+            )
+        elif op == "open":
+            if change["agent"] != self.agent.loginid:
+                raise ValueError(f"the books were opened for the agent {change['agent']}, not {self.agent.loginid}")
+            self.agent.balance_cents = change["agent_balance_cents"]
+        elif op == "code":
+            self.verification_codes[change["loginid"]] = change["code"]
+        elif op == "code_used":
+            self.verification_codes.pop(change["loginid"], None)
+        else:
+            raise ValueError(f"unknown change {op!r}")
+
+    def opening(self) -> Change:
+        """The first record of a journal: whose books they are and what the agent started with."""
+        return {"op": "open", "agent": self.agent.loginid, "agent_balance_cents": self.agent.balance_cents}
+
+    def _record(self, change: Change) -> None:
+        if self.recorder is not None:
+            self.recorder(change)
+
     def _entry(
-        self, account: Account, cents: int, action: str, longcode: str, *, from_id: str, to_id: str
+        self,
+        account: Account,
+        cents: int,
+        action: str,
+        longcode: str,
+        parties: dict[str, str],
+        *,
+        at: Change | None = None,
+        second: bool = False,
     ) -> StatementEntry:
-        transaction_id = self._next_transaction_id
-        self._next_transaction_id += 1
+        """A statement entry with the next transaction id; when replaying, the recorded id (``+ 1`` for a
+        movement's second side) and time, and the id counter moved past it."""
+        transaction_id = self._next_transaction_id if at is None else at["tid"] + second
+        self._next_transaction_id = max(self._next_transaction_id, transaction_id + 1)
         return StatementEntry(
             transaction_id=transaction_id,
             action_type=action,
             amount_cents=cents,
             balance_after_cents=account.balance_cents + cents,
-            transaction_time=int(time.time()),
+            transaction_time=int(time.time()) if at is None else at["at"],
             longcode=longcode,
             shortcode=f"PA_{action.upper()}",
-            from_loginid=from_id,
-            to_loginid=to_id,
+            from_loginid=parties["from_id"],
+            to_loginid=parties["to_id"],
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from urllib.parse import urlsplit
 
 from penpay import eventloop
@@ -18,6 +19,7 @@ from penpay.sandbox.control import AppServer, create_control_app
 from penpay.sandbox.daraja import DarajaSimulator
 from penpay.sandbox.daraja_control import create_daraja_control_router
 from penpay.sandbox.deriv import DerivSimulator, create_deriv_control_router
+from penpay.sandbox.deriv_journal import DerivJournal, JournalError
 from penpay.sandbox.smtp import MailSink
 from penpay.settings import Settings
 
@@ -32,6 +34,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Start every sandbox server, log where each listens, wait for ``stop``, then stop them all."""
     daraja = DarajaSimulator.from_settings(settings)
     deriv = DerivSimulator(agent_token=settings.deriv_agent_token.get_secret_value())
+    journal = DerivJournal.in_dir(settings.sandbox_state_dir) if settings.sandbox_state_dir else None
+    if journal is not None:
+        journal.attach(deriv.books)
+        log.info("sandbox_deriv_books", path=str(journal.path), replayed_changes=journal.replayed)
     mail = MailSink()
     daraja_server = AppServer(daraja.app, name="daraja")
     control_server = AppServer(
@@ -63,6 +69,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             await control_server.stop()
         await mail.stop()
         await deriv.stop()
+        if journal is not None:
+            journal.close()
         await daraja.aclose()
         if "daraja" in started:
             await daraja_server.stop()
@@ -81,7 +89,11 @@ async def _main() -> None:
 
 def main() -> None:
     settle_heap()
-    eventloop.run(_main())
+    try:
+        eventloop.run(_main())
+    except JournalError as exc:
+        sys.stderr.write(f"penpay-sandbox: cannot read the Deriv books: {exc}\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
