@@ -152,6 +152,9 @@ def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Pl
         "PENPAY_SMTP_PORT": str(ports["smtp"]),
         "PENPAY_SANDBOX_HTTP_PORT": str(ports["control"]),
         "PENPAY_SANDBOX_CALLBACK_DELAY_MS": "100",
+        # the sandbox's books in memory: a developer's .env (read from the working directory) may name a directory
+        # that make run's sandbox keeps its books in, and these processes must neither read nor add to them
+        "PENPAY_SANDBOX_STATE_DIR": "",
         "PENPAY_RECONCILE_AFTER_S": "2",
         "PENPAY_WORKER_CLAIM_IDLE_MS": "3000",
         "PENPAY_WORKER_BLOCK_MS": "500",
