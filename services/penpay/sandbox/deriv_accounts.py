@@ -273,7 +273,7 @@ class DerivBooks:
     ) -> StatementEntry:
         """A statement entry with the next transaction id; when replaying, the recorded id (``+ 1`` for a
         movement's second side) and time, and the id counter moved past it."""
-        transaction_id = self._next_transaction_id if at is None else at["tid"] + second
+        transaction_id = self._next_transaction_id if at is None else at["tid"] + (1 if second else 0)
         self._next_transaction_id = max(self._next_transaction_id, transaction_id + 1)
         return StatementEntry(
             transaction_id=transaction_id,

@@ -2,7 +2,8 @@
 
 All four run in one asyncio loop; SIGINT or SIGTERM stops them together and the process exits 0. Ports come from
 the settings (``PENPAY_SANDBOX_DARAJA_PORT``, ``PENPAY_SANDBOX_DERIV_PORT``, ``PENPAY_SMTP_PORT``,
-``PENPAY_SANDBOX_HTTP_PORT``).
+``PENPAY_SANDBOX_HTTP_PORT``). With ``PENPAY_SANDBOX_STATE_DIR`` the simulated Deriv's books are kept there across
+restarts (``deriv_journal``); a journal it cannot replay makes it exit 1 with one line that says where.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import from_db, to_db
+from penpay.adapters.db.in_lists import padded
 from penpay.adapters.db.tables import idempotency_keys, processed_messages
 from penpay_domain.ids import IdempotencyKey, TransactionId
 from penpay_domain.ports import IdempotencyRecord
@@ -97,7 +98,9 @@ class SqlProcessedMessages:
         """Which of ``message_keys`` the group has processed (one statement)."""
         if not message_keys:
             return set()
-        rows = await self._conn.execute(_SEEN_MANY, {"b_group": consumer_group, "b_keys": sorted(set(message_keys))})
+        rows = await self._conn.execute(
+            _SEEN_MANY, {"b_group": consumer_group, "b_keys": padded(sorted(set(message_keys)))}
+        )
         return {str(key) for key in rows.scalars()}
 
     async def mark_many(self, consumer_group: str, message_keys: Sequence[str], now: datetime) -> int:

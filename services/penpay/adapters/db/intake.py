@@ -14,6 +14,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.engine import from_db, to_db
+from penpay.adapters.db.in_lists import padded
 from penpay.adapters.db.multirow import consecutive_ids_on, insert_returning_ids
 from penpay.adapters.db.tables import mpesa_callbacks, user_limits, withdrawal_codes
 from penpay.adapters.db.unit_of_work import SqlUnitOfWork
@@ -65,7 +66,7 @@ class SqlWithdrawalCodes:
         rows = (
             await self._conn.execute(
                 sa.select(withdrawal_codes.c.transaction_id, withdrawal_codes.c.code_ciphertext)
-                .where(withdrawal_codes.c.transaction_id.in_(sorted(set(txn_ids))))
+                .where(withdrawal_codes.c.transaction_id.in_(padded(sorted(set(txn_ids)))))
                 .order_by(withdrawal_codes.c.transaction_id)
                 .with_for_update()
             )
@@ -75,7 +76,7 @@ class SqlWithdrawalCodes:
     async def drop_many(self, txn_ids: Sequence[TransactionId]) -> None:
         if txn_ids:
             await self._conn.execute(
-                withdrawal_codes.delete().where(withdrawal_codes.c.transaction_id.in_(sorted(set(txn_ids))))
+                withdrawal_codes.delete().where(withdrawal_codes.c.transaction_id.in_(padded(sorted(set(txn_ids)))))
             )
 
 
@@ -118,7 +119,7 @@ class SqlCallbackInbox:
     async def get_many(self, callback_ids: Sequence[int]) -> dict[int, StoredCallback]:
         if not callback_ids:
             return {}
-        rows = await self._conn.execute(_CALLBACKS, {"b_ids": sorted(set(callback_ids))})
+        rows = await self._conn.execute(_CALLBACKS, {"b_ids": padded(sorted(set(callback_ids)))})
         return {int(row.id): _stored(row) for row in rows}
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import to_db
+from penpay.adapters.db.in_lists import padded
 from penpay.adapters.db.multirow import insert_rows
 from penpay.adapters.db.tables import ledger_accounts, ledger_entries, ledger_transfers
 from penpay_domain import ledger as dl
@@ -226,11 +227,11 @@ class SqlLedgerRepository:
         await self.flush()
         if not transfer_ids:
             return {}
-        ids = {"b_ids": sorted(set(transfer_ids))}
+        ids = {"b_ids": padded(sorted(set(transfer_ids)))}
         heads = (await self._conn.execute(_TRANSFERS_FOR_UPDATE if for_update else _TRANSFERS, ids)).all()
         if not heads:
             return {}
-        rows = (await self._conn.execute(_ENTRIES, {"b_ids": [h.id for h in heads]})).all()
+        rows = (await self._conn.execute(_ENTRIES, {"b_ids": padded(h.id for h in heads)})).all()
         legs: dict[str, dict[int, dict[str, sa.Row[tuple[object, ...]]]]] = {}
         for r in rows:
             legs.setdefault(str(r.transfer_id), {}).setdefault(int(r.posting), {})[str(r.direction)] = r
@@ -252,7 +253,7 @@ class SqlLedgerRepository:
         if len(set(ids)) != len(ids) or any(t.pending_id in ids for t in transfers):
             return [await self._apply_one(t) for t in transfers]
         existing = set(
-            (await self._conn.execute(sa.select(ledger_transfers.c.id).where(ledger_transfers.c.id.in_(ids))))
+            (await self._conn.execute(sa.select(ledger_transfers.c.id).where(ledger_transfers.c.id.in_(padded(ids)))))
             .scalars()
             .all()
         )
@@ -268,7 +269,9 @@ class SqlLedgerRepository:
                 str(r)
                 for r in (
                     await self._conn.execute(
-                        sa.select(ledger_transfers.c.pending_id).where(ledger_transfers.c.pending_id.in_(pendings))
+                        sa.select(ledger_transfers.c.pending_id).where(
+                            ledger_transfers.c.pending_id.in_(padded(pendings))
+                        )
                     )
                 ).scalars()
             }
@@ -299,7 +302,7 @@ class SqlLedgerRepository:
     async def _snapshot(self, codes: Sequence[str]) -> dict[str, dl.Account]:
         """The accounts as committed, plus this unit of work's staged changes, read without a lock: the domain
         decides on it; the relative ``UPDATE`` in ``flush`` and the table's CHECK constraints settle any race."""
-        rows = await self._conn.execute(sa.select(ledger_accounts).where(ledger_accounts.c.code.in_(codes)))
+        rows = await self._conn.execute(sa.select(ledger_accounts).where(ledger_accounts.c.code.in_(padded(codes))))
         accounts = {a.code: a for a in map(account_from_row, rows)}
         for code, account in accounts.items():
             self._rules[code] = account.rule
@@ -311,7 +314,7 @@ class SqlLedgerRepository:
     async def _lock(self, codes: Sequence[str]) -> dict[str, dl.Account]:
         rows = await self._conn.execute(
             sa.select(ledger_accounts)
-            .where(ledger_accounts.c.code.in_(codes))
+            .where(ledger_accounts.c.code.in_(padded(codes)))
             .order_by(ledger_accounts.c.code)
             .with_for_update()
         )

@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from penpay.adapters.db.script import run_script
+
 
 def marks(n: int, width: int = 1) -> str:
     """``%s, %s`` (``width`` 1) or ``(%s, %s), (%s, %s)``: placeholders for ``n`` values or rows."""
@@ -31,18 +33,26 @@ def insert_statement(table: str, rows: Sequence[dict[str, Any]]) -> tuple[str, t
     )
 
 
-async def insert_rows(conn: AsyncConnection, table: str, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert ``rows`` (all with the same keys) in one statement; returns the first AUTO_INCREMENT id (0 if none)."""
-    result = await conn.exec_driver_sql(*insert_statement(table, rows))
-    return int(result.lastrowid or 0)
+async def insert_rows(conn: AsyncConnection, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys) in one round trip, as ``executemany`` of the one-row INSERT.
+
+    On MariaDB the driver sends that as one ``COM_STMT_BULK_EXECUTE`` (every row bound in binary) of a statement
+    prepared once per connection: its shape does not depend on how many rows a batch has. A multi-row INSERT's
+    does, so with the engine's statement cache most batches prepared a new statement (one more round trip, whose
+    answer describes every placeholder) to run it once and evict it later. Rows the bulk protocol cannot bind (a
+    column NULL in every row) and servers without it (MySQL) get one multi-row INSERT in text instead."""
+    columns = list(rows[0])
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(len(columns))})"  # noqa: S608
+    await conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
 async def insert_returning_ids(
     conn: AsyncConnection, table: str, rows: Sequence[dict[str, Any]], *, consecutive: bool
 ) -> list[int]:
-    """Insert ``rows`` and return their AUTO_INCREMENT ids, in order."""
-    results = [await conn.exec_driver_sql(*st) for st in id_statements(table, rows, consecutive=consecutive)]
-    return ids_of([int(r.lastrowid or 0) for r in results], len(rows), consecutive=consecutive)
+    """Insert ``rows`` and return their AUTO_INCREMENT ids, in order: one round trip, as text (a script: a statement
+    whose shape follows the batch's size is not worth preparing, and the ids come from each statement's result)."""
+    results = await run_script(conn, id_statements(table, rows, consecutive=consecutive))
+    return ids_of([r.lastrowid for r in results], len(rows), consecutive=consecutive)
 
 
 def id_statements(

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from penpay.adapters.db.engine import to_db
+from penpay.adapters.db.in_lists import padded
 from penpay.adapters.db.multirow import consecutive_ids_on, insert_returning_ids
 from penpay.adapters.db.tables import outbox
 from penpay.adapters.stream_codec import payload_json
@@ -89,7 +90,9 @@ class SqlOutbox:
 
     async def mark_published(self, ids: Sequence[int], now: datetime) -> None:
         if ids:
-            await self._conn.execute(outbox.update().where(outbox.c.id.in_(list(ids))).values(published_at=to_db(now)))
+            await self._conn.execute(
+                outbox.update().where(outbox.c.id.in_(padded(ids))).values(published_at=to_db(now))
+            )
 
 
 class PublishedMarks:

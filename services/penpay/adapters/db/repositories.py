@@ -18,6 +18,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from penpay.adapters.db.engine import from_db, to_db
+from penpay.adapters.db.in_lists import padded
+from penpay.adapters.db.script import run_script
 from penpay.adapters.db.tables import deriv_accounts, transactions
 from penpay_domain.errors import ConcurrencyConflict, NotFound
 from penpay_domain.fx import LockedRate
@@ -237,7 +239,7 @@ class SqlTransactionRepository:
         loaded = {txn.id: txn for txn in self.seen}
         todo = sorted({i for i in txn_ids if for_update or i not in loaded})
         if todo:
-            rows = await self._conn.execute(_GET_MANY_FOR_UPDATE if for_update else _GET_MANY, {"b_ids": todo})
+            rows = await self._conn.execute(_GET_MANY_FOR_UPDATE if for_update else _GET_MANY, {"b_ids": padded(todo)})
             for row in rows:
                 if row.id not in loaded:
                     txn = self._loaded(row)
@@ -262,7 +264,7 @@ class SqlTransactionRepository:
         if not wanted:
             return {}
         loaded = {txn.id: txn for txn in self.seen}
-        rows = await self._conn.execute(_BY_CHECKOUTS_FOR_UPDATE, {"b_checkouts": wanted})
+        rows = await self._conn.execute(_BY_CHECKOUTS_FOR_UPDATE, {"b_checkouts": padded(wanted)})
         for row in rows:
             txn = loaded.get(row.id) or self._loaded(row)
             if txn.mpesa_checkout_request_id is not None:
@@ -301,7 +303,10 @@ class SqlTransactionRepository:
                 for column in _changed(row, self._stored.get(id(txn)))
             }
             sql, args = _save_changed(txns, rows, [c for c in _SET_COLUMNS if c in changed])
-            matched = (await self._conn.exec_driver_sql(sql, args)).rowcount
+            if len(txns) == 1:  # a handful of shapes (the columns a step changes): prepared once, reused
+                matched = (await self._conn.exec_driver_sql(sql, args)).rowcount
+            else:  # a new shape for nearly every batch: as text, not prepared to be run once
+                matched = (await run_script(self._conn, [(sql, args)]))[0].rowcount
         if matched != len(txns):
             which = ", ".join(f"{t.id} (version {t.version})" for t in txns)
             raise ConcurrencyConflict(f"transaction(s) changed concurrently: {which}")
@@ -383,7 +388,8 @@ class SqlLinkedAccountRepository:
         if not wanted:
             return {}
         rows = await self._conn.execute(
-            _LINKED, {"b_users": sorted({u for u, _ in wanted}), "b_logins": sorted({lid for _, lid in wanted})}
+            _LINKED,
+            {"b_users": padded(sorted({u for u, _ in wanted})), "b_logins": padded(sorted({lid for _, lid in wanted}))},
         )
         found = (_linked(row) for row in rows)
         return {(a.user_id, a.loginid): a for a in found if (a.user_id, a.loginid) in wanted}
