@@ -40,39 +40,40 @@ def snapshot(b: DerivBooks) -> dict[str, object]:
     }
 
 
+def recorded() -> tuple[DerivBooks, list[Change]]:
+    """Books that went through :func:`busy`, and what they recorded."""
+    original, records = books(), list[Change]()
+    original.recorder = records.append
+    busy(original)
+    return original, records
+
+
+def replayed(records: list[Change]) -> DerivBooks:
+    copy = books()
+    for record in records:
+        copy.replay(record)
+    return copy
+
+
 class TestReplay:
     def test_replaying_the_records_gives_the_same_books(self) -> None:
-        original, records = books(), []
-        original.recorder = records.append
-        busy(original)
+        original, records = recorded()
         assert [r["op"] for r in records] == ["move", "fund", "code", "code_used", "move", "code"]
-
-        copy = books()
-        for record in json.loads(json.dumps(records)):  # as they come back from the file
-            copy.replay(record)
+        copy = replayed(json.loads(json.dumps(records)))  # as they come back from the file
         assert snapshot(copy) == snapshot(original)
         assert copy.agent.balance_cents == 100_000_000 - 1_250 + 999
 
     def test_after_a_replay_new_transaction_ids_follow_the_replayed_ones(self) -> None:
-        original, records = books(), []
-        original.recorder = records.append
-        busy(original)
-        copy = books()
-        for record in records:
-            copy.replay(record)
+        copy = replayed(recorded()[1])
         replayed_ids = {e.transaction_id for a in copy.accounts.values() for e in a.statement}
         moved = copy.move(debit=copy.agent, credit=copy.account("CR1"), cents=1, description="", kind="t")
         assert moved.debit_transaction_id > max(replayed_ids)
 
     def test_a_replay_is_not_recorded_again(self) -> None:
-        source: list[Change] = []
-        first = books()
-        first.recorder = source.append
-        busy(first)
         again: list[Change] = []
         copy = books()
         copy.recorder = again.append
-        for record in source:
+        for record in recorded()[1]:
             copy.replay(record)
         assert again == []
 
@@ -84,12 +85,7 @@ class TestReplay:
             DerivBooks(agent_token="t", agent_loginid="CR1", agent_balance_cents=0).replay(books().opening())
 
     def test_a_used_code_stays_used(self) -> None:
-        original, records = books(), []
-        original.recorder = records.append
-        busy(original)
-        copy = books()
-        for record in records:
-            copy.replay(record)
+        copy = replayed(recorded()[1])
         with pytest.raises(DerivApiError):
             copy.consume_verification_code("CR7654321", "anything")
 
