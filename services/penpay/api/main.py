@@ -10,6 +10,7 @@ import uvicorn
 
 from penpay.api.app import create_app
 from penpay.gc_tuning import settle_heap
+from penpay.http_protocol import CoalescingHttpProtocol
 from penpay.logging import configure_logging
 from penpay.settings import Settings
 
@@ -27,6 +28,7 @@ def main() -> None:
         port=settings.api_port,
         proxy_headers=False,
         server_header=False,
+        http=CoalescingHttpProtocol,  # each answer in one socket write
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp
 
+from penpay.http_protocol import CoalescingHttpProtocol
 from penpay.sandbox.smtp import MailSink
 
 
@@ -49,7 +50,13 @@ class AppServer:
         # whether a money-moving request was handled
         # no proxy-header middleware: nothing here reads a client's address, and it wrapped every request
         config = uvicorn.Config(
-            self._app, log_config=None, access_log=False, lifespan="off", proxy_headers=False, timeout_keep_alive=75
+            self._app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,
+            timeout_keep_alive=75,
+            http=CoalescingHttpProtocol,  # each answer in one socket write
         )
         self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
