@@ -13,7 +13,9 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,49 @@ def server_pids() -> dict[str, int]:
         if name in ("mariadbd", "mysqld", "redis-server") and name not in found:
             found[name] = int(comm.parent.name)
     return found
+
+
+class CpuMeter:
+    """The CPU each process used from the meter's start until :meth:`per_deposit` is asked: PenPay's processes,
+    MariaDB and Redis (``/proc/<pid>/stat``) and the benchmark's own process (the load generator, and its polling of
+    the database), per completed deposit. Their sum against the wall time says how busy the cores were, and the
+    cores divided by it how many deposits a second they carry at full use: whether a burst was CPU-bound, and by
+    whom, in every run (a process that exits meanwhile is left out)."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self._pids = dict(pids)
+        self._start = self._read()
+        self._own = time.process_time()
+        self._wall = time.monotonic()
+
+    def _read(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for name, pid in self._pids.items():
+            try:
+                used[name] = cpu_seconds(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+        return used
+
+    def per_deposit(self, completed: int, *, span_s: float | None = None) -> dict[str, Any]:
+        """``span_s``: the burst's own span (first deposit created -> last completed), for how busy the cores were
+        while it ran; without it, the meter's whole window (which ends with the caller's last poll)."""
+        end = self._read()
+        wall = span_s if span_s else time.monotonic() - self._wall
+        used = {name: end[name] - self._start[name] for name in end if name in self._start}
+        used["load generator"] = time.process_time() - self._own
+        total = sum(used.values())
+        per = max(completed, 1)
+        cores = os.cpu_count() or 1
+        return {
+            "ms_per_deposit": {
+                name: round(1000 * seconds / per, 3) for name, seconds in sorted(used.items(), key=lambda kv: -kv[1])
+            },
+            "total_ms_per_deposit": round(1000 * total / per, 3),
+            "cores_busy": round(total / wall, 2) if wall > 0 else None,
+            "cores": cores,
+            "full_use_deposits_per_s": round(cores * per / total, 1) if total > 0 and completed else None,
+        }
 
 
 def _package(path: str) -> str:

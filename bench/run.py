@@ -200,12 +200,27 @@ class Bench:
         cfg = self.cfg
         deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}{label}")
         say(f"end to end ({label}): {cfg.e2e_deposits:,} deposits, {cfg.e2e_concurrency} clients")
+        meter = self._cpu_meter()
         posted = await closed_loop(self.pool, deposits.request, concurrency=cfg.e2e_concurrency, total=cfg.e2e_deposits)
         done = await flows.wait_terminal(self.engine, posted.created_ids, timeout_s=cfg.drain_timeout_s)
         out = {"posted": posted.summary(), "completion": done.summary()}
         ms = done.summary()["completion_ms"]
         say(f"  {done.completed_per_s:,.1f} completed/s; completion p50 {ms['p50']} ms, p99 {ms['p99']} ms")  # type: ignore[index]
+        if meter is not None:
+            out["cpu"] = cpu = meter.per_deposit(done.completed, span_s=done.span_s)
+            say(
+                f"  CPU per completed deposit {cpu['total_ms_per_deposit']} ms ({_by_process(cpu)}); "
+                f"cores busy {cpu['cores_busy']} of {cpu['cores']}"
+            )
         return out
+
+    def _cpu_meter(self) -> profiling.CpuMeter | None:
+        """Every process of the platform started here, MariaDB and Redis; None against a running platform (its
+        processes are not known here)."""
+        if self.platform is None:
+            return None
+        live = {name: proc.pid for name, proc in self.platform.procs.items() if proc.poll() is None}
+        return profiling.CpuMeter(live | profiling.server_pids())
 
     async def _deposit_bursts(self, label: str) -> dict[str, Any]:
         """``e2e_repeats`` bursts, each on an idle platform; the median one (by completed/s), with every rate."""
@@ -378,6 +393,10 @@ def median_burst(bursts: list[dict[str, Any]]) -> dict[str, Any]:
     return {**bursts[median], "repeats": rates}
 
 
+def _by_process(cpu: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {ms:.2f}" for name, ms in cpu["ms_per_deposit"].items())
+
+
 def _p99_with_failures_ms(result: LoadResult, timeout_s: float) -> float:
     """p99 over every request sent, a failed one counted as taking the timeout (so a lower bound when >1 % failed)."""
     failed = result.sent - result.accepted
@@ -420,6 +439,7 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         (completion("e2e_deposits_paced")),
     )
     best = max(d1.get("completed_per_s", 0.0), d2.get("completed_per_s", 0.0)) if d1 else None
+    cpu: dict[str, Any] = out.get("e2e_deposits_1", {}).get("cpu", {})
     commits = raw["commits_per_s"]
     rt = out.get("round_trips", {})
     rtb = out.get("round_trips_burst", {})
@@ -450,6 +470,10 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "e2e_withdrawals_per_s": wd.get("completed_per_s"),
         "e2e_withdrawal_p50_ms": wd.get("completion_ms", {}).get("p50"),
         "e2e_withdrawal_p99_ms": wd.get("completion_ms", {}).get("p99"),
+        "e2e_cpu_ms_per_deposit": cpu.get("total_ms_per_deposit"),
+        "e2e_cpu_ms_per_deposit_by_process": cpu.get("ms_per_deposit"),
+        "e2e_cores_busy": cpu.get("cores_busy"),
+        "e2e_full_use_deposits_per_s": cpu.get("full_use_deposits_per_s"),
         "e2e_deposits_per_s_2_workers": d2.get("completed_per_s"),
         "e2e_deposits_repeats_2_workers": out.get("e2e_deposits_2", {}).get("repeats"),
         "e2e_deposits_peak_5s_per_s_2_workers": d2.get("peak_5s_completed_per_s"),
@@ -501,6 +525,22 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
             f"burst, 202 -> COMPLETED; median of {_repeats(f['e2e_deposits_repeats_1_worker'])}",
         ),
         ("e2e: same, best 5 s window", f["e2e_deposits_peak_5s_per_s_1_worker"], "diagnostic: without the tail"),
+        (
+            "e2e: CPU ms per completed deposit",
+            f["e2e_cpu_ms_per_deposit"],
+            "all processes and the generator; that burst",
+        ),
+        *(
+            (f"  of which {name}", ms, "")
+            for name, ms in (f["e2e_cpu_ms_per_deposit_by_process"] or {}).items()
+            if isinstance(ms, int | float)
+        ),
+        ("e2e: cores busy during that burst", f["e2e_cores_busy"], f"of {machine['cores']}"),
+        (
+            "e2e: deposits/s the cores carry at full use",
+            f["e2e_full_use_deposits_per_s"],
+            "cores / CPU per deposit",
+        ),
         ("e2e: deposit completion p50 ms (burst)", f["e2e_deposit_p50_ms"], "queueing included"),
         ("e2e: deposit completion p99 ms (burst)", f["e2e_deposit_p99_ms"], ""),
         (

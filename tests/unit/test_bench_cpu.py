@@ -1,0 +1,43 @@
+"""``make bench``'s CPU meter: each process's CPU per completed deposit, how busy the cores were, and what they
+carry at full use (read from /proc of real processes; nothing timed is asserted beyond "some CPU was used")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from bench.profiling import CpuMeter
+
+
+def _burn(seconds: float) -> None:
+    until = time.process_time() + seconds
+    while time.process_time() < until:
+        pass
+
+
+def test_each_process_is_charged_per_completed_deposit_and_the_sum_says_how_busy_the_cores_were() -> None:
+    meter = CpuMeter({"this process": os.getpid()})
+    _burn(0.3)
+
+    cpu = meter.per_deposit(10, span_s=0.5)
+
+    by_process = cpu["ms_per_deposit"]
+    assert set(by_process) == {"this process", "load generator"}  # the bench's own process is the load generator
+    assert by_process["this process"] >= 20  # 0.3 s over 10 deposits, give or take the clock's ticks
+    assert cpu["total_ms_per_deposit"] == pytest.approx(sum(by_process.values()), abs=0.01)
+    total_s = cpu["total_ms_per_deposit"] * 10 / 1000
+    assert cpu["cores_busy"] == pytest.approx(total_s / 0.5, abs=0.01)
+    assert cpu["full_use_deposits_per_s"] == pytest.approx(cpu["cores"] * 10 / total_s, rel=0.01)
+
+
+def test_a_process_that_is_gone_is_left_out_and_nothing_completed_carries_no_rate() -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    meter = CpuMeter({"gone": int(gone.stdout), "this process": os.getpid()})
+
+    cpu = meter.per_deposit(0)
+
+    assert "gone" not in cpu["ms_per_deposit"]
+    assert cpu["full_use_deposits_per_s"] is None
