@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 CHECK_TIMEOUT_S = 300.0
 READY_TIMEOUT_S = 30.0
+SHOWN_MS = 0.05  # a process's CPU per deposit below this is left out of the table (it is in the JSON)
 
 
 def _command(name: str) -> tuple[str, ...]:
@@ -129,8 +130,10 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ API
     async def _api_phases(self) -> None:
-        sat, lat = await self._api_load("")
+        sat, lat, cpu = await self._api_load("")
         self.out["api_saturation"], self.out["api_latency"] = sat.summary(), self._latency_summary(lat)
+        if cpu is not None:
+            self.out["api_saturation"]["cpu"] = cpu
         ids = sat.created_ids + lat.created_ids
         say(f"draining the {len(ids):,} deposits of the API phases")
         drained = await flows.wait_terminal(self.engine, ids, timeout_s=self.cfg.drain_timeout_s)
@@ -146,19 +149,21 @@ class Bench:
         say("API alone (diagnostic): the same two phases with the worker stopped")
         p.stop("worker")
         try:
-            sat, lat = await self._api_load("x")
+            sat, lat, cpu = await self._api_load("x")
         finally:
             p.start("worker", *_command("worker"))
-        self.out["api_alone"] = {"saturation": sat.summary(), "latency": self._latency_summary(lat)}
+        self.out["api_alone"] = {"saturation": {**sat.summary(), "cpu": cpu}, "latency": self._latency_summary(lat)}
         say(f"  then the worker again: draining {len(sat.created_ids) + len(lat.created_ids):,} deposits")
         await flows.wait_terminal(self.engine, sat.created_ids + lat.created_ids, timeout_s=self.cfg.drain_timeout_s)
         await self._quiet("the API-alone phases")
 
-    async def _api_load(self, label: str) -> tuple[LoadResult, LoadResult]:
-        """Saturation (closed loop) then the fixed offered rate (open loop), each with fresh users' keys."""
+    async def _api_load(self, label: str) -> tuple[LoadResult, LoadResult, dict[str, Any] | None]:
+        """Saturation (closed loop) then the fixed offered rate (open loop), each with fresh users' keys; the CPU
+        each process used during saturation per accepted deposit (None against a running platform)."""
         cfg = self.cfg
         deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}a{label}")
         say(f"API at saturation: {cfg.saturation_concurrency} clients for {cfg.saturation_seconds:g} s")
+        meter = self._cpu_meter()
         sat = await closed_loop(
             self.pool,
             deposits.request,
@@ -166,6 +171,12 @@ class Bench:
             duration_s=cfg.saturation_seconds,
         )
         say(f"  accepted {sat.accepted_per_s:,.1f}/s")
+        cpu = None if meter is None else meter.per_deposit(sat.accepted, span_s=sat.elapsed_s)
+        if cpu is not None:
+            say(
+                f"  CPU per accepted deposit {cpu['total_ms_per_deposit']} ms ({_by_process(cpu)}); "
+                f"cores busy {cpu['cores_busy']} of {cpu['cores']}"
+            )
 
         deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}b{label}")
         say(f"API latency: open loop at {cfg.latency_rate:g} req/s for {cfg.latency_seconds:g} s")
@@ -178,7 +189,7 @@ class Bench:
         )
         summary = self._latency_summary(lat)
         say(f"  p50 {summary['latency_ms']['p50']} ms, p99 {summary['p99_with_failures_ms']} ms, sent {lat.sent}")
-        return sat, lat
+        return sat, lat, cpu
 
     def _latency_summary(self, lat: LoadResult) -> dict[str, Any]:
         summary = lat.summary()
@@ -432,6 +443,7 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         return value
 
     lat = out.get("api_latency", {})
+    alone = out.get("api_alone", {})
     d1, d2, wd, paced = (
         completion("e2e_deposits_1"),
         completion("e2e_deposits_2"),
@@ -440,11 +452,12 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     )
     best = max(d1.get("completed_per_s", 0.0), d2.get("completed_per_s", 0.0)) if d1 else None
     cpu: dict[str, Any] = out.get("e2e_deposits_1", {}).get("cpu", {})
+    sat_cpu: dict[str, Any] = out.get("api_saturation", {}).get("cpu") or {}
+    alone_cpu: dict[str, Any] = alone.get("saturation", {}).get("cpu") or {}
     commits = raw["commits_per_s"]
     rt = out.get("round_trips", {})
     rtb = out.get("round_trips_burst", {})
     checks = out.get("checks", {})
-    alone = out.get("api_alone", {})
     return {
         "raw_commits_per_s": commits,
         "raw_commits_probes": raw.get("commits_probes", [commits]),
@@ -457,7 +470,12 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "api_p99_ms_at_500": lat.get("p99_with_failures_ms"),
         "api_failed_at_500": (lat["sent"] - lat["accepted"]) if lat else None,
         "api_offered_rate": out.get("config", {}).get("latency_rate"),
+        "api_saturation_cores_busy": sat_cpu.get("cores_busy"),
+        "api_saturation_api_ms_per_deposit": sat_cpu.get("ms_per_deposit", {}).get("api"),
         "api_alone_accepted_per_s": alone.get("saturation", {}).get("accepted_per_s"),
+        "api_alone_cpu_ms_per_deposit": alone_cpu.get("total_ms_per_deposit"),
+        "api_alone_cpu_ms_per_deposit_by_process": alone_cpu.get("ms_per_deposit"),
+        "api_alone_full_use_per_s": alone_cpu.get("full_use_deposits_per_s"),
         "api_alone_p99_ms_at_500": alone.get("latency", {}).get("p99_with_failures_ms"),
         "e2e_deposits_per_s_1_worker": d1.get("completed_per_s"),
         "e2e_deposits_repeats_1_worker": out.get("e2e_deposits_1", {}).get("repeats"),
@@ -516,7 +534,24 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         (f"API: p95 ms at {f['api_offered_rate']:g} req/s", f["api_p95_ms_at_500"], ""),
         (f"API: p99 ms at {f['api_offered_rate']:g} req/s", f["api_p99_ms_at_500"], mark("api_p99_ms_at_500")),
         ("API: requests failed/timed out at that rate", f["api_failed_at_500"], ""),
+        (
+            "API: its CPU ms per accepted deposit",
+            f["api_saturation_api_ms_per_deposit"],
+            f"at saturation; all processes kept {_fmt_cores(f['api_saturation_cores_busy'])} of "
+            f"{machine['cores']} cores busy",
+        ),
         ("API alone: accepted deposits/s", f["api_alone_accepted_per_s"], "diagnostic: the worker stopped"),
+        ("API alone: CPU ms per accepted deposit", f["api_alone_cpu_ms_per_deposit"], "all processes"),
+        *(
+            (f"  of which {name}", ms, "")
+            for name, ms in (f["api_alone_cpu_ms_per_deposit_by_process"] or {}).items()
+            if isinstance(ms, int | float) and ms >= SHOWN_MS
+        ),
+        (
+            "API alone: deposits/s the cores carry at full use",
+            f["api_alone_full_use_per_s"],
+            "cores / CPU per accepted deposit",
+        ),
         (f"API alone: p99 ms at {f['api_offered_rate']:g} req/s", f["api_alone_p99_ms_at_500"], "diagnostic"),
         ("", None, ""),
         (
@@ -533,7 +568,7 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         *(
             (f"  of which {name}", ms, "")
             for name, ms in (f["e2e_cpu_ms_per_deposit_by_process"] or {}).items()
-            if isinstance(ms, int | float)
+            if isinstance(ms, int | float) and ms >= SHOWN_MS
         ),
         ("e2e: cores busy during that burst", f["e2e_cores_busy"], f"of {machine['cores']}"),
         (
@@ -581,6 +616,10 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         f"({machine.get('python_loop_mops', '?')} M loop iterations/s)"
     )
     return head + "\n" + report.table(rows)
+
+
+def _fmt_cores(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
 
 
 def _repeats(values: object) -> str:
