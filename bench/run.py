@@ -267,6 +267,7 @@ class Bench:
         )
         withdrawals = flows.Withdrawals(self.pool, prepared, tag=self.tag)
         say(f"end to end: {cfg.e2e_withdrawals:,} withdrawals, {cfg.e2e_concurrency} clients")
+        meter = self._cpu_meter()
         posted = await closed_loop(
             self.pool, withdrawals.request, concurrency=cfg.e2e_concurrency, total=cfg.e2e_withdrawals
         )
@@ -274,6 +275,12 @@ class Bench:
         self.out["e2e_withdrawals"] = {"posted": posted.summary(), "completion": done.summary()}
         ms = done.summary()["completion_ms"]
         say(f"  {done.completed_per_s:,.1f} completed/s; completion p50 {ms['p50']} ms, p99 {ms['p99']} ms")  # type: ignore[index]
+        if meter is not None:
+            self.out["e2e_withdrawals"]["cpu"] = cpu = meter.per_deposit(done.completed, span_s=done.span_s)
+            say(
+                f"  CPU per completed withdrawal {cpu['total_ms_per_deposit']} ms ({_by_process(cpu)}); "
+                f"cores busy {cpu['cores_busy']} of {cpu['cores']}"
+            )
 
     async def _scaling(self) -> None:
         assert self.platform is not None
@@ -486,6 +493,8 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "e2e_deposit_paced_p50_ms": paced.get("completion_ms", {}).get("p50"),
         "e2e_deposit_paced_p99_ms": paced.get("completion_ms", {}).get("p99"),
         "e2e_withdrawals_per_s": wd.get("completed_per_s"),
+        "e2e_withdrawal_cpu_ms": out.get("e2e_withdrawals", {}).get("cpu", {}).get("total_ms_per_deposit"),
+        "e2e_withdrawal_cores_busy": out.get("e2e_withdrawals", {}).get("cpu", {}).get("cores_busy"),
         "e2e_withdrawal_p50_ms": wd.get("completion_ms", {}).get("p50"),
         "e2e_withdrawal_p99_ms": wd.get("completion_ms", {}).get("p99"),
         "e2e_cpu_ms_per_deposit": cpu.get("total_ms_per_deposit"),
@@ -585,6 +594,11 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         ),
         ("e2e: deposit completion p99 ms (paced)", f["e2e_deposit_paced_p99_ms"], ""),
         ("e2e: completed withdrawals/s, 1 worker", f["e2e_withdrawals_per_s"], "burst"),
+        (
+            "e2e: CPU ms per completed withdrawal",
+            f["e2e_withdrawal_cpu_ms"],
+            f"all processes kept {_fmt_cores(f['e2e_withdrawal_cores_busy'])} of {machine['cores']} cores busy",
+        ),
         ("e2e: withdrawal completion p50 ms", f["e2e_withdrawal_p50_ms"], ""),
         ("e2e: withdrawal completion p99 ms", f["e2e_withdrawal_p99_ms"], ""),
         (
