@@ -9,6 +9,7 @@ restarts (``deriv_journal``); a journal it cannot replay makes it exit 1 with on
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from urllib.parse import urlsplit
@@ -78,9 +79,24 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         log.info("sandbox_stopped")
 
 
+# third-party loggers that write a line for every connection at INFO: websockets ("connection open" and "connection
+# closed" for each Deriv session: one per withdrawal, whose client authorizes with its own token) and aiosmtpd
+# (its AUTH mechanisms, for each message); a tenth of the sandbox's CPU in a withdrawal burst, and lines with no
+# simulated request in them (the sandbox logs its own: each mail received, each control call)
+CONNECTION_LOGGERS = ("websockets.server", "mail.log")
+
+
+def quiet_connection_logs(level: str) -> None:
+    """Those loggers at WARNING, unless the sandbox logs at DEBUG."""
+    if logging.getLevelName(level.upper()) != logging.DEBUG:
+        for name in CONNECTION_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 async def _main() -> None:
     settings = Settings()
     configure_logging("sandbox", settings.log_level)
+    quiet_connection_logs(settings.log_level)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
