@@ -1,16 +1,21 @@
 """E-mail notifications over SMTP (aiosmtplib): the ``ports.Mailer`` adapter.
 
 One connection per message (notifications are rare and a pooled SMTP session would go stale between them), a
-timeout on every SMTP step and one overall deadline. The name this host gives in EHLO is looked up once (without it,
-aiosmtplib asks ``socket.getfqdn()`` in a thread for every message, a DNS lookup each time). A failure raises
-:class:`MailNotSent`: the notifier's stream consumer leaves the message pending and retries it later, so a down
-mail server delays mail but loses none.
+timeout on every SMTP step and one overall deadline. The name this host gives in EHLO is looked up once (without
+it, aiosmtplib asks ``socket.getfqdn()`` in a thread for every message, a DNS lookup each time). The headers that
+repeat from message to message (the sender, the few subjects) are parsed once: the ``email`` package parses every
+header it is given, and that was two fifths of composing a message (~0.5 ms of the worker's CPU per notification
+on a slow machine). A failure raises :class:`MailNotSent`: the notifier's stream consumer leaves the message
+pending and retries it later, so a down mail server delays mail but loses none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
+from email import policy
+from email.headerregistry import BaseHeader
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Self
@@ -22,6 +27,14 @@ from penpay.settings import Settings
 from penpay_domain import ports
 
 log = get_logger(__name__)
+
+
+@functools.lru_cache(maxsize=256)
+def repeated_header(name: str, value: str) -> BaseHeader:
+    """A header as ``EmailMessage`` would parse it (the default policy), parsed once per name and value; a parsed
+    header is immutable, so one serves every message that carries it."""
+    header: BaseHeader = policy.default.header_factory(name, value)
+    return header
 
 
 class MailNotSent(Exception):
@@ -56,9 +69,9 @@ class SmtpMailer:
 
     def compose(self, *, to: str, subject: str, body: str) -> EmailMessage:
         message = EmailMessage()
-        message["From"] = self._from
+        message["From"] = repeated_header("From", self._from)
         message["To"] = to
-        message["Subject"] = subject
+        message["Subject"] = repeated_header("Subject", subject)
         message["Date"] = formatdate(localtime=False, usegmt=True)
         domain = parseaddr(self._from)[1].rpartition("@")[2] or None
         message["Message-ID"] = make_msgid(domain=domain)
