@@ -32,7 +32,7 @@ from penpay.service_layer.intake import CallbackKind, ReceivedCallback
 from penpay.worker.subscriptions import CallbackNotReady, callback_handler, event_handler
 from penpay_domain.errors import ConcurrencyConflict, NotFound
 from penpay_domain.events import DepositPaymentReceived, TransactionEvent, WithdrawalDebited, WithdrawalRequested
-from penpay_domain.ids import TransactionId, new_transaction_id
+from penpay_domain.ids import PayoutId, TransactionId, new_transaction_id
 from penpay_domain.money import Money
 from penpay_domain.providers import (
     DerivTransferResult,
@@ -301,7 +301,10 @@ class _Decoder:
         return StkNotice(checkout_request_id=data["checkout"], result=result)
 
     def b2c(self, kind: CallbackKind, body: str) -> B2cNotice:
-        raise ValueError("not in these tests")
+        """{"conversation": ..., "receipt": ...}: the payout made."""
+        data = json.loads(body)
+        result = PaymentResult(status=PaymentStatus.PAID, result_code="0", receipt=data["receipt"])
+        return B2cNotice(originator_conversation_id="", conversation_id=data["conversation"], result=result)
 
     def status(self, kind: CallbackKind, body: str) -> PaymentResult:
         raise ValueError("not in these tests")
@@ -309,10 +312,14 @@ class _Decoder:
 
 async def _stored_callback(world: World, txn: Transaction, checkout: str) -> StreamMessage:
     body = json.dumps({"checkout": checkout, "receipt": f"R{secrets.token_hex(4).upper()}", "amount": 1_000})
+    return await _stored(world, txn, CallbackKind.STK, body)
+
+
+async def _stored(world: World, txn: Transaction, kind: CallbackKind, body: str) -> StreamMessage:
     async with world.deps.uow() as uow:
         stored = await uow.callbacks.add(
             ReceivedCallback(
-                kind=CallbackKind.STK,
+                kind=kind,
                 transaction_id=txn.id,
                 source_ip="127.0.0.1",
                 source_allowed=True,
@@ -370,6 +377,35 @@ class TestCallbackBatch:
             await asyncio.gather(*(handle(m) for m in messages))  # redelivered: nothing to apply, nothing to commit
         assert counts["commit"] == 0
         assert len(world.deriv.calls) == 4
+
+    async def test_b2c_results_in_flight_together_find_their_withdrawals_in_one_statement(self, world: World) -> None:
+        made = await withdrawals(world, 3)
+        conversations = {t.id: f"AG_{secrets.token_hex(8)}" for t in made}
+        async with world.deps.uow() as uow:  # debited on Deriv, and each B2C payout accepted by Safaricom
+            for txn in made:
+                paying = await uow.transactions.get(txn.id, for_update=True)
+                paying.start_debit(uow.now)
+                paying.complete_debit(deriv_transaction_id=secrets.token_hex(4), now=uow.now)
+                payout = PayoutId(f"P{secrets.token_hex(6)}")
+                paying.payout_accepted(payout_id=payout, conversation_id=conversations[txn.id], now=uow.now)
+            await uow.commit()
+        messages = [
+            await _stored(
+                world,
+                t,
+                CallbackKind.B2C_RESULT,
+                json.dumps({"conversation": conversations[t.id], "receipt": f"R{secrets.token_hex(4).upper()}"}),
+            )
+            for t in made
+        ]
+        handle = callback_handler(world.deps, _Decoder(), f"callbacks-{secrets.token_hex(4)}")
+
+        with statements_sent(world) as statements:
+            await asyncio.gather(*(handle(m) for m in messages))
+
+        # the three found and locked by their ConversationIDs together, none on its own
+        assert sum(s.startswith("SELECT transactions.") for s in statements) == 1
+        assert [(await world.get(t.id)).status for t in made] == [Status.COMPLETED] * 3
 
     async def test_an_early_callback_is_retried_alone_and_the_others_are_applied(self, world: World) -> None:
         made = await deposits(world, 3)

@@ -248,9 +248,14 @@ async def _apply_many(
         if not todo:
             return [None] * len(batch), _Credits()
         stored = await uow.callbacks.get_many([cid for _, cid in todo])
-        # the STK callbacks' deposits, found and locked in one statement (each apply_callback then finds its own)
+        # the STK callbacks' deposits and the B2C results' withdrawals, each kind found and locked in one statement
+        # (each apply_callback then finds its own without a query)
+        verified = [s for s in stored.values() if s.callback.verified]  # a forged one locks nothing
         await uow.transactions.find_many_by_checkout_request_ids(
-            [c for c in (_checkout_request_id(decoder, s) for s in stored.values()) if c]
+            [c for c in (_checkout_request_id(decoder, s) for s in verified) if c]
+        )
+        await uow.transactions.find_many_by_conversation_ids(
+            [c for c in (_conversation_id(decoder, s) for s in verified) if c]
         )
         verdicts: dict[str, Verdict] = {}
         for message, callback_id in todo:
@@ -266,6 +271,16 @@ async def _apply_many(
         started = await crediting.start_credits(uow, _paid_ids(applied))
         events = await uow.commit(carried=crediting.CARRIED)
     return [verdicts.get(m.dedupe_key) for m, _ in batch], _Credits(started, events)
+
+
+def _conversation_id(decoder: CallbackDecoder, stored: StoredCallback) -> str | None:
+    kind = stored.callback.kind
+    if kind not in (CallbackKind.B2C_RESULT, CallbackKind.B2C_TIMEOUT):
+        return None
+    try:
+        return decoder.b2c(kind, stored.callback.body).conversation_id or None
+    except ValueError:  # malformed: apply_callback rejects it on its own
+        return None
 
 
 def _checkout_request_id(decoder: CallbackDecoder, stored: StoredCallback) -> str | None:

@@ -126,14 +126,24 @@ _GET_FOR_UPDATE = _GET.with_for_update()
 # batches over the same rows wait for each other instead of deadlocking)
 _GET_MANY = sa.select(transactions).where(transactions.c.id.in_(sa.bindparam("b_ids", expanding=True)))
 _GET_MANY_FOR_UPDATE = _GET_MANY.order_by(transactions.c.id).with_for_update()
+
+
 # by the unique index: the hint keeps MariaDB from scanning (and locking its way through) a small table
-_BY_CHECKOUTS_FOR_UPDATE = (
-    sa.select(transactions)
-    .with_hint(transactions, "FORCE INDEX (uq_transactions_mpesa_checkout_request_id)")
-    .where(transactions.c.mpesa_checkout_request_id.in_(sa.bindparam("b_checkouts", expanding=True)))
-    .order_by(transactions.c.id)
-    .with_for_update()
+def _locking_by(column: sa.Column[Any], index: str) -> sa.Select[Any]:
+    """Every transaction whose ``column`` is in ``:b_keys``, locked in id order (through its unique index)."""
+    return (
+        sa.select(transactions)
+        .with_hint(transactions, f"FORCE INDEX ({index})")
+        .where(column.in_(sa.bindparam("b_keys", expanding=True)))
+        .order_by(transactions.c.id)
+        .with_for_update()
+    )
+
+
+_BY_CHECKOUTS_FOR_UPDATE = _locking_by(
+    transactions.c.mpesa_checkout_request_id, "uq_transactions_mpesa_checkout_request_id"
 )
+_BY_CONVERSATIONS_FOR_UPDATE = _locking_by(transactions.c.b2c_conversation_id, "uq_transactions_b2c_conversation_id")
 
 
 def _transaction(row: Sequence[Any]) -> Transaction:
@@ -197,7 +207,9 @@ class SqlTransactionRepository:
         # id(txn) -> its row as the database holds it (read, inserted or last saved here), so a save sets only the
         # columns that differ; the version compare-and-set guarantees the row has not moved on since
         self._stored: dict[int, Mapping[str, Any]] = {}
-        self._locked_by_checkout: dict[str, Transaction] = {}  # found and locked by find_many_by_checkout_request_ids
+        # found and locked by find_many_by_checkout_request_ids / find_many_by_conversation_ids
+        self._locked_by_checkout: dict[str, Transaction] = {}
+        self._locked_by_conversation: dict[str, Transaction] = {}
 
     def _track(self, txn: Transaction, stored: Mapping[str, Any] | None = None) -> Transaction:
         if id(txn) not in self._written:  # tracked once, whatever the batch's size (every aggregate it tracks has one)
@@ -260,22 +272,39 @@ class SqlTransactionRepository:
         return await self._one(transactions.c.mpesa_checkout_request_id == checkout_request_id)
 
     async def find_many_by_checkout_request_ids(self, checkout_request_ids: Sequence[str]) -> dict[str, Transaction]:
-        wanted = sorted(set(checkout_request_ids))
+        return await self._lock_many(
+            _BY_CHECKOUTS_FOR_UPDATE, checkout_request_ids, self._locked_by_checkout, "mpesa_checkout_request_id"
+        )
+
+    async def _lock_many(
+        self, statement: sa.Select[Any], keys: Sequence[str], locked: dict[str, Transaction], attribute: str
+    ) -> dict[str, Transaction]:
+        """Find and lock, in one statement, the transactions whose ``attribute`` is one of ``keys``; remembered in
+        ``locked`` (key -> aggregate), where the one-at-a-time finds look first."""
+        wanted = sorted(set(keys))
         if not wanted:
             return {}
         loaded = {txn.id: txn for txn in self.seen}
-        rows = await self._conn.execute(_BY_CHECKOUTS_FOR_UPDATE, {"b_checkouts": padded(wanted)})
-        for row in rows:
+        for row in await self._conn.execute(statement, {"b_keys": padded(wanted)}):
             txn = loaded.get(row.id) or self._loaded(row)
-            if txn.mpesa_checkout_request_id is not None:
-                self._locked_by_checkout[txn.mpesa_checkout_request_id] = txn
-        return {c: self._locked_by_checkout[c] for c in wanted if c in self._locked_by_checkout}
+            key = getattr(txn, attribute)
+            if key is not None:
+                locked[key] = txn
+        return {k: locked[k] for k in wanted if k in locked}
 
     async def find_by_payout_id(self, payout_id: str) -> Transaction | None:
         return await self._one((transactions.c.payout_id == payout_id) | (transactions.c.refund_payout_id == payout_id))
 
     async def find_by_conversation_id(self, conversation_id: str) -> Transaction | None:
+        locked = self._locked_by_conversation.get(conversation_id)
+        if locked is not None:
+            return locked
         return await self._one(transactions.c.b2c_conversation_id == conversation_id)
+
+    async def find_many_by_conversation_ids(self, conversation_ids: Sequence[str]) -> dict[str, Transaction]:
+        return await self._lock_many(
+            _BY_CONVERSATIONS_FOR_UPDATE, conversation_ids, self._locked_by_conversation, "b2c_conversation_id"
+        )
 
     async def save(self, txn: Transaction) -> None:
         await self.save_many([txn])
