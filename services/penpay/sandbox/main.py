@@ -82,7 +82,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 # third-party loggers that write a line for every connection at INFO: websockets ("connection open" and "connection
 # closed" for each Deriv session: one per withdrawal, whose client authorizes with its own token) and aiosmtpd
 # (its AUTH mechanisms, for each message); a tenth of the sandbox's CPU in a withdrawal burst, and lines with no
-# simulated request in them (the sandbox logs its own: each mail received, each control call)
+# simulated request in them (the sandbox logs what it simulates itself: each mail received, say)
 CONNECTION_LOGGERS = ("websockets.server", "mail.log")
 
 
