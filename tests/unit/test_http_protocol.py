@@ -80,6 +80,17 @@ async def test_what_is_kept_is_written_before_the_connection_ends_or_changes_han
     assert inner.calls == [("write", b"last answer"), (ending, protocol if ending == "set_protocol" else None)]
 
 
+async def test_what_was_kept_for_a_connection_the_client_closed_meanwhile_is_dropped() -> None:
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+
+    transport.write(b"an answer nobody waits for")
+    inner.closing = True  # the client went away before the step ended (uvloop would raise on the write)
+    await asyncio.sleep(0)
+
+    assert inner.calls == []
+
+
 async def test_everything_else_is_the_socket_transports_own() -> None:
     inner = RecordingTransport()
     transport = CoalescingTransport(inner, asyncio.get_running_loop())
