@@ -72,6 +72,28 @@ def server_pids() -> dict[str, int]:
     return found
 
 
+PENPAY_PROGRAMS = ("penpay-api", "penpay-worker", "penpay-gateway", "penpay-sandbox")
+
+
+def penpay_pids() -> dict[str, int]:
+    """PenPay's processes running on this machine (a ``make run``), by their console script in the command line:
+    ``api``, ``worker``, ``worker-2`` (a second one), ``gateway``, ``sandbox``."""
+    found: dict[str, int] = {}
+    for cmdline in sorted(Path("/proc").glob("[0-9]*/cmdline"), key=lambda p: int(p.parent.name)):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        program = next((Path(a.decode(errors="replace")).name for a in argv[:2] if a), "")
+        if program == Path(sys.executable).name or program.startswith("python"):
+            program = Path(argv[1].decode(errors="replace")).name if len(argv) > 1 else ""
+        if program in PENPAY_PROGRAMS:
+            name = program.removeprefix("penpay-")
+            n = sum(1 for known in found if known == name or known.startswith(f"{name}-"))
+            found[name if n == 0 else f"{name}-{n + 1}"] = int(cmdline.parent.name)
+    return found
+
+
 class CpuMeter:
     """The CPU each process used from the meter's start until :meth:`per_deposit` is asked: PenPay's processes,
     MariaDB and Redis (``/proc/<pid>/stat``) and the benchmark's own process (the load generator, and its polling of

@@ -41,6 +41,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 CHECK_TIMEOUT_S = 300.0
 READY_TIMEOUT_S = 30.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")  # noqa: S104 - an address compared, not bound
 SHOWN_MS = 0.05  # a process's CPU per deposit below this is left out of the table (it is in the JSON)
 
 
@@ -226,11 +228,15 @@ class Bench:
         return out
 
     def _cpu_meter(self) -> profiling.CpuMeter | None:
-        """Every process of the platform started here, MariaDB and Redis; None against a running platform (its
-        processes are not known here)."""
-        if self.platform is None:
+        """Every process of the platform started here, MariaDB and Redis. Against a running platform, the PenPay
+        processes found on this machine by their command lines when its API is on this machine; None when it is
+        elsewhere (its processes cannot be read from here)."""
+        if self.platform is not None:
+            live = {name: proc.pid for name, proc in self.platform.procs.items() if proc.poll() is None}
+        elif urlsplit(self.api).hostname in LOCAL_HOSTS and (found := profiling.penpay_pids()):
+            live = found
+        else:
             return None
-        live = {name: proc.pid for name, proc in self.platform.procs.items() if proc.poll() is None}
         return profiling.CpuMeter(live | profiling.server_pids())
 
     async def _deposit_bursts(self, label: str) -> dict[str, Any]:

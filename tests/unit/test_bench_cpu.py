@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from bench.profiling import CpuMeter
+from bench.profiling import CpuMeter, penpay_pids
 
 
 def _burn(seconds: float) -> None:
@@ -41,3 +42,25 @@ def test_a_process_that_is_gone_is_left_out_and_nothing_completed_carries_no_rat
 
     assert "gone" not in cpu["ms_per_deposit"]
     assert cpu["full_use_deposits_per_s"] is None
+
+
+def test_a_running_platforms_processes_are_found_by_their_console_scripts(tmp_path: Path) -> None:
+    script = tmp_path / "penpay-worker"  # as `make run` starts it: the venv's python running the console script
+    script.write_text("import time\ntime.sleep(30)\n")
+    other = tmp_path / "not-penpay"
+    other.write_text("import time\ntime.sleep(30)\n")
+    worker = subprocess.Popen([sys.executable, str(script), "--workers", "all"])
+    unrelated = subprocess.Popen([sys.executable, str(other)])
+    try:
+        deadline = time.monotonic() + 10
+        while worker.pid not in penpay_pids().values() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = penpay_pids()
+        assert worker.pid in found.values()
+        assert next(name for name, pid in found.items() if pid == worker.pid).startswith("worker")
+        assert unrelated.pid not in found.values()
+    finally:
+        worker.kill()
+        unrelated.kill()
+        worker.wait()
+        unrelated.wait()
