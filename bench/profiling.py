@@ -79,27 +79,26 @@ def penpay_pids() -> dict[str, int]:
     """PenPay's processes running on this machine (a ``make run``), by their console script in the command line:
     ``api``, ``worker``, ``worker-2`` (a second one), ``gateway``, ``sandbox``."""
     found: dict[str, int] = {}
+    seen: Counter[str] = Counter()
     for cmdline in sorted(Path("/proc").glob("[0-9]*/cmdline"), key=lambda p: int(p.parent.name)):
         try:
-            argv = cmdline.read_bytes().split(b"\0")
+            argv = [Path(a.decode(errors="replace")).name for a in cmdline.read_bytes().split(b"\0")]
         except OSError:
             continue
-        program = next((Path(a.decode(errors="replace")).name for a in argv[:2] if a), "")
-        if program == Path(sys.executable).name or program.startswith("python"):
-            program = Path(argv[1].decode(errors="replace")).name if len(argv) > 1 else ""
+        program = argv[1] if argv[0].startswith("python") and len(argv) > 1 else argv[0]  # the venv's python runs it
         if program in PENPAY_PROGRAMS:
             name = program.removeprefix("penpay-")
-            n = sum(1 for known in found if known == name or known.startswith(f"{name}-"))
-            found[name if n == 0 else f"{name}-{n + 1}"] = int(cmdline.parent.name)
+            seen[name] += 1
+            found[name if seen[name] == 1 else f"{name}-{seen[name]}"] = int(cmdline.parent.name)
     return found
 
 
 class CpuMeter:
-    """The CPU each process used from the meter's start until :meth:`per_deposit` is asked: PenPay's processes,
+    """The CPU each process used from the meter's start until :meth:`per_unit` is asked: PenPay's processes,
     MariaDB and Redis (``/proc/<pid>/stat``) and the benchmark's own process (the load generator, and its polling of
-    the database), per completed deposit. Their sum against the wall time says how busy the cores were, and the
-    cores divided by it how many deposits a second they carry at full use: whether a burst was CPU-bound, and by
-    whom, in every run (a process that exits meanwhile is left out)."""
+    the database), per unit of work (a completed deposit or withdrawal, an accepted request). Their sum against the
+    wall time says how busy the cores were, and the cores divided by it how many units a second they carry at full
+    use: whether a burst was CPU-bound, and by whom, in every run (a process that exits meanwhile is left out)."""
 
     def __init__(self, pids: Mapping[str, int]) -> None:
         self._pids = dict(pids)
@@ -116,8 +115,8 @@ class CpuMeter:
                 continue
         return used
 
-    def per_deposit(self, completed: int, *, span_s: float | None = None) -> dict[str, Any]:
-        """``span_s``: the burst's own span (first deposit created -> last completed), for how busy the cores were
+    def per_unit(self, completed: int, *, span_s: float | None = None) -> dict[str, Any]:
+        """``span_s``: the burst's own span (first created -> last completed), for how busy the cores were
         while it ran; without it, the meter's whole window (which ends with the caller's last poll)."""
         end = self._read()
         wall = span_s if span_s else time.monotonic() - self._wall
@@ -127,13 +126,13 @@ class CpuMeter:
         per = max(completed, 1)
         cores = os.cpu_count() or 1
         return {
-            "ms_per_deposit": {
+            "ms_each": {
                 name: round(1000 * seconds / per, 3) for name, seconds in sorted(used.items(), key=lambda kv: -kv[1])
             },
-            "total_ms_per_deposit": round(1000 * total / per, 3),
+            "total_ms_each": round(1000 * total / per, 3),
             "cores_busy": round(total / wall, 2) if wall > 0 else None,
             "cores": cores,
-            "full_use_deposits_per_s": round(cores * per / total, 1) if total > 0 and completed else None,
+            "full_use_per_s": round(cores * per / total, 1) if total > 0 and completed else None,
         }
 
 

@@ -173,12 +173,7 @@ class Bench:
             duration_s=cfg.saturation_seconds,
         )
         say(f"  accepted {sat.accepted_per_s:,.1f}/s")
-        cpu = None if meter is None else meter.per_deposit(sat.accepted, span_s=sat.elapsed_s)
-        if cpu is not None:
-            say(
-                f"  CPU per accepted deposit {cpu['total_ms_per_deposit']} ms ({_by_process(cpu)}); "
-                f"cores busy {cpu['cores_busy']} of {cpu['cores']}"
-            )
+        cpu = _metered(meter, sat.accepted, sat.elapsed_s, "accepted deposit")
 
         deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}b{label}")
         say(f"API latency: open loop at {cfg.latency_rate:g} req/s for {cfg.latency_seconds:g} s")
@@ -219,12 +214,8 @@ class Bench:
         out = {"posted": posted.summary(), "completion": done.summary()}
         ms = done.summary()["completion_ms"]
         say(f"  {done.completed_per_s:,.1f} completed/s; completion p50 {ms['p50']} ms, p99 {ms['p99']} ms")  # type: ignore[index]
-        if meter is not None:
-            out["cpu"] = cpu = meter.per_deposit(done.completed, span_s=done.span_s)
-            say(
-                f"  CPU per completed deposit {cpu['total_ms_per_deposit']} ms ({_by_process(cpu)}); "
-                f"cores busy {cpu['cores_busy']} of {cpu['cores']}"
-            )
+        if (cpu := _metered(meter, done.completed, done.span_s, "completed deposit")) is not None:
+            out["cpu"] = cpu
         return out
 
     def _cpu_meter(self) -> profiling.CpuMeter | None:
@@ -281,12 +272,8 @@ class Bench:
         self.out["e2e_withdrawals"] = {"posted": posted.summary(), "completion": done.summary()}
         ms = done.summary()["completion_ms"]
         say(f"  {done.completed_per_s:,.1f} completed/s; completion p50 {ms['p50']} ms, p99 {ms['p99']} ms")  # type: ignore[index]
-        if meter is not None:
-            self.out["e2e_withdrawals"]["cpu"] = cpu = meter.per_deposit(done.completed, span_s=done.span_s)
-            say(
-                f"  CPU per completed withdrawal {cpu['total_ms_per_deposit']} ms ({_by_process(cpu)}); "
-                f"cores busy {cpu['cores_busy']} of {cpu['cores']}"
-            )
+        if (cpu := _metered(meter, done.completed, done.span_s, "completed withdrawal")) is not None:
+            self.out["e2e_withdrawals"]["cpu"] = cpu
 
     async def _scaling(self) -> None:
         assert self.platform is not None
@@ -417,8 +404,14 @@ def median_burst(bursts: list[dict[str, Any]]) -> dict[str, Any]:
     return {**bursts[median], "repeats": rates}
 
 
-def _by_process(cpu: dict[str, Any]) -> str:
-    return ", ".join(f"{name} {ms:.2f}" for name, ms in cpu["ms_per_deposit"].items())
+def _metered(meter: profiling.CpuMeter | None, count: int, span_s: float, what: str) -> dict[str, Any] | None:
+    """The meter's reading per ``what`` (None without a meter), said in one line."""
+    if meter is None:
+        return None
+    cpu = meter.per_unit(count, span_s=span_s)
+    by_process = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu["ms_each"].items())
+    say(f"  CPU per {what} {cpu['total_ms_each']} ms ({by_process}); cores busy {cpu['cores_busy']} of {cpu['cores']}")
+    return cpu
 
 
 def _p99_with_failures_ms(result: LoadResult, timeout_s: float) -> float:
@@ -484,11 +477,11 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "api_failed_at_500": (lat["sent"] - lat["accepted"]) if lat else None,
         "api_offered_rate": out.get("config", {}).get("latency_rate"),
         "api_saturation_cores_busy": sat_cpu.get("cores_busy"),
-        "api_saturation_api_ms_per_deposit": sat_cpu.get("ms_per_deposit", {}).get("api"),
+        "api_saturation_api_ms_per_deposit": sat_cpu.get("ms_each", {}).get("api"),
         "api_alone_accepted_per_s": alone.get("saturation", {}).get("accepted_per_s"),
-        "api_alone_cpu_ms_per_deposit": alone_cpu.get("total_ms_per_deposit"),
-        "api_alone_cpu_ms_per_deposit_by_process": alone_cpu.get("ms_per_deposit"),
-        "api_alone_full_use_per_s": alone_cpu.get("full_use_deposits_per_s"),
+        "api_alone_cpu_ms_per_deposit": alone_cpu.get("total_ms_each"),
+        "api_alone_cpu_ms_per_deposit_by_process": alone_cpu.get("ms_each"),
+        "api_alone_full_use_per_s": alone_cpu.get("full_use_per_s"),
         "api_alone_p99_ms_at_500": alone.get("latency", {}).get("p99_with_failures_ms"),
         "e2e_deposits_per_s_1_worker": d1.get("completed_per_s"),
         "e2e_deposits_repeats_1_worker": out.get("e2e_deposits_1", {}).get("repeats"),
@@ -499,14 +492,14 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "e2e_deposit_paced_p50_ms": paced.get("completion_ms", {}).get("p50"),
         "e2e_deposit_paced_p99_ms": paced.get("completion_ms", {}).get("p99"),
         "e2e_withdrawals_per_s": wd.get("completed_per_s"),
-        "e2e_withdrawal_cpu_ms": out.get("e2e_withdrawals", {}).get("cpu", {}).get("total_ms_per_deposit"),
+        "e2e_withdrawal_cpu_ms": out.get("e2e_withdrawals", {}).get("cpu", {}).get("total_ms_each"),
         "e2e_withdrawal_cores_busy": out.get("e2e_withdrawals", {}).get("cpu", {}).get("cores_busy"),
         "e2e_withdrawal_p50_ms": wd.get("completion_ms", {}).get("p50"),
         "e2e_withdrawal_p99_ms": wd.get("completion_ms", {}).get("p99"),
-        "e2e_cpu_ms_per_deposit": cpu.get("total_ms_per_deposit"),
-        "e2e_cpu_ms_per_deposit_by_process": cpu.get("ms_per_deposit"),
+        "e2e_cpu_ms_per_deposit": cpu.get("total_ms_each"),
+        "e2e_cpu_ms_per_deposit_by_process": cpu.get("ms_each"),
         "e2e_cores_busy": cpu.get("cores_busy"),
-        "e2e_full_use_deposits_per_s": cpu.get("full_use_deposits_per_s"),
+        "e2e_full_use_deposits_per_s": cpu.get("full_use_per_s"),
         "e2e_deposits_per_s_2_workers": d2.get("completed_per_s"),
         "e2e_deposits_repeats_2_workers": out.get("e2e_deposits_2", {}).get("repeats"),
         "e2e_deposits_peak_5s_per_s_2_workers": d2.get("peak_5s_completed_per_s"),
@@ -557,11 +550,7 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         ),
         ("API alone: accepted deposits/s", f["api_alone_accepted_per_s"], "diagnostic: the worker stopped"),
         ("API alone: CPU ms per accepted deposit", f["api_alone_cpu_ms_per_deposit"], "all processes"),
-        *(
-            (f"  of which {name}", ms, "")
-            for name, ms in (f["api_alone_cpu_ms_per_deposit_by_process"] or {}).items()
-            if isinstance(ms, int | float) and ms >= SHOWN_MS
-        ),
+        *_of_which(f["api_alone_cpu_ms_per_deposit_by_process"]),
         (
             "API alone: deposits/s the cores carry at full use",
             f["api_alone_full_use_per_s"],
@@ -580,11 +569,7 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
             f["e2e_cpu_ms_per_deposit"],
             "all processes and the generator; that burst",
         ),
-        *(
-            (f"  of which {name}", ms, "")
-            for name, ms in (f["e2e_cpu_ms_per_deposit_by_process"] or {}).items()
-            if isinstance(ms, int | float) and ms >= SHOWN_MS
-        ),
+        *_of_which(f["e2e_cpu_ms_per_deposit_by_process"]),
         ("e2e: cores busy during that burst", f["e2e_cores_busy"], f"of {machine['cores']}"),
         (
             "e2e: deposits/s the cores carry at full use",
@@ -636,6 +621,17 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         f"({machine.get('python_loop_mops', '?')} M loop iterations/s)"
     )
     return head + "\n" + report.table(rows)
+
+
+def _of_which(by_process: object) -> list[tuple[str, object, str]]:
+    """A table row per process whose CPU per unit is at least ``SHOWN_MS`` (all of them are in the JSON)."""
+    if not isinstance(by_process, dict):
+        return []
+    return [
+        (f"  of which {name}", ms, "")
+        for name, ms in by_process.items()
+        if isinstance(ms, int | float) and ms >= SHOWN_MS
+    ]
 
 
 def _fmt_cores(value: object) -> str:

@@ -23,25 +23,25 @@ def test_each_process_is_charged_per_completed_deposit_and_the_sum_says_how_busy
     meter = CpuMeter({"this process": os.getpid()})
     _burn(0.3)
 
-    cpu = meter.per_deposit(10, span_s=0.5)
+    cpu = meter.per_unit(10, span_s=0.5)
 
-    by_process = cpu["ms_per_deposit"]
+    by_process = cpu["ms_each"]
     assert set(by_process) == {"this process", "load generator"}  # the bench's own process is the load generator
     assert by_process["this process"] >= 20  # 0.3 s over 10 deposits, give or take the clock's ticks
-    assert cpu["total_ms_per_deposit"] == pytest.approx(sum(by_process.values()), abs=0.01)
-    total_s = cpu["total_ms_per_deposit"] * 10 / 1000
+    assert cpu["total_ms_each"] == pytest.approx(sum(by_process.values()), abs=0.01)
+    total_s = cpu["total_ms_each"] * 10 / 1000
     assert cpu["cores_busy"] == pytest.approx(total_s / 0.5, abs=0.01)
-    assert cpu["full_use_deposits_per_s"] == pytest.approx(cpu["cores"] * 10 / total_s, rel=0.01)
+    assert cpu["full_use_per_s"] == pytest.approx(cpu["cores"] * 10 / total_s, rel=0.01)
 
 
 def test_a_process_that_is_gone_is_left_out_and_nothing_completed_carries_no_rate() -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     meter = CpuMeter({"gone": int(gone.stdout), "this process": os.getpid()})
 
-    cpu = meter.per_deposit(0)
+    cpu = meter.per_unit(0)
 
-    assert "gone" not in cpu["ms_per_deposit"]
-    assert cpu["full_use_deposits_per_s"] is None
+    assert "gone" not in cpu["ms_each"]
+    assert cpu["full_use_per_s"] is None
 
 
 def test_a_running_platforms_processes_are_found_by_their_console_scripts(tmp_path: Path) -> None:
