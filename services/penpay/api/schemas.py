@@ -39,6 +39,9 @@ def checked_by(parse: Callable[[str], T]) -> AfterValidator:
     return AfterValidator(check)
 
 
+USD_AMOUNT_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*$"
+
+
 def _usd_text(text: str) -> str:
     Money.parse(text, Currency.USD)
     return text
@@ -67,7 +70,9 @@ class DepositRequest(Strict):
 class WithdrawRequest(Strict):
     amount_usd: Annotated[
         StrictStr,
-        Field(max_length=32, pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*$", description='e.g. "12.50"'),
+        # the format is checked by the domain's own parser (a specific invalid_amount and reason); the pattern is
+        # only documented, for clients reading the OpenAPI schema
+        Field(max_length=32, json_schema_extra={"pattern": USD_AMOUNT_PATTERN}, description='e.g. "12.50"'),
         checked_by(_usd_text),
     ]
     msisdn: MsisdnText

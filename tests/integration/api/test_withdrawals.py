@@ -93,7 +93,8 @@ class TestWithdraw:
         assert response.status_code == 403 and response.json()["code"] == "deriv_account_not_linked"
 
     @pytest.mark.parametrize(
-        ("amount", "code"), [("12.505", "invalid_amount"), ("12", None), ("abc", "validation_error")]
+        ("amount", "code"),
+        [("12.505", "invalid_amount"), ("12", None), ("abc", "invalid_amount"), ("-3", "invalid_amount")],
     )
     async def test_the_usd_amount_is_parsed_exactly(self, api: Api, amount: str, code: str | None) -> None:
         user = new_user()
@@ -125,6 +126,20 @@ class TestWithdraw:
             "msisdn": ("invalid_msisdn", "'0812345678' is not a Kenyan mobile number: it must be 07… or 01…"),
         }
         assert "Xy7Qp2Lm" not in response.text
+
+    async def test_a_malformed_usd_amount_is_named_with_its_reason_not_a_pattern(self, api: Api) -> None:
+        user = new_user()
+        await _link(api, user)
+        response = await api.client.post(
+            "/withdraw",
+            json={**WITHDRAW, "amount_usd": "-3"},
+            headers=api.auth(user, **{"Idempotency-Key": new_key()}),
+        )
+        assert response.status_code == 422
+        assert response.json()["code"] == "invalid_amount"
+        assert response.json()["detail"] == "a withdrawal is a positive amount of USD"
+        schema = (await api.client.get("/openapi.json")).json()["components"]["schemas"]["WithdrawRequest"]
+        assert schema["properties"]["amount_usd"]["pattern"] == r"^\s*[0-9]+(\.[0-9]+)?\s*$"  # still documented
 
     async def test_a_number_instead_of_a_decimal_string_is_422(self, api: Api) -> None:
         response = await api.client.post(
