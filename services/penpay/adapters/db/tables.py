@@ -114,7 +114,8 @@ ledger_transfers = _table(
 ledger_entries = _table(
     "ledger_entries",
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=True),
-    sa.Column("transfer_id", sa.String(64), sa.ForeignKey("ledger_transfers.id"), nullable=False, index=True),
+    # looked up by uq_ledger_entries_leg, which begins with it (migration 0008)
+    sa.Column("transfer_id", sa.String(64), sa.ForeignKey("ledger_transfers.id"), nullable=False),
     sa.Column("posting", sa.SmallInteger, nullable=False),
     # no foreign key to ledger_accounts (migration 0005): the counters' UPDATE checks every account in the same txn
     sa.Column("account_code", sa.String(32), nullable=False),
@@ -170,7 +171,7 @@ audit_log = _table(
     sa.Column("subject", sa.String(64), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hash", sa.String(64), nullable=False),  # read by walking the chain, never looked up (0008)
     sa.Index("ix_audit_log_subject", "subject", "seq"),
 )
 
