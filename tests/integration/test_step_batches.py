@@ -593,6 +593,49 @@ class TestRepositoryBatches:
             assert transaction_row(stored) == transaction_row(txn)  # every column, as the aggregate holds it
             assert stored.version == 1 and stored.status is Status.AWAITING_PAYMENT
 
+    async def test_a_value_every_row_shares_is_set_once_and_only_differing_ones_by_id(self, world: World) -> None:
+        made = await deposits(world, 3)
+        async with world.deps.uow() as uow:
+            txns = list((await uow.transactions.get_many([t.id for t in made], for_update=True)).values())
+            for n, txn in enumerate(txns):
+                txn.request_stk_push(uow.now)
+                txn.stk_push_accepted(f"ws_CO_{secrets.token_hex(6)}{n}", uow.now)
+            with statements_sent(world) as statements:
+                await uow.transactions.save_many(txns)
+            await uow.commit()
+        [update] = statements
+        by_case = set(re.findall(r"`(\w+)` = CASE id", update))
+        assert by_case == {"mpesa_checkout_request_id"}  # status, times: one value for the three rows
+        assert "`version` = `version` + 1" in update and update.endswith("AND version = %s")
+        for txn in txns:
+            assert transaction_row(await world.get(txn.id)) == transaction_row(txn)
+
+    async def test_rows_at_different_versions_are_each_matched_on_their_own(self, world: World) -> None:
+        made = await deposits(world, 3)
+        async with world.deps.uow() as uow:  # the first one moves on alone: versions 1, 0, 0
+            [first] = (await uow.transactions.get_many([made[0].id], for_update=True)).values()
+            first.request_stk_push(uow.now)
+            await uow.transactions.save(first)
+            await uow.commit()
+        async with world.deps.uow() as uow:
+            txns = list((await uow.transactions.get_many([t.id for t in made], for_update=True)).values())
+            assert [t.version for t in txns] == [1, 0, 0]
+            for txn in txns:
+                txn.review_reason = "checked"
+            with statements_sent(world) as statements:
+                await uow.transactions.save_many(txns)
+            await uow.commit()
+        assert "(id, version) IN (" in statements[0]
+        assert [(await world.get(t.id)).version for t in made] == [2, 1, 1]
+        async with world.deps.uow() as uow:  # and one of them stale among different versions: nothing is saved
+            txns = list((await uow.transactions.get_many([t.id for t in made], for_update=True)).values())
+            txns[2].version -= 1
+            for txn in txns:
+                txn.review_reason = "again"
+            with pytest.raises(ConcurrencyConflict):
+                await uow.transactions.save_many(txns)
+        assert [(await world.get(t.id)).review_reason for t in made] == ["checked"] * 3
+
     async def test_a_row_saved_twice_in_one_unit_of_work_sends_only_the_second_change(self, world: World) -> None:
         [txn] = await deposits(world, 1)
         async with world.deps.uow() as uow:

@@ -92,30 +92,51 @@ def _save_changed(
     txns: Sequence[Transaction], rows: Sequence[dict[str, Any]], columns: Sequence[str]
 ) -> tuple[str, tuple[Any, ...]]:
     """One ``UPDATE`` for one or several rows (distinct ids) that sets only ``columns`` (those that changed in any of
-    them: every value is escaped into the statement's text, and most of a row does not change in a step). Several
-    rows: each column set by a ``CASE id``, each row matched on its id and the version it was read at. MySQL counts
-    the rows matched (the driver's FOUND_ROWS), so a count short of the batch means one row moved on, and the caller
-    rolls back. ``executemany`` would be one round trip per row. The primary key is forced: the id list must never
-    become a scan that locks other transactions' rows."""
-    values: list[Any] = []
+    them: every value is escaped into the statement's text, and most of a row does not change in a step). Each row
+    is matched on its id and the version it was read at, and its ``version`` (``rows`` hold the read version + 1,
+    as :meth:`SqlTransactionRepository.save_many` builds them) is set to ``version + 1``. MySQL counts the rows
+    matched (the driver's FOUND_ROWS), so a count short of the batch means one row moved on, and the caller rolls
+    back. ``executemany`` would be one round trip per row. The primary key is forced: the id list must never become
+    a scan that locks other transactions' rows.
+
+    Several rows: a column that has one value in every row (a step's status and time, nearly always) is set to it;
+    only one whose values differ (a checkout id) is set by a ``CASE id``, which the server evaluates for each row by
+    comparing its id with each ``WHEN`` in turn, n²/2 comparisons a column (at 64 rows, ~40 % of the server's CPU
+    for such an ``UPDATE``; docs/performance.md, round 15). The rows' versions match as ``version = v`` when they
+    are all at one version, else as ``(id, version) IN (...)``, which the server looks up in a sorted list."""
     if len(txns) == 1:
         [txn], [row] = txns, rows
-        values = [row[column] for column in columns] + [txn.id, txn.version]
         assignments = ", ".join(f"`{column}` = %s" for column in columns)
-        return f"UPDATE transactions SET {assignments} WHERE id = %s AND version = %s", tuple(values)  # noqa: S608
+        sql = f"UPDATE transactions SET {assignments} WHERE id = %s AND version = %s"  # noqa: S608
+        return sql, (*(row[column] for column in columns), txn.id, txn.version)
     n = len(txns)
     case = "CASE id " + " ".join(["WHEN %s THEN %s"] * n) + " END"
-    assignments = ", ".join(f"`{column}` = {case}" for column in columns)
-    cas = " OR ".join(["(id = %s AND version = %s)"] * n)
+    parts: list[str] = []
+    values: list[Any] = []
     for column in columns:
-        for txn, row in zip(txns, rows, strict=True):
-            values += [txn.id, row[column]]
+        if column == "version":
+            parts.append("`version` = `version` + 1")
+            continue
+        first = rows[0][column]
+        if all(type(row[column]) is type(first) and row[column] == first for row in rows):
+            parts.append(f"`{column}` = %s")
+            values.append(first)
+        else:
+            parts.append(f"`{column}` = {case}")
+            for txn, row in zip(txns, rows, strict=True):
+                values += [txn.id, row[column]]
     values += [t.id for t in txns]
-    for txn in txns:
-        values += [txn.id, txn.version]
+    versions = {t.version for t in txns}
+    if len(versions) == 1:
+        cas = "version = %s"
+        values += versions
+    else:
+        cas = f"(id, version) IN ({', '.join(['(%s, %s)'] * n)})"
+        for txn in txns:
+            values += [txn.id, txn.version]
     sql = (
-        f"UPDATE transactions FORCE INDEX (PRIMARY) SET {assignments} "  # noqa: S608 - column names from the table
-        f"WHERE id IN ({', '.join(['%s'] * n)}) AND ({cas})"
+        f"UPDATE transactions FORCE INDEX (PRIMARY) SET {', '.join(parts)} "  # noqa: S608 - column names from the table
+        f"WHERE id IN ({', '.join(['%s'] * n)}) AND {cas}"
     )
     return sql, tuple(values)
 
