@@ -54,7 +54,7 @@ demo: install ## one deposit and one withdrawal through the running sandbox plat
 test: lint typecheck ## the whole suite against real MariaDB/MySQL and Redis (see README)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-.PHONY: bench
+.PHONY: bench bench-probe
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e libs/penpay_domain -e '.[dev,bench]' 2>&1 | { grep -v '^WARNING: Location' || true; }
@@ -62,6 +62,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: install $(BENCH_STAMP) ## the load benchmark: figures, targets, bench/results/<time>.json (BENCH_QUICK=1: brief)
 	$(BIN)/python -m bench
+
+bench-probe: install ## the raw-limit probe alone (MariaDB commits/s, Redis XADD/s), as JSON: beside an independent load run
+	$(BIN)/python -m bench.probe
 
 LOCK_VENV := /tmp/penpay-lock-venv
 lock: ## re-pin constraints.txt to the newest releases pyproject.toml allows (then make test, and review the diff)

@@ -7,11 +7,18 @@
   and ``audit_head``), so the row lock is held across the commit's log flush and commits serialise on it.
 - Redis ``XADD``/s, one command per round trip from 32 concurrent callers, and pipelined 100 per round trip, on a
   private key deleted afterwards.
+
+``make bench`` runs it before and after the platform; ``python -m bench.probe`` (``make bench-probe``) runs it alone,
+with the same defaults, against ``PENPAY_DATABASE_URL`` and ``PENPAY_REDIS_URL`` (the environment or ``.env``), and
+prints the result as JSON: the raw limit beside an independent load run (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -186,3 +193,39 @@ async def measure(
         flush_log_at_trx_commit=flush,
         binlog=binlog,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.config import BenchConfig  # noqa: PLC0415 - the bench's defaults, so this is the same probe
+    from penpay.settings import Settings  # noqa: PLC0415
+
+    defaults = BenchConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.probe", description="the raw limits of this machine's MariaDB and Redis, from Python"
+    )
+    parser.add_argument("--seconds", type=float, default=defaults.probe_seconds, help="the commits' measurement")
+    parser.add_argument("--connections", type=int, default=defaults.probe_connections, help="MariaDB connections")
+    parser.add_argument("--redis-seconds", type=float, default=defaults.probe_redis_seconds, help="each XADD measure")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.redis_seconds <= 0 or args.connections < 1:
+        parser.error("--seconds and --redis-seconds must be positive and --connections at least 1")
+    settings = Settings()
+    try:
+        result = asyncio.run(
+            measure(
+                settings.database_url,
+                settings.redis_url,
+                connections=args.connections,
+                seconds=args.seconds,
+                redis_s=args.redis_seconds,
+            )
+        )
+    except (OSError, asyncmy.errors.Error, aioredis.RedisError) as exc:
+        sys.stderr.write(f"bench.probe: cannot measure ({type(exc).__name__}: {exc})\n")
+        return 1
+    sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@
     penpay ledger fund ACCOUNT AMOUNT --ref R  owner's money into an asset account (e.g. deriv:agent 5000.00)
     penpay audit verify                        re-walk the audit hash chain; exit 1 and name the first bad row
     penpay token --sub USER [--role admin] [--ttl 3600]   mint an API token (sandbox only; refused in production)
+    penpay token --sub load --count 2000                  one token per line for users load-1 ... load-2000
     penpay demo                                one deposit and one withdrawal through the running sandbox platform
 
 Bad input exits 2 with one readable line; a failed check exits 1.
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="the user id")
     token.add_argument("--role", default=None, help="e.g. admin")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument(
+        "--count", type=int, default=1, help="tokens for COUNT users SUB-1 ... SUB-COUNT, one a line (load tests)"
+    )
 
     defaults = DemoPlan()
     demo_cmd = sub.add_parser("demo", help="one deposit and one withdrawal through the running sandbox platform")
@@ -90,12 +94,18 @@ def mint_token(settings: Settings, *, sub: str, role: str | None = None, ttl_s: 
     return jwt.encode(claims, key, algorithm=settings.jwt_algorithm)
 
 
-def _token(settings: Settings, sub: str, role: str | None, ttl: int) -> int:
+MAX_TOKENS = 100_000
+
+
+def _token(settings: Settings, sub: str, role: str | None, ttl: int, count: int = 1) -> int:
     if settings.is_production:
         raise DomainError("refusing to mint tokens in production (PENPAY_ENV=production)")
     if ttl <= 0:
         raise DomainError("--ttl must be a positive number of seconds")
-    sys.stdout.write(mint_token(settings, sub=sub, role=role, ttl_s=ttl) + "\n")
+    if not 1 <= count <= MAX_TOKENS:
+        raise DomainError(f"--count must be between 1 and {MAX_TOKENS:,}")
+    subjects = [sub] if count == 1 else [f"{sub}-{n}" for n in range(1, count + 1)]
+    sys.stdout.write("".join(mint_token(settings, sub=s, role=role, ttl_s=ttl) + "\n" for s in subjects))
     return 0
 
 
@@ -172,7 +182,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     configure_logging("cli", settings.log_level)
     if args.command == "token":
-        return _token(settings, args.sub, args.role, args.ttl)
+        return _token(settings, args.sub, args.role, args.ttl, args.count)
     if args.command == "demo":
         return asyncio.run(_demo(settings, args))
     if args.command == "migrate":
