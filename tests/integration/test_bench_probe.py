@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from bench import probe
 
 pytestmark = pytest.mark.integration
