@@ -92,6 +92,11 @@ class FakeDeriv:
     outcome: Outcome = Outcome.DONE
     executed: dict[str, Money] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    rejection: DerivTransferResult = field(
+        default_factory=lambda: DerivTransferResult(
+            outcome=Outcome.REJECTED, error_code="PaymentAgentTransferError", message="no"
+        )
+    )  # the answer when ``outcome`` is REJECTED
 
     def _answer(self, reference: str, amount: Money) -> DerivTransferResult:
         self.calls.append(reference)
@@ -99,7 +104,7 @@ class FakeDeriv:
             self.executed.setdefault(reference, amount)
             return DerivTransferResult(outcome=Outcome.DONE, deriv_transaction_id=str(1000 + len(self.executed)))
         if self.outcome is Outcome.REJECTED:
-            return DerivTransferResult(outcome=Outcome.REJECTED, error_code="PaymentAgentTransferError", message="no")
+            return self.rejection
         return DerivTransferResult(outcome=self.outcome)
 
     async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:

@@ -24,7 +24,9 @@ from penpay.adapters.deriv_gateway import (
     GrpcDerivGateway,
 )
 from penpay.gateway.service import MAX_BATCH
+from penpay.gateway.tokens import TokenVault
 from penpay.sandbox.deriv import DerivSimulator
+from penpay.settings import DEV_TOKEN_KEY
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
 from penpay_domain.providers import DerivTransferOrder, DerivTransferResult, Outcome
@@ -92,7 +94,7 @@ class TestTransfer:
         reference = ref()
         result = await client.transfer(reference=reference, loginid=DerivLoginId("CR9000001"), amount=usd(100))
         assert result.outcome is Outcome.REJECTED
-        assert result.error_code == "PaymentAgentTransferError"
+        assert (result.error_code, result.refused_by) == ("PaymentAgentTransferError", "paymentagent_transfer")
         assert await client.transfer(reference=reference, loginid=DerivLoginId("CR9000001"), amount=usd(100)) == result
         assert entries_for(sim, reference) == []
 
@@ -362,7 +364,29 @@ class TestWithdraw:
             verification_code=sim.verification_code("CR9000003") or "",
         )
         assert result.outcome is Outcome.REJECTED
-        assert result.error_code == "PaymentAgentWithdrawError"
+        assert (result.error_code, result.refused_by) == ("PaymentAgentWithdrawError", "paymentagent_withdraw")
+
+    async def test_a_wrong_code_and_a_revoked_token_are_told_apart_by_the_refused_call(self, sim, gateways):
+        """Deriv answers both with InvalidToken; the gateway says which call it refused."""
+        _, client = await gateways()
+        ciphertext = await self._linked(client, "CR4000004")
+        loginid = DerivLoginId("CR4000004")
+        await client.request_withdrawal_code(loginid=loginid, token_ciphertext=ciphertext)
+        kwargs = {"loginid": loginid, "amount": usd(100)}
+        wrong = await client.withdraw(reference=ref(), token_ciphertext=ciphertext, verification_code="WRONG", **kwargs)
+        assert (wrong.outcome, wrong.error_code, wrong.refused_by) == (
+            Outcome.REJECTED,
+            "InvalidToken",
+            "paymentagent_withdraw",
+        )
+        revoked = TokenVault(DEV_TOKEN_KEY).encrypt("a-token-deriv-no-longer-knows")
+        refused = await client.withdraw(reference=ref(), token_ciphertext=revoked, verification_code="X", **kwargs)
+        assert (refused.outcome, refused.error_code, refused.refused_by) == (
+            Outcome.REJECTED,
+            "InvalidToken",
+            "authorize",
+        )
+        assert sim.balance_cents("CR4000004") == 1_000_000  # neither moved money
 
     async def test_cr9000004_is_unknown_then_found_and_never_repeated(self, sim, gateways):
         _, client = await gateways()
@@ -393,7 +417,7 @@ class TestWithdraw:
             verification_code="X",
         )
         assert result.outcome is Outcome.REJECTED
-        assert result.error_code == "LoginidMismatch"
+        assert (result.error_code, result.refused_by) == ("LoginidMismatch", "authorize")
 
 
 class TestBalance:

@@ -47,7 +47,7 @@ MESSAGES: dict[str, dict[str, tuple[int, str]]] = {
         "amount_cents": (3, "int64"),
         "currency": (4, "string"),
     },
-    "TransferResponse": {**MONEY_RESULT, "client_full_name": (5, "string")},
+    "TransferResponse": {**MONEY_RESULT, "client_full_name": (5, "string"), "refused_by": (6, "string")},
     "TransferBatchRequest": {"transfers": (1, "message")},
     "TransferBatchResponse": {"results": (1, "message")},
     "TransferBatchResult": {"response": (1, "message"), "status_code": (2, "int32"), "status_details": (3, "string")},
@@ -59,7 +59,7 @@ MESSAGES: dict[str, dict[str, tuple[int, str]]] = {
         "currency": (5, "string"),
         "verification_code": (6, "string"),
     },
-    "WithdrawResponse": MONEY_RESULT,
+    "WithdrawResponse": {**MONEY_RESULT, "refused_by": (5, "string")},
     "RequestWithdrawalCodeRequest": {"loginid": (1, "string"), "encrypted_token": (2, "bytes")},
     "RequestWithdrawalCodeResponse": {
         "outcome": (1, "enum"),

@@ -41,7 +41,7 @@ from penpay_domain.ids import TransactionId, UserId, new_quote_id, new_transacti
 from penpay_domain.money import Money
 from penpay_domain.msisdn import parse_msisdn
 from penpay_domain.ports import LinkedAccount
-from penpay_domain.providers import Outcome, PaymentResult, PaymentStatus
+from penpay_domain.providers import DerivTransferResult, Outcome, PaymentResult, PaymentStatus
 from penpay_domain.transaction import Parties, Status, Transaction
 from tests.fakes import FakeCallbackUrls, FakeDeriv, FakeMailer, FakeMpesa
 
@@ -383,6 +383,25 @@ class TestWithdrawal:
         assert (await world.get(txn.id)).status is Status.FAILED
         async with world.deps.uow() as uow:
             assert await uow.withdrawal_codes.get_many([txn.id]) == {}  # a refused debit spends its code too
+
+    async def test_a_refused_verification_code_says_so_not_derivs_token_wording(self, world: World) -> None:
+        txn = withdrawal()
+        await world.store(txn)
+        await self._linked(world, txn)
+        world.deriv.outcome = Outcome.REJECTED
+        world.deriv.rejection = DerivTransferResult(
+            outcome=Outcome.REJECTED,
+            error_code="InvalidToken",
+            message="Your token has expired or is invalid.",
+            refused_by="paymentagent_withdraw",
+        )
+        assert await debiting.debit_withdrawal(world.deps, txn.id) == "rejected"
+        failed = await world.get(txn.id)
+        assert (failed.status, failed.failure_code) == (Status.FAILED, "verification_code_invalid")
+        assert failed.failure_reason == (
+            "Deriv refused the verification code: it is wrong, already used or expired. Request a new code and "
+            "withdraw again (Deriv: Your token has expired or is invalid.)"
+        )
 
     async def test_a_failed_payout_is_reversed_to_the_deriv_account(self, world: World) -> None:
         txn = withdrawal()

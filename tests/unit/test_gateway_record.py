@@ -25,6 +25,7 @@ results = st.builds(
     error_code=st.text(max_size=20),
     error_message=st.text(max_size=60),
     client_full_name=st.text(max_size=30),
+    refused_by=st.sampled_from(["", "authorize", "paymentagent_withdraw"]),
 )
 records = st.builds(
     Record,
@@ -54,5 +55,16 @@ def test_a_known_record_byte_for_byte() -> None:
     assert record.encode() == (
         '{"attempt":1,"call":{"amount_cents":76,"currency":"USD","kind":"transfer","loginid":"CR1000001"},'
         '"fencing_token":3,"result":{"client_full_name":"Wanjiru K.","error_code":"","error_message":"",'
-        '"outcome":"done","transaction_id":1001},"started_at":1796172705.5,"state":"final"}'
+        '"outcome":"done","refused_by":"","transaction_id":1001},"started_at":1796172705.5,"state":"final"}'
     )
+
+
+def test_a_record_written_before_refused_by_existed_decodes_with_none_named() -> None:
+    stored = (
+        '{"attempt":1,"call":{"amount_cents":500,"currency":"USD","kind":"withdraw","loginid":"CR1000001"},'
+        '"fencing_token":3,"result":{"client_full_name":"","error_code":"InvalidToken","error_message":"Your token '
+        'has expired or is invalid.","outcome":"rejected","transaction_id":0},"started_at":1796172705.5,'
+        '"state":"final"}'
+    )
+    result = Record.decode(stored).result
+    assert result is not None and (result.error_code, result.refused_by) == ("InvalidToken", "")

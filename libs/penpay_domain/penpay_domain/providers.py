@@ -79,6 +79,7 @@ class DerivTransferResult:
     deriv_transaction_id: str | None = None
     error_code: str | None = None
     message: str = ""
+    refused_by: str = ""  # REJECTED: the Deriv call that refused ("authorize", "paymentagent_withdraw", ...)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -228,6 +228,7 @@ def _money_result(response: Any) -> DerivTransferResult:
         deriv_transaction_id=str(response.transaction_id) if outcome is Outcome.DONE else None,
         error_code=response.error_code or None,
         message=response.error_message,
+        refused_by=response.refused_by,
     )
 
 

@@ -151,7 +151,7 @@ async def client_session(
             raise NotSentError("authorize got no answer") from exc
         account: Json = answer["authorize"]
         if loginid is not None and account.get("loginid") != loginid:
-            raise DerivRejectedError("LoginidMismatch", "the token does not authorise this login id")
+            raise DerivRejectedError("LoginidMismatch", "the token does not authorise this login id", "authorize")
         yield socket, account
     finally:
         await socket.close()

@@ -65,6 +65,7 @@ class MoneyResult:
     error_code: str = ""
     error_message: str = ""
     client_full_name: str = ""
+    refused_by: str = ""  # REJECTED: the Deriv call that refused (``DerivRejectedError.call``)
 
 
 UNKNOWN = MoneyResult(outcome=Outcome.UNKNOWN)
@@ -103,6 +104,7 @@ class Record:
                 "error_code": result.error_code,
                 "error_message": result.error_message,
                 "client_full_name": result.client_full_name,
+                "refused_by": result.refused_by,
             },
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -236,4 +236,5 @@ def _money_fields(result: MoneyResult) -> dict[str, Any]:
         "transaction_id": result.transaction_id,
         "error_code": result.error_code,
         "error_message": result.error_message,
+        "refused_by": result.refused_by,
     }

@@ -249,7 +249,9 @@ class TransferExecutor:
                         continue
                     await self._store.release(reference, raw)
                     raise UnavailableError("Deriv rate limit") from exc
-                result = MoneyResult(outcome=Outcome.REJECTED, error_code=exc.code, error_message=exc.message)
+                result = MoneyResult(
+                    outcome=Outcome.REJECTED, error_code=exc.code, error_message=exc.message, refused_by=exc.call
+                )
             try:
                 recorded = await self._store.complete(reference, record, raw, result)
             except LeaseLostError:

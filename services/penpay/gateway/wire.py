@@ -27,12 +27,15 @@ class OutcomeUnknownError(DerivCallError):
 
 
 class DerivRejectedError(DerivCallError):
-    """Deriv answered ``{"error": {"code", "message"}}``: the call was refused and did nothing."""
+    """Deriv answered ``{"error": {"code", "message"}}``: the call was refused and did nothing. ``call`` is the
+    refused call's ``msg_type`` (``authorize``, ``paymentagent_withdraw``, ...): Deriv uses one code for different
+    things (``InvalidToken`` for a revoked login token and for a wrong e-mailed verification code)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, call: str = "") -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.call = call
 
 
 def encode(message: Json) -> str:
@@ -74,5 +77,8 @@ def cents_from_wire(value: object) -> int:
 def raise_for_error(message: Json) -> Json:
     error = message.get("error")
     if isinstance(error, dict):
-        raise DerivRejectedError(str(error.get("code", "UnknownError")), str(error.get("message", "")))
+        call = message.get("msg_type")
+        raise DerivRejectedError(
+            str(error.get("code", "UnknownError")), str(error.get("message", "")), call if isinstance(call, str) else ""
+        )
     return message

@@ -141,6 +141,26 @@ def _apply_debit_answer(txn: Transaction, result: DerivTransferResult, now: date
     if result.outcome is Outcome.DONE:
         txn.complete_debit(deriv_transaction_id=result.deriv_transaction_id or "", now=now)
     else:
-        txn.reject_debit(
-            code=result.error_code or "deriv_rejected", reason=result.message or "Deriv refused the withdrawal", now=now
+        code, reason = debit_refusal(result)
+        txn.reject_debit(code=code, reason=reason, now=now)
+
+
+def debit_refusal(result: DerivTransferResult) -> tuple[str, str]:
+    """The failure code and the reason the user reads when Deriv refuses a withdrawal's debit. Deriv's own text
+    alone misleads where one code means two things: ``InvalidToken`` ("Your token has expired or is invalid.") is
+    its answer both to a wrong, used or expired e-mailed code and to a revoked login token, and the gateway says
+    which call was refused (``refused_by``)."""
+    deriv_said = f" (Deriv: {result.message})" if result.message else ""
+    if result.refused_by == "paymentagent_withdraw" and result.error_code == "InvalidToken":
+        return (
+            "verification_code_invalid",
+            "Deriv refused the verification code: it is wrong, already used or expired. Request a new code and "
+            f"withdraw again{deriv_said}",
         )
+    if result.refused_by == "authorize":
+        return (
+            "deriv_token_invalid",
+            "Deriv refused the linked account's token: it was revoked, has expired or is for another account. "
+            f"Link the Deriv account again{deriv_said}",
+        )
+    return result.error_code or "deriv_rejected", result.message or "Deriv refused the withdrawal"
