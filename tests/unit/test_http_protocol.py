@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from penpay.http_protocol import CoalescingTransport
+from penpay.coalescing import CoalescingTransport
 from penpay.sandbox.control import AppServer
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from penpay.coalescing import coalescing
 from penpay.gateway.wire import (
     DerivCallError,
     DerivRejectedError,
@@ -44,6 +45,15 @@ def url_with_app_id(url: str, app_id: str) -> str:
     parts = urlsplit(url)
     query = "&".join(q for q in (parts.query, urlencode({"app_id": app_id, "l": "EN"})) if q)
     return urlunsplit(parts._replace(query=query))
+
+
+class CoalescingClientConnection(ClientConnection):
+    """A socket whose frames written in one event-loop step leave in one write: a batch's requests, sent together
+    (``penpay.coalescing``). A frame kept for a socket that closes before the step ends is not sent, and its call
+    ends as any call whose socket closed after the send: outcome unknown, settled from the statement."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(coalescing(transport))
 
 
 class DerivSocket:
@@ -71,6 +81,7 @@ class DerivSocket:
                 close_timeout=2,
                 max_size=2**22,
                 compression=None,
+                create_connection=CoalescingClientConnection,
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise NotSentError(f"cannot connect to Deriv: {exc!r}") from exc

@@ -29,6 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from penpay.coalescing import coalescing
 from penpay.sandbox.deriv_accounts import (
     TRANSFER_DROPPED,
     TRANSFER_REJECTED,
@@ -107,6 +108,14 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class CoalescingServerConnection(ServerConnection):
+    """A socket whose frames written in one event-loop step leave in one write: a batch of requests' answers and
+    balance updates (``penpay.coalescing``)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(coalescing(transport))
+
+
 class DerivSimulator:
     """The simulated Deriv API; one instance holds the books every socket sees."""
 
@@ -144,7 +153,14 @@ class DerivSimulator:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str, port: int) -> None:
-        self._server = await serve(self._serve_socket, host, port, process_request=self._check_path, ping_interval=None)
+        self._server = await serve(
+            self._serve_socket,
+            host,
+            port,
+            process_request=self._check_path,
+            ping_interval=None,
+            create_connection=CoalescingServerConnection,
+        )
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1] if port == 0 else port
 
