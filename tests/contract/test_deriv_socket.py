@@ -11,7 +11,6 @@ from websockets.http11 import Request
 
 from penpay.coalescing import CoalescingTransport
 from penpay.gateway.connection import DerivSocket
-from penpay.sandbox.deriv import DerivSimulator
 from tests.contract.deriv_fixtures import sim  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.contract
@@ -60,16 +59,17 @@ def _count_writes(connection: Any) -> _CountingTransport:
     return counting
 
 
-async def test_calls_made_in_one_step_leave_in_one_write_and_are_answered_in_one(sim: DerivSimulator) -> None:
-    """A batch's requests (the gateway's socket) and their answers (the sandbox's) travel in one send each way."""
-    socket = await DerivSocket.open(sim.url, open_timeout_s=5)
-    try:
-        await socket.call({"ping": 1}, timeout_s=5)  # the sandbox's side of the socket exists from here
-        [session] = sim._sessions
-        sent, answered = _count_writes(socket._ws), _count_writes(session.ws)
-        answers = await asyncio.gather(*(socket.call({"ping": 1}, timeout_s=5) for _ in range(10)))
-        assert [a["ping"] for a in answers] == ["pong"] * 10
-        assert len(sent.writes) == 1
-        assert len(answered.writes) == 1
-    finally:
-        await socket.close()
+class TestFramesOfOneStep:
+    async def test_calls_made_in_one_step_leave_in_one_write_and_are_answered_in_one(self, sim):  # noqa: F811
+        """A batch's requests (the gateway's socket) and their answers (the sandbox's) travel in one send each way."""
+        socket = await DerivSocket.open(sim.url, open_timeout_s=5)
+        try:
+            await socket.call({"ping": 1}, timeout_s=5)  # the sandbox's side of the socket exists from here
+            [session] = sim._sessions
+            sent, answered = _count_writes(socket._ws), _count_writes(session.ws)
+            answers = await asyncio.gather(*(socket.call({"ping": 1}, timeout_s=5) for _ in range(10)))
+            assert [a["ping"] for a in answers] == ["pong"] * 10
+            assert len(sent.writes) == 1
+            assert len(answered.writes) == 1
+        finally:
+            await socket.close()
