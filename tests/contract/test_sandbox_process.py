@@ -174,5 +174,58 @@ class TestDerivBooksAcrossRestarts:
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
         assert process.returncode == 1
         last = stderr.decode().strip().splitlines()[-1]
-        assert last.startswith("penpay-sandbox: cannot read the Deriv books: ")
+        assert last.startswith("penpay-sandbox: cannot read its saved state: ")
         assert "deriv-books.jsonl:1:" in last and "delete the file" in last
+
+
+class TestDarajaAcrossRestarts:
+    async def test_a_killed_sandbox_delivers_the_stk_callback_it_owed_after_a_restart(self, tmp_path: Path) -> None:
+        from penpay.sandbox.daraja_wire import stk_password  # noqa: PLC0415
+        from penpay.settings import Settings  # noqa: PLC0415
+        from tests.contract.daraja_fixtures import callback_receiver  # noqa: PLC0415
+
+        settings = Settings(_env_file=None)  # type: ignore[call-arg] - what the sandbox process reads (no .env there)
+        state = {"PENPAY_SANDBOX_STATE_DIR": str(tmp_path / "state")}
+        async with callback_receiver() as receiver:
+            first = await start_sandbox(tmp_path, **state, PENPAY_SANDBOX_CALLBACK_DELAY_MS="60000")
+            try:
+                daraja = f"http://127.0.0.1:{first.ports['PENPAY_SANDBOX_DARAJA_PORT']}"
+                async with httpx.AsyncClient(base_url=daraja, timeout=5) as http:
+                    oauth = await http.get(
+                        "/oauth/v1/generate",
+                        params={"grant_type": "client_credentials"},
+                        auth=(settings.daraja_consumer_key, settings.daraja_consumer_secret.get_secret_value()),
+                    )
+                    ts = "20261207120000"
+                    shortcode = settings.daraja_shortcode
+                    push = {
+                        "BusinessShortCode": shortcode,
+                        "Password": stk_password(shortcode, settings.daraja_passkey.get_secret_value(), ts),
+                        "Timestamp": ts,
+                        "TransactionType": "CustomerPayBillOnline",
+                        "Amount": 100,
+                        "PartyA": "254712345678",
+                        "PartyB": shortcode,
+                        "PhoneNumber": "254712345678",
+                        "CallBackURL": receiver.url("/hooks/stk"),
+                        "AccountReference": "PENPAY",
+                        "TransactionDesc": "Deposit",
+                    }
+                    headers = {"Authorization": f"Bearer {oauth.json()['access_token']}"}
+                    accepted = (await http.post("/mpesa/stkpush/v1/processrequest", json=push, headers=headers)).json()
+                assert accepted["ResponseCode"] == "0", accepted
+            finally:
+                first.process.kill()  # SIGKILL, a minute before the customer would have answered the prompt
+                await first.process.wait()
+            assert receiver.deliveries == []
+
+            second = await start_sandbox(tmp_path, **state, PENPAY_SANDBOX_CALLBACK_DELAY_MS="0")
+            try:
+                [delivery] = await receiver.wait_for("/hooks/stk", timeout_s=10)
+            finally:
+                code, logs = await second.stop(signal.SIGTERM)
+        callback = delivery.json()["Body"]["stkCallback"]
+        assert (callback["CheckoutRequestID"], callback["ResultCode"]) == (accepted["CheckoutRequestID"], 0)
+        assert code == 0
+        [resumed] = [line for line in logs if line["event"] == "sandbox_daraja_state"]
+        assert (resumed["replayed"], resumed["owed"]) == (1, 1)

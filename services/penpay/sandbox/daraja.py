@@ -113,6 +113,10 @@ class DarajaSimulator:
         self._balances_cents = {"utility": 5_000_000_000, "working": 119_937_100, "charges": -198_000}
         self._journal: list[dict[str, object]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # the state kept across restarts (``journal``): each change is handed to the recorder before it is answered
+        self.recorder: Callable[[dict[str, Any]], None] | None = None
+        self._owed_stk: dict[str, int] = {}  # checkout id -> callbacks still to deliver (replayed, not yet sent)
+        self._owed_b2c: dict[str, B2cBehaviour] = {}  # originator id -> how its result was to be delivered
         self._http: aiohttp.ClientSession | None = None
         self.app = self._build_app()
 
@@ -146,6 +150,48 @@ class DarajaSimulator:
     def expire_tokens(self) -> None:
         """Make the current access token invalid, as expiry or a token issued elsewhere would."""
         self._token = None
+
+    # ---------------------------------------------------------------------------------- kept across restarts
+
+    def replay(self, record: dict[str, Any]) -> None:
+        """One change of an earlier run, in order (``journal``): sessions and payouts as they were, and the
+        callbacks and results it had not delivered yet, which :meth:`resume` sends."""
+        op = record["op"]
+        if op == "stk":
+            session = results.session_from(record)
+            self._sessions[session.checkout_request_id] = session
+            self._owed_stk[session.checkout_request_id] = int(record["deliveries"])
+        elif op == "stk_completed":
+            session = self._sessions[record["checkout_request_id"]]
+            session.completed_at = dt.datetime.fromisoformat(record["completed_at"])
+            session.receipt = record["receipt"]
+        elif op == "stk_delivered":
+            self._owed_stk.pop(record["checkout_request_id"], None)
+        elif op == "b2c":
+            payout = results.payout_from(record)
+            self._payouts[payout.originator_conversation_id] = payout
+            if payout.paid:
+                self._balances_cents = dict(payout.balances_cents)
+            self._owed_b2c[payout.originator_conversation_id] = B2cBehaviour(record["behaviour"])
+        elif op == "b2c_delivered":
+            self._owed_b2c.pop(record["originator_conversation_id"], None)
+        else:
+            raise KeyError(f"unknown change {op!r}")
+
+    def resume(self) -> int:
+        """Deliver what the earlier run owed (callbacks of sessions, results of payouts), as it would have; returns
+        how many are on their way. Call once the event loop runs."""
+        owed = len(self._owed_stk) + len(self._owed_b2c)
+        for checkout_id, deliveries in self._owed_stk.items():
+            self._spawn(self._finish_stk(self._sessions[checkout_id], deliveries=deliveries))
+        for originator_id, behaviour in self._owed_b2c.items():
+            self._spawn(self._finish_b2c(self._payouts[originator_id], behaviour))
+        self._owed_stk, self._owed_b2c = {}, {}
+        return owed
+
+    def _remember(self, op: str, **change: Any) -> None:
+        if self.recorder is not None:
+            self.recorder({"op": op, **change})
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Wait until every scheduled callback has been delivered (or given up)."""
@@ -285,6 +331,7 @@ class DarajaSimulator:
         )
         self._sessions[session.checkout_request_id] = session
         self._prompt_until[phone] = session.done_at_monotonic
+        self._remember("stk", **results.as_record(session), deliveries=outcome.deliver_callbacks)
         self._spawn(self._finish_stk(session, deliveries=outcome.deliver_callbacks))
         return {
             "MerchantRequestID": session.merchant_request_id,
@@ -302,15 +349,23 @@ class DarajaSimulator:
             raise wire.wrong_credentials()
 
     async def _finish_stk(self, session: results.StkSession, *, deliveries: int) -> None:
-        await asyncio.sleep(self.callback_delay_s)
-        session.completed_at = dt.datetime.now(dt.UTC)
-        if session.paid:
-            session.receipt = wire.receipt("T")
+        if session.completed_at is None:  # else completed before a restart: its callback, as it was then
+            await asyncio.sleep(self.callback_delay_s)
+            session.completed_at = dt.datetime.now(dt.UTC)
+            if session.paid:
+                session.receipt = wire.receipt("T")
+            self._remember(
+                "stk_completed",
+                checkout_request_id=session.checkout_request_id,
+                completed_at=session.completed_at.isoformat(),
+                receipt=session.receipt,
+            )
         body = wire.to_json(results.stk_callback(session))
         for attempt in range(deliveries):
             if attempt:
                 await asyncio.sleep(self.callback_delay_s)
             await self._post_callback(session.callback_url, body)
+        self._remember("stk_delivered", checkout_request_id=session.checkout_request_id)
 
     async def _stk_query(self, body: dict[str, Any]) -> dict[str, object]:
         business_shortcode = wire.shortcode(body, "BusinessShortCode")
@@ -386,7 +441,9 @@ class DarajaSimulator:
             self._balances_cents["charges"] -= results.B2C_FEE_CENTS
             payout.balances_cents = dict(self._balances_cents)
         self._payouts[originator_id] = payout
-        self._spawn(self._finish_b2c(payout, behaviour if refusal is None else B2cBehaviour.PAID))
+        delivery = behaviour if refusal is None else B2cBehaviour.PAID
+        self._remember("b2c", **results.as_record(payout), behaviour=delivery.value)
+        self._spawn(self._finish_b2c(payout, delivery))
         return {
             "ConversationID": payout.conversation_id,
             "OriginatorConversationID": originator_id,
@@ -395,6 +452,10 @@ class DarajaSimulator:
         }
 
     async def _finish_b2c(self, payout: results.Payout, behaviour: B2cBehaviour) -> None:
+        await self._deliver_b2c(payout, behaviour)
+        self._remember("b2c_delivered", originator_conversation_id=payout.originator_conversation_id)
+
+    async def _deliver_b2c(self, payout: results.Payout, behaviour: B2cBehaviour) -> None:
         await asyncio.sleep(self.callback_delay_s)
         if behaviour is B2cBehaviour.NO_RESULT:
             return

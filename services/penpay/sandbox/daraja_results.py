@@ -8,7 +8,8 @@ Bodies are built as plain structures holding :class:`JsonNumber` for decimal amo
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from penpay.sandbox.daraja_wire import EAT, eat_compact, money
 
@@ -67,6 +68,38 @@ class Payout:
     @property
     def paid(self) -> bool:
         return self.result_code == 0
+
+
+# ---------------------------------------------------------------------------------- as journal records (``journal``)
+_DATETIMES = frozenset({"created_at", "completed_at", "initiated_at"})
+_NOT_KEPT = frozenset({"done_at_monotonic"})  # this process's clock: meaningless after a restart
+
+
+def as_record(value: StkSession | Payout) -> dict[str, Any]:
+    """A session's or payout's fields as JSON values (datetimes in ISO 8601)."""
+    out: dict[str, Any] = {}
+    for f in fields(value):
+        if f.name in _NOT_KEPT:
+            continue
+        item = getattr(value, f.name)
+        out[f.name] = item.isoformat() if f.name in _DATETIMES and item is not None else item
+    return out
+
+
+def _values(record: dict[str, Any], kind: type[StkSession] | type[Payout]) -> dict[str, Any]:
+    values = {f.name: record[f.name] for f in fields(kind) if f.name not in _NOT_KEPT and f.name in record}
+    for name in _DATETIMES & values.keys():
+        if values[name] is not None:
+            values[name] = dt.datetime.fromisoformat(values[name])
+    return values
+
+
+def session_from(record: dict[str, Any]) -> StkSession:
+    return StkSession(**_values(record, StkSession), done_at_monotonic=0.0)
+
+
+def payout_from(record: dict[str, Any]) -> Payout:
+    return Payout(**_values(record, Payout))
 
 
 def stk_callback(session: StkSession) -> dict[str, object]:

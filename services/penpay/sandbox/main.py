@@ -2,8 +2,10 @@
 
 All four run in one asyncio loop; SIGINT or SIGTERM stops them together and the process exits 0. Ports come from
 the settings (``PENPAY_SANDBOX_DARAJA_PORT``, ``PENPAY_SANDBOX_DERIV_PORT``, ``PENPAY_SMTP_PORT``,
-``PENPAY_SANDBOX_HTTP_PORT``). With ``PENPAY_SANDBOX_STATE_DIR`` the simulated Deriv's books are kept there across
-restarts (``deriv_journal``); a journal it cannot replay makes it exit 1 with one line that says where.
+``PENPAY_SANDBOX_HTTP_PORT``). With ``PENPAY_SANDBOX_STATE_DIR`` the simulated Deriv's books and Daraja's STK
+sessions and B2C payouts are kept there across restarts (``journal``), and what Daraja had not delivered yet (a
+callback, a result) is delivered after the restart; a journal it cannot replay makes it exit 1 with one line that
+says where.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from penpay import eventloop
@@ -21,11 +24,14 @@ from penpay.sandbox.control import AppServer, create_control_app
 from penpay.sandbox.daraja import DarajaSimulator
 from penpay.sandbox.daraja_control import create_daraja_control_router
 from penpay.sandbox.deriv import DerivSimulator, create_deriv_control_router
-from penpay.sandbox.deriv_journal import DerivJournal, JournalError
+from penpay.sandbox.deriv_journal import DerivJournal
+from penpay.sandbox.journal import Journal, JournalError
 from penpay.sandbox.smtp import MailSink
 from penpay.settings import Settings
 
 log = get_logger(__name__)
+
+DARAJA_FILE = "daraja.jsonl"
 
 
 def _host_of(url: str, default: str) -> str:
@@ -40,6 +46,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     if journal is not None:
         journal.attach(deriv.books)
         log.info("sandbox_deriv_books", path=str(journal.path), replayed_changes=journal.replayed)
+    daraja_journal = Journal(Path(settings.sandbox_state_dir) / DARAJA_FILE) if settings.sandbox_state_dir else None
+    if daraja_journal is not None:
+        daraja_journal.open(daraja.replay)
+        daraja.recorder = daraja_journal.append
     mail = MailSink()
     daraja_server = AppServer(daraja.app, name="daraja")
     control_server = AppServer(
@@ -55,6 +65,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         await daraja_server.start(daraja_host, settings.sandbox_daraja_port)
         started.append("daraja")
         log.info("sandbox_listening", service="daraja", url=daraja_server.url)
+        if daraja_journal is not None:
+            owed = daraja.resume()
+            log.info("sandbox_daraja_state", path=str(daraja_journal.path), replayed=daraja_journal.replayed, owed=owed)
         await deriv.start(deriv_host, settings.sandbox_deriv_port)
         started.append("deriv")
         log.info("sandbox_listening", service="deriv", url=deriv.url)
@@ -74,6 +87,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         if journal is not None:
             journal.close()
         await daraja.aclose()
+        if daraja_journal is not None:
+            daraja_journal.close()
         if "daraja" in started:
             await daraja_server.stop()
         log.info("sandbox_stopped")
@@ -109,7 +124,7 @@ def main() -> None:
     try:
         eventloop.run(_main())
     except JournalError as exc:
-        sys.stderr.write(f"penpay-sandbox: cannot read the Deriv books: {exc}\n")
+        sys.stderr.write(f"penpay-sandbox: cannot read its saved state: {exc}\n")
         sys.exit(1)
 
 
