@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from penpay.adapters.deriv_gateway import (
     DerivTokenRejected,
     GrpcDerivGateway,
 )
+from penpay.gateway.balances import BalanceTracker
 from penpay.gateway.service import MAX_BATCH
 from penpay.gateway.tokens import TokenVault
 from penpay.sandbox.deriv import DerivSimulator
@@ -421,6 +423,24 @@ class TestWithdraw:
 
 
 class TestBalance:
+    async def test_changes_that_queue_up_are_each_published_in_order(self, redis, prefix):
+        tracker = BalanceTracker(redis, stream_key=f"{prefix}:deriv:balance")
+        for cents in (1000, 900, 800, 700, 600):  # a batch of transfers' worth, before the publisher runs
+            tracker.on_subscription(
+                {
+                    "msg_type": "balance",
+                    "balance": {"loginid": "CR900000", "currency": "USD", "balance": Decimal(cents) / 100},
+                }
+            )
+        publisher = asyncio.create_task(tracker.run())
+        try:
+            await tracker.drain()
+        finally:
+            publisher.cancel()
+        events = await redis.xrange(f"{prefix}:deriv:balance")
+        assert [int(fields[b"balance_cents"]) for _, fields in events] == [1000, 900, 800, 700, 600]
+        assert {fields[b"type"] for _, fields in events} == {b"deriv.balance_changed"}
+
     async def test_get_balance_and_balance_changes_are_published_to_the_stream(self, sim, gateways, redis, prefix):
         runtime, client = await gateways()
         assert await client.balance() == usd(100_000_000)

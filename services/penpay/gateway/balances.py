@@ -33,6 +33,17 @@ class Balance:
     as_of_unix_ms: int
 
 
+def _event(balance: Balance) -> dict[str, str]:
+    return {
+        "type": EVENT_TYPE,
+        "version": EVENT_VERSION,
+        "loginid": balance.loginid,
+        "currency": balance.currency,
+        "balance_cents": str(balance.balance_cents),
+        "occurred_at": datetime.fromtimestamp(balance.as_of_unix_ms / 1000, UTC).isoformat(),
+    }
+
+
 class BalanceTracker:
     def __init__(self, redis: Redis, *, stream_key: str, maxlen: int = 100_000) -> None:
         self._redis = redis
@@ -58,27 +69,22 @@ class BalanceTracker:
         return self.last
 
     async def run(self) -> None:
-        """Publish balance changes to the Redis Stream until cancelled."""
+        """Publish balance changes to the Redis Stream until cancelled: every change, in order, those that queued
+        up meanwhile (a batch of transfers' worth) in one round trip."""
         while True:
-            balance = await self._events.get()
+            changes = [await self._events.get()]
+            while not self._events.empty():
+                changes.append(self._events.get_nowait())
             try:
-                await self._redis.xadd(
-                    self.stream_key,
-                    {
-                        "type": EVENT_TYPE,
-                        "version": EVENT_VERSION,
-                        "loginid": balance.loginid,
-                        "currency": balance.currency,
-                        "balance_cents": str(balance.balance_cents),
-                        "occurred_at": datetime.fromtimestamp(balance.as_of_unix_ms / 1000, UTC).isoformat(),
-                    },
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
+                pipe = self._redis.pipeline(transaction=False)
+                for balance in changes:
+                    pipe.xadd(self.stream_key, _event(balance), maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+                await pipe.execute()
             except RedisError as exc:
-                log.warning("deriv.balance_publish_failed", error=str(exc))
+                log.warning("deriv.balance_publish_failed", error=str(exc), changes=len(changes))
             finally:
-                self._events.task_done()
+                for _ in changes:
+                    self._events.task_done()
 
     async def drain(self, timeout_s: float = 1.0) -> None:
         """Wait until queued events are published (tests and shutdown)."""
