@@ -232,8 +232,8 @@ class DarajaSimulator:
         text = json.dumps(payload) if payload is not None else ""
         self._record(
             kind="request",
-            method=request.method,
-            path=request.url.path,
+            method=request.scope["method"],
+            path=request.scope["path"],  # not request.url: it parses the Host header and builds a URL object
             status=status,
             request=raw.decode("utf-8", errors="replace"),
             response=text,
@@ -331,7 +331,8 @@ class DarajaSimulator:
         )
         self._sessions[session.checkout_request_id] = session
         self._prompt_until[phone] = session.done_at_monotonic
-        self._remember("stk", **results.as_record(session), deliveries=outcome.deliver_callbacks)
+        if self.recorder is not None:
+            self._remember("stk", **results.as_record(session), deliveries=outcome.deliver_callbacks)
         self._spawn(self._finish_stk(session, deliveries=outcome.deliver_callbacks))
         return {
             "MerchantRequestID": session.merchant_request_id,
@@ -442,7 +443,8 @@ class DarajaSimulator:
             payout.balances_cents = dict(self._balances_cents)
         self._payouts[originator_id] = payout
         delivery = behaviour if refusal is None else B2cBehaviour.PAID
-        self._remember("b2c", **results.as_record(payout), behaviour=delivery.value)
+        if self.recorder is not None:
+            self._remember("b2c", **results.as_record(payout), behaviour=delivery.value)
         self._spawn(self._finish_b2c(payout, delivery))
         return {
             "ConversationID": payout.conversation_id,
