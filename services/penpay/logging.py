@@ -74,32 +74,40 @@ def _render_text(event_dict: Any, default: Any = None, **_: Any) -> str:
 class StepLines:
     """A byte stream's lines, each handed to the stream at once outside an event loop, and inside one joined with
     the other lines of the same step and written in one ``write`` (then flushed) at the step's end, in order.
-    Also written when the process exits normally (``atexit``)."""
+    Lines kept by a loop that stopped before its step's end are written with the next line, or at exit."""
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
         self._pending: list[bytes] | None = None
+        self._owner: asyncio.AbstractEventLoop | None = None  # the loop whose step's end writes what is kept
         self._lock = threading.Lock()  # a line from another thread (a thread pool's task) while a step is kept
         atexit.register(self._flush_at_exit)
 
     def line(self, data: bytes) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop in this thread
+            loop = None
         with self._lock:
             if self._pending is not None:
-                self._pending.append(data)
-                return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop in this thread: now
+                if loop is self._owner or (self._owner is not None and self._owner.is_running()):
+                    self._pending.append(data)
+                    return
+                self._write_kept()  # its loop stopped: the step's end it waited for will not come
+            if loop is None:
                 self._write(data)
                 return
-            self._pending = [data]
+            self._pending, self._owner = [data], loop
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, None
-            if pending:
-                self._write(b"".join(pending))
+            self._write_kept()
+
+    def _write_kept(self) -> None:
+        pending, self._pending, self._owner = self._pending, None, None
+        if pending:
+            self._write(b"".join(pending))
 
     def _flush_at_exit(self) -> None:
         with contextlib.suppress(ValueError, OSError):  # the stream may be closed by then: nothing to tell

@@ -51,3 +51,30 @@ async def test_a_kept_step_is_written_by_a_flush_and_not_again() -> None:
     lines.flush()  # as at exit
     await asyncio.sleep(0)
     assert out.writes == [b"kept\n"]
+
+
+def test_lines_kept_by_a_loop_that_stopped_are_written_with_the_next_line() -> None:
+    out = Recording()
+    lines = StepLines(out)
+
+    loop = asyncio.new_event_loop()
+
+    def last_words() -> None:
+        lines.line(b"kept\n")
+        loop.stop()  # the loop ends with this step: the flush it scheduled never runs
+
+    loop.call_soon(last_words)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert out.writes == []
+    lines.line(b"after\n")  # outside any loop
+    assert out.writes == [b"kept\n", b"after\n"]
+
+    async def next_loop() -> None:
+        lines.line(b"in another loop\n")
+        await asyncio.sleep(0)
+
+    asyncio.run(next_loop())
+    assert out.writes[2:] == [b"in another loop\n"]
