@@ -9,6 +9,7 @@ starts MySQL 8 and Redis 7 instead; otherwise the session stops with one line sa
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -141,3 +143,17 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(redis_url, decode_responses=False)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests that configure logging (``configure_logging``, the CLI's ``run``): the root logger's level and
+    handlers and structlog's configuration as they were, afterwards (structlog would otherwise keep writing to a
+    test's captured, closed stream)."""
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from penpay.sandbox.daraja import DarajaSimulator
 from penpay.sandbox.journal import Journal, JournalError
 from tests.contract.daraja_fixtures import CallbackReceiver, callback_receiver, running_daraja
 from tests.contract.test_daraja_simulator import (
@@ -35,12 +36,18 @@ def _items(delivery_json: Any) -> dict[str, Any]:
     return {i["Name"]: i.get("Value") for i in metadata}
 
 
+def _journaled(sim: DarajaSimulator, path: Path) -> Journal:
+    """``sim`` with the journal at ``path`` replayed onto it and its every change recorded there."""
+    journal = Journal(path)
+    journal.open(sim.replay)
+    sim.recorder = journal.append
+    return journal
+
+
 async def _stopped_with_owed(path: Path, receiver: CallbackReceiver, requests: Any) -> list[dict[str, Any]]:
     """Run a simulator that journals to ``path``, make ``requests`` of it, and stop it before it calls back."""
     async with running_daraja(callback_delay_ms=LATER_MS) as first:
-        journal = Journal(path)
-        journal.open(first.sim.replay)
-        first.sim.recorder = journal.append
+        journal = _journaled(first.sim, path)
         async with first.client() as http:
             answers = await requests(first, http, await get_token(http))
         journal.close()
@@ -60,9 +67,7 @@ class TestAcrossARestart:
 
             [accepted] = await _stopped_with_owed(path, receiver, push)
             async with running_daraja(callback_delay_ms=0) as second:
-                journal = Journal(path)
-                journal.open(second.sim.replay)
-                second.sim.recorder = journal.append
+                journal = _journaled(second.sim, path)
                 assert second.sim.resume() == 1
                 [delivery] = await receiver.wait_for("/hooks/stk")
                 callback = delivery.json()["Body"]["stkCallback"]
@@ -99,7 +104,7 @@ class TestAcrossARestart:
 
             [accepted] = await _stopped_with_owed(path, receiver, pay)
             async with running_daraja(callback_delay_ms=0) as second:
-                Journal(path).open(second.sim.replay)
+                _journaled(second.sim, path).close()  # replayed; nothing more to keep
                 assert second.sim.resume() == 1
                 [result] = await receiver.wait_for("/hooks/b2c/result")
                 assert result.json()["Result"]["ConversationID"] == accepted["ConversationID"]

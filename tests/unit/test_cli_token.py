@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import jwt
 import pytest
-import structlog
 
 from penpay import cli
 from penpay.settings import Settings
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging for its process (onto this test's captured stderr): put it back after."""
-    root = logging.getLogger()
-    saved = (root.level, list(root.handlers))
-    yield
-    root.setLevel(saved[0])
-    root.handlers[:] = saved[1]
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:

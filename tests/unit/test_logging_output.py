@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,16 +12,7 @@ import structlog
 
 from penpay.logging import REDACTED, configure_logging, get_logger, redact_secrets
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = (root.level, list(root.handlers))
-    yield
-    root.setLevel(saved[0])
-    root.handlers[:] = saved[1]
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _lines(capfd: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
