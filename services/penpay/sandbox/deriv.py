@@ -45,6 +45,7 @@ from penpay.sandbox.deriv_accounts import (
 )
 from penpay.sandbox.deriv_control import create_deriv_control_router
 from penpay.sandbox.json_text import compact_json
+from penpay.sandbox.listening import LISTEN_BACKLOG
 
 __all__ = ["DerivSimulator", "create_deriv_control_router", "encode_json"]
 
@@ -160,6 +161,7 @@ class DerivSimulator:
             process_request=self._check_path,
             ping_interval=None,
             create_connection=CoalescingServerConnection,
+            backlog=LISTEN_BACKLOG,
         )
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1] if port == 0 else port

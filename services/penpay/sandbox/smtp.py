@@ -16,6 +16,7 @@ from email.parser import BytesParser
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from penpay.logging import get_logger
+from penpay.sandbox.listening import LISTEN_BACKLOG
 
 log = get_logger(__name__)
 
@@ -86,7 +87,7 @@ class MailSink:
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(self, hostname="penpay-sandbox", loop=loop), host=host, port=port
+            lambda: SMTP(self, hostname="penpay-sandbox", loop=loop), host=host, port=port, backlog=LISTEN_BACKLOG
         )
 
     @property
