@@ -68,3 +68,16 @@ def test_a_record_written_before_refused_by_existed_decodes_with_none_named() ->
     )
     result = Record.decode(stored).result
     assert result is not None and (result.error_code, result.refused_by) == ("InvalidToken", "")
+
+
+def test_a_result_field_from_a_newer_gateway_is_left_out_after_a_rollback() -> None:
+    stored = json.loads(
+        Record.decode(
+            '{"attempt":1,"call":{"amount_cents":500,"currency":"USD","kind":"withdraw","loginid":"CR1000001"},'
+            '"fencing_token":3,"result":{"client_full_name":"","error_code":"","error_message":"","outcome":"done",'
+            '"refused_by":"","transaction_id":77},"started_at":1796172705.5,"state":"final"}'
+        ).encode()
+    )
+    stored["result"]["settled_by"] = "statement"  # a field this code does not know
+    result = Record.decode(json.dumps(stored)).result
+    assert result is not None and (result.outcome, result.transaction_id) == (Outcome.DONE, 77)

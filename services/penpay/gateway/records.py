@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -111,6 +111,8 @@ class Record:
 
     @classmethod
     def decode(cls, raw: str | bytes) -> Record:
+        """A stored record; a result field this code does not know (written by a newer gateway, read by this one
+        after a rollback) is left out, one it knows but the record lacks (an older gateway's) takes its default."""
         data = json.loads(raw)
         result = data.get("result")
         return cls(
@@ -119,8 +121,16 @@ class Record:
             started_at=float(data["started_at"]),
             fencing_token=int(data["fencing_token"]),
             attempt=int(data["attempt"]),
-            result=None if result is None else MoneyResult(**{**result, "outcome": Outcome(result["outcome"])}),
+            result=None if result is None else _result(result),
         )
+
+
+_RESULT_FIELDS = frozenset(f.name for f in fields(MoneyResult))
+
+
+def _result(data: dict[str, Any]) -> MoneyResult:
+    known = {k: v for k, v in data.items() if k in _RESULT_FIELDS}
+    return MoneyResult(**{**known, "outcome": Outcome(data["outcome"])})
 
 
 class ReferenceStore:
