@@ -82,8 +82,10 @@ class Record:
 
     def encode(self) -> str:
         """Canonical JSON (sorted keys, compact): the swap script compares a stored record with this text, so it
-        must be what ``json.dumps(dataclasses.asdict(self), sort_keys=True)`` writes; built by hand because
-        ``asdict`` deep-copies every value, a tenth of the gateway's CPU per transfer (tests pin the equality)."""
+        must be what ``json.dumps(dataclasses.asdict(self), sort_keys=True)`` writes, but for ``refused_by``, which
+        is written only when it names a call (a refusal): a gateway from before the field, run again after a
+        rollback, then still reads every other record. Built by hand because ``asdict`` deep-copies every value, a
+        tenth of the gateway's CPU per transfer (tests pin the equality)."""
         call, result = self.call, self.result
         data: dict[str, Any] = {
             "call": {
@@ -104,9 +106,10 @@ class Record:
                 "error_code": result.error_code,
                 "error_message": result.error_message,
                 "client_full_name": result.client_full_name,
-                "refused_by": result.refused_by,
             },
         }
+        if result is not None and result.refused_by:
+            data["result"]["refused_by"] = result.refused_by
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
