@@ -26,6 +26,7 @@ from penpay.adapters.db import schema
 from penpay.adapters.db.engine import create_engine, drop_database
 from penpay.bootstrap import Database, SystemClock
 from penpay.settings import Settings
+from tests.redis_keys import drop_keys
 
 DEFAULT_DB = "mysql+asyncmy://root:@127.0.0.1:3306/penpay"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -117,13 +118,16 @@ def redis_url(service_urls: tuple[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, worker_id_suffix: str) -> Settings:
-    return Settings(
+def settings(database_url: str, redis_url: str, worker_id_suffix: str) -> Iterator[Settings]:
+    """This test worker's settings; its Redis keys (under its own stream prefix) are deleted at the end."""
+    prefix = f"penpay-test-{worker_id_suffix}"
+    yield Settings(
         database_url=database_url,
         redis_url=redis_url,
-        stream_prefix=f"penpay-test-{worker_id_suffix}",
+        stream_prefix=prefix,
         _env_file=None,  # type: ignore[call-arg]
     )
+    asyncio.run(drop_keys(redis_url, prefix))
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from penpay.gateway.main import Tuning, build_runtime
 from penpay.gateway.runtime import GatewayRuntime
 from penpay.sandbox.deriv import DerivSimulator
 from penpay.settings import Settings
+from tests.redis_keys import drop_keys
 
 AGENT_TOKEN = "sandbox-agent-token-CR900000"
 AGENT = "CR900000"
@@ -114,8 +115,12 @@ async def redis() -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"test-gw-{uuid.uuid4().hex[:12]}"
+async def prefix() -> AsyncIterator[str]:
+    """A test's own Redis prefix; its keys (streams, and the gateway's records under ``{prefix:gateway}``) are
+    deleted afterwards."""
+    value = f"test-gw-{uuid.uuid4().hex[:12]}"
+    yield value
+    await drop_keys(REDIS_URL, value)
 
 
 def gateway_settings(sim: DerivSimulator, prefix: str, *, reconcile_after_s: int = 60) -> Settings:
@@ -156,9 +161,6 @@ async def gateways(sim: DerivSimulator, redis: Redis, prefix: str) -> AsyncItera
         await client.close()
         with contextlib.suppress(Exception):
             await runtime.stop()
-    keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 from honcho.environ import parse_procfile
 
 from penpay.cli import mint_token
 from penpay.settings import Settings
 from tests.ports import free_ports
+from tests.redis_keys import drop_keys
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,19 +181,6 @@ def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Pl
     finally:
         p.stop_all()
         asyncio.run(drop_keys(redis_url, env["PENPAY_STREAM_PREFIX"]))
-
-
-async def drop_keys(redis_url: str, prefix: str) -> None:
-    """Delete a run's Redis keys: its streams (``prefix:*``) and the gateway's records, which share one cluster
-    slot under ``{prefix:gateway}`` and are otherwise kept for months (reference -> result)."""
-    client = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        for pattern in (f"{prefix}:*", f"{{{prefix}:*"):
-            batch = [key async for key in client.scan_iter(match=pattern, count=1000)]
-            for start in range(0, len(batch), 500):
-                await client.delete(*batch[start : start + 500])
-    finally:
-        await client.aclose()
 
 
 async def wait_for_status(

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from penpay.adapters.db.engine import drop_database
 from tests.ports import free_ports
+from tests.redis_keys import drop_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -177,13 +177,7 @@ class Platform:
 
     async def _drop(self) -> None:
         await drop_database(self.database_url)
-        client = aioredis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{self.stream_prefix}*", count=500)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await drop_keys(self.redis_url, self.stream_prefix)  # the gateway's records too
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from penpay.gateway.pipelining import CommandPipeline
+from tests.redis_keys import drop_keys
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +52,17 @@ async def counting(redis_url: str) -> Any:
     await client.aclose()
 
 
+@pytest.fixture(autouse=True)
+async def _drop_the_keys(redis_url: str) -> Any:
+    yield
+    await drop_keys(redis_url, PREFIX)
+
+
+PREFIX = f"test-pipe-{secrets.token_hex(4)}"  # this run's keys, deleted after each test
+
+
 def _key() -> str:
-    return f"test-pipe-{secrets.token_hex(4)}"
+    return f"{PREFIX}:{secrets.token_hex(4)}"
 
 
 class TestCommandPipeline:
