@@ -82,7 +82,7 @@ class TestAcrossARestart:
 
             # a third start owes nothing, and the session's receipt is the one delivered
             async with running_daraja(callback_delay_ms=0) as third:
-                Journal(path).open(third.sim.replay)
+                _journaled(third.sim, path).close()
                 assert third.sim.resume() == 0
                 async with third.client() as http:
                     token = await get_token(http)
@@ -104,7 +104,7 @@ class TestAcrossARestart:
 
             [accepted] = await _stopped_with_owed(path, receiver, pay)
             async with running_daraja(callback_delay_ms=0) as second:
-                _journaled(second.sim, path).close()  # replayed; nothing more to keep
+                journal = _journaled(second.sim, path)
                 assert second.sim.resume() == 1
                 [result] = await receiver.wait_for("/hooks/b2c/result")
                 assert result.json()["Result"]["ConversationID"] == accepted["ConversationID"]
@@ -117,6 +117,12 @@ class TestAcrossARestart:
                 [status] = await receiver.wait_for("/hooks/status/result")
                 params = {p["Key"]: p["Value"] for p in status.json()["Result"]["ResultParameters"]["ResultParameter"]}
                 assert (params["TransactionStatus"], params["Amount"]) == ("Completed", "700")
+                await second.sim.wait_idle()
+                journal.close()
+
+            async with running_daraja(callback_delay_ms=0) as third:  # the result was delivered: nothing owed
+                _journaled(third.sim, path).close()
+                assert third.sim.resume() == 0
 
     async def test_an_unknown_change_stops_the_replay_naming_the_line(self, tmp_path: Path) -> None:
         path = tmp_path / "daraja.jsonl"
