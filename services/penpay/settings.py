@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     deriv_ws_url: str = "ws://127.0.0.1:8091/websockets/v3"
     deriv_app_id: str = "1089"
     deriv_agent_token: SecretStr = SecretStr(SANDBOX_DERIV_AGENT_TOKEN)
+    deriv_client_sessions: int = Field(default=64, ge=1)  # users' sockets open at once (.env.example)
     token_encryption_key: SecretStr = SecretStr(DEV_TOKEN_KEY)
 
     daraja_base_url: str = "http://127.0.0.1:8090"

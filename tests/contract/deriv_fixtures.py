@@ -123,7 +123,9 @@ async def prefix() -> AsyncIterator[str]:
     await drop_keys(REDIS_URL, value)
 
 
-def gateway_settings(sim: DerivSimulator, prefix: str, *, reconcile_after_s: int = 60) -> Settings:
+def gateway_settings(
+    sim: DerivSimulator, prefix: str, *, reconcile_after_s: int = 60, client_sessions: int = 64
+) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         redis_url=REDIS_URL,
@@ -134,6 +136,7 @@ def gateway_settings(sim: DerivSimulator, prefix: str, *, reconcile_after_s: int
         gateway_health_port=0,
         gateway_lease_ttl_s=1,
         reconcile_after_s=reconcile_after_s,
+        deriv_client_sessions=client_sessions,
     )
 
 
@@ -146,9 +149,10 @@ async def gateways(sim: DerivSimulator, redis: Redis, prefix: str) -> AsyncItera
     started: list[tuple[GatewayRuntime, GrpcDerivGateway]] = []
 
     async def start(
-        *, wait_active: bool = True, reconcile_after_s: int = 60
+        *, wait_active: bool = True, reconcile_after_s: int = 60, client_sessions: int = 64, tuning: Tuning = FAST
     ) -> tuple[GatewayRuntime, GrpcDerivGateway]:
-        runtime = build_runtime(gateway_settings(sim, prefix, reconcile_after_s=reconcile_after_s), redis, FAST)
+        settings = gateway_settings(sim, prefix, reconcile_after_s=reconcile_after_s, client_sessions=client_sessions)
+        runtime = build_runtime(settings, redis, tuning)
         await runtime.start()
         client = GrpcDerivGateway(f"127.0.0.1:{runtime.grpc_port}", timeout_s=5, money_timeout_s=10)
         started.append((runtime, client))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +33,7 @@ from penpay.settings import DEV_TOKEN_KEY
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
 from penpay_domain.providers import DerivTransferOrder, DerivTransferResult, Outcome
-from tests.contract.deriv_fixtures import AGENT, eventually, gateways, prefix, redis, sim, user_token
+from tests.contract.deriv_fixtures import AGENT, FAST, eventually, gateways, prefix, redis, sim, user_token
 
 __all__ = ["gateways", "prefix", "redis", "sim"]  # fixtures used here
 
@@ -420,6 +421,56 @@ class TestWithdraw:
         )
         assert result.outcome is Outcome.REJECTED
         assert (result.error_code, result.refused_by) == ("LoginidMismatch", "authorize")
+
+
+class TestClientSessions:
+    """The users' own sockets (withdrawals, codes, linking) are bounded: ``PENPAY_DERIV_CLIENT_SESSIONS``."""
+
+    async def _ready_to_withdraw(self, sim, client, loginid: str) -> dict[str, Any]:
+        account, ciphertext = await client.link_account(token=user_token(loginid))
+        login = DerivLoginId(account.loginid)
+        assert await client.request_withdrawal_code(loginid=login, token_ciphertext=ciphertext) is Outcome.DONE
+        code = sim.verification_code(loginid) or ""
+        return {"loginid": login, "token_ciphertext": ciphertext, "amount": usd(100), "verification_code": code}
+
+    async def test_a_burst_of_withdrawals_opens_no_more_sockets_than_the_limit_and_every_one_is_done(
+        self, sim, gateways
+    ):
+        _, client = await gateways(client_sessions=2)
+        logins = [f"CR50000{n:02d}" for n in range(8)]
+        prepared = [await self._ready_to_withdraw(sim, client, loginid) for loginid in logins]
+        sim.response_delay_ms = (20, 20)  # each session lasts a while: the burst has to queue for the two slots
+        sim.peak_connection_count = sim.connection_count  # the agent's socket
+        references = [ref() for _ in prepared]
+        results = await asyncio.gather(
+            *(client.withdraw(reference=r, **kwargs) for r, kwargs in zip(references, prepared, strict=True))
+        )
+        assert [r.outcome for r in results] == [Outcome.DONE] * len(prepared)
+        assert sim.peak_connection_count == 1 + 2  # the agent's socket and two users' at most
+        for loginid, reference in zip(logins, references, strict=True):
+            assert sim.balance_cents(loginid) == 1_000_000 - 100
+            assert len(entries_for(sim, reference)) == 1
+
+    async def test_a_withdrawal_that_finds_every_session_busy_too_long_sends_nothing_and_can_be_repeated(
+        self, sim, gateways
+    ):
+        _, client = await gateways(client_sessions=1, tuning=replace(FAST, client_session_wait_s=0.1))
+        logins = ("CR5100001", "CR5100002")
+        prepared = [await self._ready_to_withdraw(sim, client, loginid) for loginid in logins]
+        sim.response_delay_ms = (400, 400)  # whichever goes first holds the only session well past the other's wait
+        references = [ref(), ref()]
+        results = await asyncio.gather(
+            *(client.withdraw(reference=r, **kwargs) for r, kwargs in zip(references, prepared, strict=True))
+        )
+        assert sorted(r.outcome for r in results) == sorted([Outcome.DONE, Outcome.UNAVAILABLE])
+        waited = 0 if results[0].outcome is Outcome.UNAVAILABLE else 1
+        assert sim.balance_cents(logins[waited]) == 1_000_000  # nothing was sent for it
+        assert entries_for(sim, references[waited]) == []
+        sim.response_delay_ms = (0, 0)
+        again = await client.withdraw(reference=references[waited], **prepared[waited])  # released: safe to repeat
+        assert again.outcome is Outcome.DONE
+        assert sim.balance_cents(logins[waited]) == 1_000_000 - 100
+        assert len(entries_for(sim, references[waited])) == 1
 
 
 class TestBalance:

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from penpay import eventloop
 from penpay.adapters.redis_client import connect
 from penpay.gateway.balances import BalanceTracker
+from penpay.gateway.client_sessions import ClientSessions
 from penpay.gateway.connection import DerivConnection
 from penpay.gateway.lease import RedisLease
 from penpay.gateway.records import ReferenceStore
@@ -37,6 +38,7 @@ class Tuning:
     rate_limit_retries: int = 2
     rate_limit_backoff_s: float = 0.5
     shutdown_grace_s: float = 5.0
+    client_session_wait_s: float = 5.0
     health_host: str = "127.0.0.1"
 
 
@@ -61,8 +63,15 @@ def build_runtime(settings: Settings, redis: Redis, tuning: Tuning | None = None
         on_subscription=balances.on_subscription,
         on_authorized=[balances.subscribe],
     )
+    sessions = ClientSessions(
+        connection.url,
+        limit=settings.deriv_client_sessions,
+        wait_s=tuning.client_session_wait_s,
+        timeout_s=tuning.call_timeout_s,
+    )
     executor = TransferExecutor(
         connection=connection,
+        sessions=sessions,
         store=ReferenceStore(redis, key_prefix=slot, lease=lease),
         tokens=tokens,
         settle_after_s=float(settings.reconcile_after_s),
@@ -70,7 +79,7 @@ def build_runtime(settings: Settings, redis: Redis, tuning: Tuning | None = None
         rate_limit_backoff_s=tuning.rate_limit_backoff_s,
     )
     service = DerivGatewayService(
-        executor=executor, balances=balances, connection=connection, lease=lease, tokens=tokens
+        executor=executor, balances=balances, connection=connection, sessions=sessions, lease=lease, tokens=tokens
     )
     return GatewayRuntime(
         service=service,

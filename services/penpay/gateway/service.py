@@ -17,7 +17,8 @@ import structlog
 from penpay._proto.penpay.gateway.v1 import gateway_pb2 as pb
 from penpay._proto.penpay.gateway.v1 import gateway_pb2_grpc
 from penpay.gateway.balances import BalanceTracker
-from penpay.gateway.connection import DerivConnection, client_session
+from penpay.gateway.client_sessions import ClientSessions
+from penpay.gateway.connection import DerivConnection
 from penpay.gateway.lease import RedisLease
 from penpay.gateway.records import LeaseLostError, MoneyResult, Outcome
 from penpay.gateway.tokens import TokenDecryptionError, TokenVault
@@ -49,12 +50,14 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
         executor: TransferExecutor,
         balances: BalanceTracker,
         connection: DerivConnection,
+        sessions: ClientSessions,
         lease: RedisLease,
         tokens: TokenVault,
     ) -> None:
         self._executor = executor
         self._balances = balances
         self._connection = connection
+        self._sessions = sessions
         self._lease = lease
         self._tokens = tokens
 
@@ -124,13 +127,11 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
     ) -> pb.RequestWithdrawalCodeResponse:
         async def run() -> pb.RequestWithdrawalCodeResponse:
             token = self._tokens.decrypt(request.encrypted_token)
-            timeout_s = self._connection.call_timeout_s
             try:
-                async with client_session(
-                    self._connection.url, token, timeout_s=timeout_s, loginid=request.loginid or None
-                ) as (socket, account):
+                async with self._sessions.open(token, loginid=request.loginid or None) as (socket, account):
                     await socket.call(
-                        {"verify_email": account["email"], "type": "paymentagent_withdraw"}, timeout_s=timeout_s
+                        {"verify_email": account["email"], "type": "paymentagent_withdraw"},
+                        timeout_s=self._sessions.timeout_s,
                     )
             except DerivRejectedError as exc:
                 return pb.RequestWithdrawalCodeResponse(
@@ -176,9 +177,7 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
             if not request.token:
                 raise InvalidRequestError("token is required")
             try:
-                async with client_session(
-                    self._connection.url, request.token, timeout_s=self._connection.call_timeout_s
-                ) as (_, account):
+                async with self._sessions.open(request.token) as (_, account):
                     pass
             except DerivRejectedError as exc:
                 return pb.LinkAccountResponse(

@@ -20,7 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from penpay.gateway.connection import DerivConnection, client_session
+from penpay.gateway.client_sessions import ClientSessions
+from penpay.gateway.connection import DerivConnection
 from penpay.gateway.records import (
     UNKNOWN,
     LeaseLostError,
@@ -82,6 +83,7 @@ class TransferExecutor:
         self,
         *,
         connection: DerivConnection,
+        sessions: ClientSessions,
         store: ReferenceStore,
         tokens: TokenVault,
         settle_after_s: float = 60.0,
@@ -89,6 +91,7 @@ class TransferExecutor:
         rate_limit_backoff_s: float = 0.5,
     ) -> None:
         self._connection = connection
+        self._sessions = sessions
         self._store = store
         self._tokens = tokens
         self._settle_after_s = settle_after_s
@@ -136,11 +139,7 @@ class TransferExecutor:
             agent_loginid = self._connection.agent_loginid
             if not agent_loginid:
                 raise NotSentError("the agent login id is not known yet")
-            timeout_s = self._connection.call_timeout_s
-            async with client_session(self._connection.url, token, timeout_s=timeout_s, loginid=loginid) as (
-                socket,
-                _,
-            ):
+            async with self._sessions.open(token, loginid=loginid) as (socket, _):
                 answer = await socket.call(
                     {
                         "paymentagent_withdraw": 1,
@@ -150,7 +149,7 @@ class TransferExecutor:
                         "verification_code": verification_code,
                         "description": description_for(reference),
                     },
-                    timeout_s=timeout_s,
+                    timeout_s=self._sessions.timeout_s,
                 )
             return MoneyResult(outcome=Outcome.DONE, transaction_id=int(answer["transaction_id"]))
 

@@ -137,6 +137,7 @@ class DerivSimulator:
         self.requests_seen = 0
         self._random = random.Random()  # noqa: S311 - simulated latency, not security
         self._sessions: set[_Session] = set()
+        self.peak_connection_count = 0  # the most sockets open at once (tests may reset it)
         self._server: Server | None = None
         self._rate_limited_calls = 0
         self._drop_on_next: set[str] = set()
@@ -227,6 +228,7 @@ class DerivSimulator:
     async def _serve_socket(self, ws: ServerConnection) -> None:
         session = _Session(ws=ws)
         self._sessions.add(session)
+        self.peak_connection_count = max(self.peak_connection_count, len(self._sessions))
         try:
             async for raw in ws:
                 task = asyncio.create_task(self._answer(session, raw))
