@@ -145,6 +145,31 @@ class TestCreateDeposit:
         listed = await api.client.get("/transactions", headers=api.auth(user))
         assert listed.json()["items"] == []
 
+    async def test_an_amount_out_of_range_is_named_beside_the_other_bad_fields(self, api: Api) -> None:
+        """The deployment's range is checked with the schema, so one answer names every fault."""
+        response = await api.client.post(
+            "/deposit",
+            json={**DEPOSIT, "amount_kes": 5, "msisdn": "0812345678"},
+            headers=api.auth(new_user(), **{"Idempotency-Key": new_key()}),
+        )
+        problem = _problem(response, 422, "validation_error")
+        errors = {e["field"]: e for e in problem["errors"]}  # type: ignore[attr-defined]
+        assert set(errors) == {"amount_kes", "msisdn"}
+        assert errors["amount_kes"]["type"] == "amount_out_of_range"
+        low, high = api.settings.deposit_min_kes, api.settings.deposit_max_kes
+        assert errors["amount_kes"]["msg"] == f"amount 5 KES is outside the allowed range {low}..{high} KES"
+        assert errors["msisdn"]["type"] == "invalid_msisdn"
+
+    async def test_an_amount_out_of_range_alone_is_answered_with_the_range(self, api: Api) -> None:
+        response = await api.client.post(
+            "/deposit",
+            json={**DEPOSIT, "amount_kes": 250_001},
+            headers=api.auth(new_user(), **{"Idempotency-Key": new_key()}),
+        )
+        problem = _problem(response, 422, "amount_out_of_range")
+        assert (problem["minimum"], problem["maximum"]) == (api.settings.deposit_min_kes, api.settings.deposit_max_kes)
+        assert "errors" not in problem
+
     async def test_without_a_token_it_is_401(self, api: Api) -> None:
         response = await api.client.post("/deposit", json=DEPOSIT, headers={"Idempotency-Key": new_key()})
         _problem(response, 401, "unauthenticated")

@@ -91,8 +91,9 @@ def _cases(api: Api) -> list[tuple[str, dict[str, str], bytes]]:
         ("empty body", auth, b""),
         ("empty body, no token", json_type, b""),
         ("a list", auth, b"[1, 2]"),
-        ("a missing field, no token", json_type, json.dumps({"amount_kes": 5}).encode()),
-        ("a missing field", auth, json.dumps({"amount_kes": 5}).encode()),
+        ("a missing field, no token", json_type, json.dumps({"amount_kes": 1000}).encode()),
+        ("a missing field", auth, json.dumps({"amount_kes": 1000}).encode()),  # in range: an amount out of
+        # range is named beside the schema's errors, which FastAPI's own route does not do (test_deposits)
         ("a float amount", auth, json.dumps({**GOOD, "amount_kes": 5.5}).encode()),
         ("a string amount", auth, json.dumps({**GOOD, "amount_kes": "5"}).encode()),
         ("an unknown field", auth, json.dumps({**GOOD, "extra": 1}).encode()),

@@ -14,17 +14,20 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from penpay.api.deps import State, User, current_user, state_of
 from penpay.api.direct_route import DirectRoute, json_body, served_directly, validate_body
 from penpay.api.idempotency import HEADER, request_hash, request_path, require_key
 from penpay.api.problems import PROBLEM_JSON
-from penpay.api.schemas import DepositRequest, TransactionOut, render_transaction
+from penpay.api.schemas import DOMAIN_ERROR, DepositRequest, TransactionOut, render_transaction
 from penpay.service_layer import deposits
 from penpay.service_layer.batch_initiation import Accepted, Outcome, Refused, Submission
 from penpay_domain.commands import InitiateDeposit
+from penpay_domain.errors import DomainError
 from penpay_domain.ids import UserId
+from penpay_domain.limits import LimitPolicy
 from penpay_domain.money import Money
 
 router = APIRouter(tags=["deposits"], route_class=DirectRoute)
@@ -35,13 +38,38 @@ async def _arguments(request: Request) -> dict[str, Any]:
     data = await json_body(request)
     state = state_of(request)
     user = await current_user(state, state.client_ip(request), request.headers.get("authorization"))
+    try:
+        body = validate_body(DepositRequest, data)
+    except RequestValidationError as exc:
+        raise _with_amount_range(exc, data, state.deposit_policy.limits) from exc.__cause__
     return {
-        "body": validate_body(DepositRequest, data),
+        "body": body,
         "request": request,
         "state": state,
         "user": user,
         "idempotency_key": request.headers.get(HEADER),
     }
+
+
+def _with_amount_range(exc: RequestValidationError, data: Any, limits: LimitPolicy) -> RequestValidationError:
+    """The schema's errors, and the amount's when it is a whole number outside the deployment's range, so that one
+    answer names every fault of the body. The amount alone out of range is the domain's refusal, as before (stored
+    under the idempotency key and replayed: a rule's refusal, where a schema error is not kept)."""
+    amount = data.get("amount_kes") if isinstance(data, dict) else None
+    if type(amount) is not int or any(err.get("loc") == ("body", "amount_kes") for err in exc.errors()):
+        return exc
+    try:
+        limits.check_amount(Money.kes(amount))
+    except DomainError as refused:
+        error = {
+            "type": refused.code,
+            "loc": ("body", "amount_kes"),
+            "msg": refused.message,
+            "input": amount,
+            "ctx": {"reason": refused.message, DOMAIN_ERROR: refused},
+        }
+        return RequestValidationError([*exc.errors(), error], body=exc.body)
+    return exc
 
 
 def answered(outcome: Outcome) -> Response | None:
