@@ -68,7 +68,7 @@ def _with_amount_range(exc: RequestValidationError, data: Any, limits: LimitPoli
             "input": amount,
             "ctx": {"reason": refused.message, DOMAIN_ERROR: refused},
         }
-        return RequestValidationError([*exc.errors(), error], body=exc.body)
+        return RequestValidationError([error, *exc.errors()], body=exc.body)  # amount_kes: the first field
     return exc
 
 
