@@ -743,6 +743,26 @@ class TestWorkerPublishing:
         assert stamped is not None
         await redis_client.delete(f"{prefix}:{event.stream}")
 
+    async def test_stamps_added_within_the_linger_are_written_by_one_statement(self, world: World) -> None:
+        """At a moderate rate every unit of work publishes on its own; its stamps wait for the others'."""
+        ids = [10**15 + secrets.randbelow(10**12) for _ in range(5)]  # rows of no one: only the statements count
+        statements: list[object] = []
+
+        def record(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+            if statement.startswith("UPDATE outbox") and any(str(i) in repr(parameters) for i in ids):
+                statements.append(parameters)
+
+        sa.event.listen(world.db.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            marks = PublishedMarks(world.db.engine, world.clock, linger_s=1.0)
+            for stamp in ids:
+                await marks.add([stamp])
+                await asyncio.sleep(0.01)  # each in a step of its own: without the linger the first would go alone
+            await marks.aclose()
+        finally:
+            sa.event.remove(world.db.engine.sync_engine, "before_cursor_execute", record)
+        assert len(statements) == 1
+
     async def test_carried_events_are_written_published_and_not_sent(self, world: World) -> None:
         publisher = RedisStreamPublisher(world.redis, prefix=world.prefix)
         txn = deposit()

@@ -23,6 +23,7 @@ from penpay_domain.events import TransactionEvent
 from penpay_domain.ports import Clock
 
 log = get_logger(__name__)
+MARK_LINGER_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +100,17 @@ class PublishedMarks:
     """Stamps outbox rows published after their immediate publish, in the background and many per statement.
 
     ``add`` returns at once (a request never waits for the stamp); one task drains what accumulated with one UPDATE
-    and one commit, and whatever arrives meanwhile goes in the next. A stamp that fails or is lost in a crash only
-    means the relay publishes those rows again after its ``min_age_s``, under the same ``event_id``, and consumers
-    deduplicate on it.
+    and one commit, and whatever arrives meanwhile goes in the next. The task first waits ``linger_s`` for more, so a
+    process stamps at most ~1/``linger_s`` times a second however small its batches are (at a moderate rate every
+    request or step is a batch of one, and stamping each on its own cost a round trip and a commit apiece). A stamp
+    that fails or is lost in a crash only means the relay publishes those rows again after its ``min_age_s`` (5 s,
+    far above the linger), under the same ``event_id``, and consumers deduplicate on it.
     """
 
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock, *, linger_s: float = MARK_LINGER_S) -> None:
         self._engine = engine
         self._clock = clock
+        self._linger_s = linger_s
         self._ids: list[int] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -117,6 +121,8 @@ class PublishedMarks:
 
     async def _drain(self) -> None:
         while self._ids:
+            if self._linger_s:
+                await asyncio.sleep(self._linger_s)
             ids, self._ids = self._ids, []
             try:
                 async with self._engine.begin() as conn:
