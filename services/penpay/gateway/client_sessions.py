@@ -34,21 +34,16 @@ class ClientSessions:
         self._wait_s = wait_s
         self._timeout_s = timeout_s
         self.limit = limit
-        self.open_now = 0
-        self.waiting = 0
-        self.peak = 0
+        self._waiting = 0
 
     @contextlib.asynccontextmanager
     async def open(self, token: str, *, loginid: str | None = None) -> AsyncIterator[tuple[DerivSocket, Json]]:
         """A socket authorised with ``token`` (and checked to be ``loginid``'s), and the authorised account."""
         await self._acquire()
-        self.open_now += 1
-        self.peak = max(self.peak, self.open_now)
         try:
             async with client_session(self._url, token, timeout_s=self._timeout_s, loginid=loginid) as opened:
                 yield opened
         finally:
-            self.open_now -= 1
             self._slots.release()
 
     @property
@@ -60,14 +55,14 @@ class ClientSessions:
         if not self._slots.locked():
             await self._slots.acquire()  # a free slot: taken at once
             return
-        self.waiting += 1
+        self._waiting += 1
         try:
             async with asyncio.timeout(self._wait_s):
                 await self._slots.acquire()
         except TimeoutError as exc:
-            log.warning("deriv.client_sessions_full", limit=self.limit, waiting=self.waiting, wait_s=self._wait_s)
+            log.warning("deriv.client_sessions_full", limit=self.limit, waiting=self._waiting, wait_s=self._wait_s)
             raise NotSentError(
                 f"all {self.limit} Deriv client sessions stayed busy for {self._wait_s:g} s; nothing was sent"
             ) from exc
         finally:
-            self.waiting -= 1
+            self._waiting -= 1
