@@ -4,7 +4,9 @@ earlier one had not sent when it stopped, so a platform restarted mid-deposit co
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,18 @@ def _journaled(sim: DarajaSimulator, path: Path) -> Journal:
     return journal
 
 
+@contextlib.asynccontextmanager
+async def _restarted(path: Path, *, owed: int) -> AsyncIterator[Any]:
+    """A new simulator on the journal at ``path``: it replays it, finds ``owed`` callbacks or results still owed (and
+    starts delivering them), and records to it until it is idle at the end of the block."""
+    async with running_daraja(callback_delay_ms=0) as daraja:
+        journal = _journaled(daraja.sim, path)
+        assert daraja.sim.resume() == owed
+        yield daraja
+        await daraja.sim.wait_idle()  # a delivery still running records its outcome: the journal stays open for it
+        journal.close()
+
+
 async def _stopped_with_owed(path: Path, receiver: CallbackReceiver, requests: Any) -> list[dict[str, Any]]:
     """Run a simulator that journals to ``path``, make ``requests`` of it, and stop it before it calls back."""
     async with running_daraja(callback_delay_ms=LATER_MS) as first:
@@ -66,9 +80,7 @@ class TestAcrossARestart:
                 return [(await post(http, STK, token, stk_body(receiver, Amount=250))).json()]
 
             [accepted] = await _stopped_with_owed(path, receiver, push)
-            async with running_daraja(callback_delay_ms=0) as second:
-                journal = _journaled(second.sim, path)
-                assert second.sim.resume() == 1
+            async with _restarted(path, owed=1) as second:
                 [delivery] = await receiver.wait_for("/hooks/stk")
                 callback = delivery.json()["Body"]["stkCallback"]
                 assert callback["CheckoutRequestID"] == accepted["CheckoutRequestID"]
@@ -77,13 +89,9 @@ class TestAcrossARestart:
                     token = await get_token(http)
                     answer = (await post(http, QUERY, token, query_body(accepted["CheckoutRequestID"]))).json()
                 assert (answer["ResultCode"], answer["CheckoutRequestID"]) == ("0", accepted["CheckoutRequestID"])
-                await second.sim.wait_idle()
-                journal.close()
 
             # a third start owes nothing, and the session's receipt is the one delivered
-            async with running_daraja(callback_delay_ms=0) as third:
-                _journaled(third.sim, path).close()
-                assert third.sim.resume() == 0
+            async with _restarted(path, owed=0) as third:
                 async with third.client() as http:
                     token = await get_token(http)
                     receipt = _items(delivery.json())["MpesaReceiptNumber"]
@@ -103,9 +111,7 @@ class TestAcrossARestart:
                 return [(await post(http, B2C, token, body)).json()]
 
             [accepted] = await _stopped_with_owed(path, receiver, pay)
-            async with running_daraja(callback_delay_ms=0) as second:
-                journal = _journaled(second.sim, path)
-                assert second.sim.resume() == 1
+            async with _restarted(path, owed=1) as second:
                 [result] = await receiver.wait_for("/hooks/b2c/result")
                 assert result.json()["Result"]["ConversationID"] == accepted["ConversationID"]
                 assert result.json()["Result"]["ResultCode"] == 0
@@ -117,12 +123,9 @@ class TestAcrossARestart:
                 [status] = await receiver.wait_for("/hooks/status/result")
                 params = {p["Key"]: p["Value"] for p in status.json()["Result"]["ResultParameters"]["ResultParameter"]}
                 assert (params["TransactionStatus"], params["Amount"]) == ("Completed", "700")
-                await second.sim.wait_idle()
-                journal.close()
 
-            async with running_daraja(callback_delay_ms=0) as third:  # the result was delivered: nothing owed
-                _journaled(third.sim, path).close()
-                assert third.sim.resume() == 0
+            async with _restarted(path, owed=0):  # the result was delivered: nothing owed
+                pass
 
     async def test_an_unknown_change_stops_the_replay_naming_the_line(self, tmp_path: Path) -> None:
         path = tmp_path / "daraja.jsonl"
