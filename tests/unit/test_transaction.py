@@ -600,3 +600,44 @@ class TestIllegalTransitions:
         with pytest.raises(IllegalTransition, match="ledger leg"):
             resolved(wrong_outcome)(txn, NOW + timedelta(hours=1))
         assert snapshot(txn) == before
+
+
+class TestResolvedFailures:
+    """A customer whose transaction support settled as failed is told why, in words meant for them."""
+
+    @pytest.mark.parametrize(
+        ("kind", "path_name", "status"),
+        [
+            (Kind.DEPOSIT, "review while awaiting payment, resolved as failed", S.PAYMENT_FAILED),
+            (Kind.DEPOSIT, "review while crediting, resolved as refunding", S.REFUNDING),
+            (Kind.WITHDRAWAL, "review while debiting, resolved as failed", S.FAILED),
+            (Kind.WITHDRAWAL, "review while paying out, resolved as reversing", S.REVERSING),
+        ],
+    )
+    def test_the_outcome_is_the_failure_reason_and_the_admins_note_is_not(
+        self, kind: Kind, path_name: str, status: Status
+    ) -> None:
+        txn = a_deposit() if kind is Kind.DEPOSIT else a_withdrawal()
+        paths = DEPOSIT_PATHS if kind is Kind.DEPOSIT else WITHDRAWAL_PATHS
+        path = paths[path_name]
+        until_resolved = path[: [event for _, event, _ in path].index(ev.TransactionResolved) + 1]
+        walk(txn, until_resolved)
+        assert txn.status is status
+        assert txn.failure_code == "resolved_after_review"
+        assert txn.failure_reason is not None and "PenPay support" in txn.failure_reason
+        assert "checked at the provider" not in txn.failure_reason  # the admin's note is for ops (the audit log)
+
+    def test_a_success_has_no_failure_reason(self) -> None:
+        txn = a_deposit()
+        walk(txn, DEPOSIT_PATHS["review while crediting, resolved as credited"])
+        assert (txn.failure_code, txn.failure_reason) == (None, None)
+
+    def test_the_providers_own_reason_is_kept(self) -> None:
+        txn = a_withdrawal()
+        path = [
+            *WITHDRAWAL_PATHS["payout failed then reversed"][:4],
+            (flagged, ev.TransactionNeedsReview, S.NEEDS_REVIEW),
+            (resolved(S.REVERSING), ev.TransactionResolved, S.REVERSING),
+        ]
+        walk(txn, path)
+        assert (txn.failure_code, txn.failure_reason) == ("2001", "The initiator information is invalid")

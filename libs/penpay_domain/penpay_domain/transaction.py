@@ -67,6 +67,16 @@ class Status(StrEnum):
 
 
 S = Status
+
+RESOLVED_FAILURE_CODE = "resolved_after_review"
+# What a customer is told when PenPay's support settles a transaction under review as failed (and no provider
+# already said why): the outcome in plain words, never the admin's internal note.
+RESOLVED_FAILURES: Mapping[Status, str] = {
+    S.PAYMENT_FAILED: "The M-Pesa payment was not received; PenPay support confirmed this after review.",
+    S.REFUNDING: "The deposit could not be credited to Deriv; after review PenPay support refunds it to M-Pesa.",
+    S.FAILED: "The withdrawal was not taken from the Deriv account; PenPay support confirmed this after review.",
+    S.REVERSING: "The M-Pesa payout could not be made; after review PenPay support returns the dollars to Deriv.",
+}
 TRANSITIONS: Mapping[Kind, Mapping[Status, frozenset[Status]]] = {
     Kind.DEPOSIT: {
         S.PENDING: frozenset({S.AWAITING_PAYMENT, S.PAYMENT_FAILED, S.NEEDS_REVIEW}),
@@ -396,6 +406,10 @@ class Transaction:
             raise IllegalTransition(f"only a NEEDS_REVIEW transaction can be resolved (this one is {self.status})")
         self._transition(status, ev.TransactionResolved, now, detail=f"resolved by {by}: {note}")
         self.review_reason = None
+        outcome = RESOLVED_FAILURES.get(status)
+        if outcome is not None and self.failure_reason is None:
+            # The customer sees why it failed; the admin's note (internal) stays in the audit log.
+            self._set_failure(RESOLVED_FAILURE_CODE, outcome)
 
     def resume(self, status: Status, *, now: datetime, by: str) -> None:
         """An admin sends a NEEDS_REVIEW transaction back into the flow (``…/retry``) at a non-terminal status."""

@@ -74,7 +74,8 @@ class TestAdmin:
     async def test_a_transaction_in_review_is_found_resolved_once_and_audited(
         self, api: Api, db: Database, intake_uow: SqlIntakeUnitOfWork
     ) -> None:
-        created = await _deposit(api, new_user())
+        customer = new_user()
+        created = await _deposit(api, customer)
         async with intake_uow as uow:
             txn = await uow.transactions.get(TransactionId(str(created["id"])), for_update=True)
             txn.flag_for_review(reason="no callback, STK query failed", now=uow.now)
@@ -89,6 +90,11 @@ class TestAdmin:
             path, json={"status": "PAYMENT_FAILED", "note": "customer never paid"}, headers=admin
         )
         assert resolved.status_code == 200 and resolved.json()["status"] == "PAYMENT_FAILED"
+        seen = (await api.client.get(f"/transactions/{created['id']}", headers=api.auth(customer))).json()
+        assert seen["status"] == "PAYMENT_FAILED"
+        assert seen["failure_reason"] == (
+            "The M-Pesa payment was not received; PenPay support confirmed this after review."
+        )  # the customer is told why, and not the admin's note ("customer never paid", in the audit log)
         again = await api.client.post(path, json={"status": "PAYMENT_FAILED", "note": "twice"}, headers=admin)
         assert again.status_code == 409 and again.json()["code"] == "illegal_transition"
         await chain_audit(db)
