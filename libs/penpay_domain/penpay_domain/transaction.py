@@ -400,7 +400,9 @@ class Transaction:
         """An admin settles a NEEDS_REVIEW transaction with the outcome found at the provider (``…/resolve``).
 
         The ledger follows the decision (pending legs posted or voided, refund/reversal legs opened); a decision
-        the ledger cannot follow (e.g. "payment failed" after the payment was posted) is refused.
+        the ledger cannot follow (e.g. "payment failed" after the payment was posted) is refused. Settled as failed
+        with no provider's reason on record, the customer's ``failure_reason`` says what happened
+        (``RESOLVED_FAILURES``); ``note`` is for ops and goes to the audit log only.
         """
         if self.status is not S.NEEDS_REVIEW:
             raise IllegalTransition(f"only a NEEDS_REVIEW transaction can be resolved (this one is {self.status})")
