@@ -13,6 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class ConfigError(ValueError):
+    """A ``BENCH_*`` variable that cannot be used; its message names it."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BenchConfig:
     quick: bool = False
@@ -38,6 +42,9 @@ class BenchConfig:
     latency_seconds: float = 10.0
     request_timeout_s: float = 5.0  # open loop: a request not answered this long after it was due counts as failed
     max_connections: int = 256
+    # the API's latency beside the worker at lower offered rates, each from an idle platform (req/s, comma-separated)
+    curve_rates: str = "100,200,300,400"
+    curve_seconds: float = 8.0
 
     # end to end
     e2e_deposits: int = 1000
@@ -63,17 +70,35 @@ class BenchConfig:
             if raw is None or raw == "" or f.name == "quick":
                 continue
             current = getattr(base, f.name)
-            if isinstance(current, bool):
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes")
-            elif isinstance(current, int):
-                values[f.name] = int(raw)
-            elif isinstance(current, float):
-                values[f.name] = float(raw)
-            elif isinstance(current, Path):
-                values[f.name] = Path(raw)
-            else:
-                values[f.name] = raw
-        return base.replace(**values)
+            try:
+                if isinstance(current, bool):
+                    values[f.name] = raw.strip().lower() in ("1", "true", "yes")
+                elif isinstance(current, int):
+                    values[f.name] = int(raw)
+                elif isinstance(current, float):
+                    values[f.name] = float(raw)
+                elif isinstance(current, Path):
+                    values[f.name] = Path(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                kind = "an integer" if isinstance(current, int) else "a number"
+                raise ConfigError(f"BENCH_{f.name.upper()} must be {kind}, not {raw!r}") from None
+        cfg = base.replace(**values)
+        cfg.curve()  # refuses a malformed BENCH_CURVE_RATES now, not minutes into the run
+        return cfg
+
+    def curve(self) -> tuple[float, ...]:
+        """The latency curve's offered rates, in the order given."""
+        try:
+            rates = tuple(float(part) for part in self.curve_rates.split(",") if part.strip())
+        except ValueError:
+            rates = ()
+        if not rates or any(rate <= 0 for rate in rates):
+            raise ConfigError(
+                f"BENCH_CURVE_RATES must be offered rates in req/s such as 100,200,300, not {self.curve_rates!r}"
+            )
+        return rates
 
     @classmethod
     def quick_defaults(cls) -> BenchConfig:
@@ -89,6 +114,8 @@ class BenchConfig:
             saturation_concurrency=8,
             latency_rate=50.0,
             latency_seconds=1.0,
+            curve_rates="20",
+            curve_seconds=1.0,
             e2e_deposits=20,
             e2e_repeats=1,
             e2e_withdrawals=6,

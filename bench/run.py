@@ -7,8 +7,10 @@ Phases, in order (durations and sizes: ``bench.config``, ``BENCH_*`` variables):
    scripts), on free ports, against a throwaway database and a private Redis prefix, with every provider delay at 0
    (``tests/e2e/platform.py``); or a running one when ``BENCH_API_URL`` is set;
 3. API at saturation: closed loop, ``saturation_concurrency`` clients posting deposits for ``saturation_seconds``;
-4. API latency: open loop, deposits due at ``latency_rate``/s for ``latency_seconds``; then the backlog both left
-   is drained (every transaction terminal) before anything else is measured;
+4. API latency: once the worker has completed what saturation accepted and the platform is idle, open loop,
+   deposits due at ``latency_rate``/s for ``latency_seconds``; then the same, one rate at a time, at each of
+   ``curve_rates`` for ``curve_seconds`` (the latency curve, with every process's CPU per completed deposit), each
+   drained before the next;
 5. end to end, one worker process: ``e2e_deposits`` deposits posted as fast as the API takes them, each followed to
    COMPLETED, ``e2e_repeats`` times (the figure is the median burst: one burst moves by +-15 % on a shared machine);
    then deposits paced at half that throughput (completion time without queueing); then ``e2e_withdrawals``
@@ -48,7 +50,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench import flows, probe, profiling, report, worker_logs
-from bench.config import ROOT, BenchConfig
+from bench.config import ROOT, BenchConfig, ConfigError
 from bench.http import HttpPool
 from bench.load import LoadResult, closed_loop, open_loop, percentile
 from penpay.cli import mint_token
@@ -61,6 +63,7 @@ CHECK_TIMEOUT_S = 300.0
 READY_TIMEOUT_S = 30.0
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")  # noqa: S104 - an address compared, not bound
 SHOWN_MS = 0.05  # a process's CPU per deposit below this is left out of the table (it is in the JSON)
+P99_GOAL_MS = report.TARGETS["api_p99_ms_at_500"][1]
 
 
 def _command(name: str) -> tuple[str, ...]:
@@ -114,6 +117,7 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         try:
             await self._api_phases()
+            await self._latency_curve()
             await self._e2e_phases()
             if self.platform is not None:
                 await self._scaling()
@@ -132,15 +136,12 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ API
     async def _api_phases(self) -> None:
-        sat, lat, cpu = await self._api_load("")
+        sat, lat, cpu = await self._api_load("", drain_between=True)
         self.out["api_saturation"], self.out["api_latency"] = sat.summary(), self._latency_summary(lat)
         if cpu is not None:
             self.out["api_saturation"]["cpu"] = cpu
-        ids = sat.created_ids + lat.created_ids
-        say(f"draining the {len(ids):,} deposits of the API phases")
-        drained = await flows.wait_terminal(self.engine, ids, timeout_s=self.cfg.drain_timeout_s)
-        self.out["api_backlog"] = drained.summary()
-        say(f"  {drained.completed:,} completed in {drained.span_s:,.1f} s ({drained.completed_per_s:,.1f}/s)")
+        say(f"  draining the fixed rate's {len(lat.created_ids):,} deposits")
+        await flows.wait_terminal(self.engine, lat.created_ids, timeout_s=self.cfg.drain_timeout_s)
         await self._quiet("the deposits of requests the load generator gave up on")
 
     async def _api_alone(self) -> None:
@@ -151,7 +152,7 @@ class Bench:
         say("API alone (diagnostic): the same two phases with the worker stopped")
         p.stop("worker")
         try:
-            sat, lat, cpu = await self._api_load("x")
+            sat, lat, cpu = await self._api_load("x", drain_between=False)
         finally:
             p.start("worker", *_command("worker"))
         self.out["api_alone"] = {"saturation": {**sat.summary(), "cpu": cpu}, "latency": self._latency_summary(lat)}
@@ -159,9 +160,16 @@ class Bench:
         await flows.wait_terminal(self.engine, sat.created_ids + lat.created_ids, timeout_s=self.cfg.drain_timeout_s)
         await self._quiet("the API-alone phases")
 
-    async def _api_load(self, label: str) -> tuple[LoadResult, LoadResult, dict[str, Any] | None]:
+    async def _api_load(
+        self, label: str, *, drain_between: bool
+    ) -> tuple[LoadResult, LoadResult, dict[str, Any] | None]:
         """Saturation (closed loop) then the fixed offered rate (open loop), each with fresh users' keys; the CPU
-        each process used during saturation per accepted deposit (None against a running platform)."""
+        each process used during saturation per accepted deposit (None against a running platform).
+
+        ``drain_between``: the worker completes what saturation accepted, and the platform is idle, before the fixed
+        rate starts, so that its latency is the rate's own and not the rate's plus a drain of the seconds of
+        overload before it (until round 17 the fixed rate ran while the worker drained them; ``api_backlog`` is
+        that drain, timed on its own now). The API-alone phases run with the worker stopped: nothing drains."""
         cfg = self.cfg
         deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}a{label}")
         say(f"API at saturation: {cfg.saturation_concurrency} clients for {cfg.saturation_seconds:g} s")
@@ -174,6 +182,12 @@ class Bench:
         )
         say(f"  accepted {sat.accepted_per_s:,.1f}/s")
         cpu = _metered(meter, sat.accepted, sat.elapsed_s, "accepted deposit")
+        if drain_between:
+            say(f"  draining the {len(sat.created_ids):,} deposits it accepted before the fixed rate")
+            drained = await flows.wait_terminal(self.engine, sat.created_ids, timeout_s=cfg.drain_timeout_s)
+            self.out["api_backlog"] = drained.summary()
+            say(f"  {drained.completed:,} completed in {drained.span_s:,.1f} s ({drained.completed_per_s:,.1f}/s)")
+            await self._quiet("the saturation phase")
 
         deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}b{label}")
         say(f"API latency: open loop at {cfg.latency_rate:g} req/s for {cfg.latency_seconds:g} s")
@@ -187,6 +201,32 @@ class Bench:
         summary = self._latency_summary(lat)
         say(f"  p50 {summary['latency_ms']['p50']} ms, p99 {summary['p99_with_failures_ms']} ms, sent {lat.sent}")
         return sat, lat, cpu
+
+    async def _latency_curve(self) -> None:
+        """The API's latency beside the worker at offered rates the platform can carry, each from an idle platform,
+        with every process's CPU per completed deposit: up to which rate the 25 ms p99 holds here, and what an even
+        pace costs a deposit against a burst."""
+        cfg = self.cfg
+        points: list[dict[str, Any]] = []
+        for rate in cfg.curve():
+            deposits = flows.Deposits(self.pool, self.mint, users=cfg.users, tag=f"{self.tag}c{len(points)}")
+            say(f"API latency beside the worker: open loop at {rate:g} req/s for {cfg.curve_seconds:g} s")
+            meter = self._cpu_meter()
+            lat = await open_loop(
+                self.pool, deposits.request, rate=rate, duration_s=cfg.curve_seconds, timeout_s=cfg.request_timeout_s
+            )
+            done = await flows.wait_terminal(self.engine, lat.created_ids, timeout_s=cfg.drain_timeout_s)
+            point: dict[str, Any] = {"rate": rate, "api": self._latency_summary(lat), "completion": done.summary()}
+            api, ms = point["api"], done.summary()["completion_ms"]
+            say(
+                f"  API p50 {api['latency_ms']['p50']} ms, p99 {api['p99_with_failures_ms']} ms; completion p99 "
+                f"{ms['p99']} ms"  # type: ignore[index]
+            )
+            if (cpu := _metered(meter, done.completed, done.span_s, "completed deposit")) is not None:
+                point["cpu"] = cpu
+            points.append(point)
+            await self._quiet(f"the curve at {rate:g} req/s")
+        self.out["api_curve"] = points
 
     def _latency_summary(self, lat: LoadResult) -> dict[str, Any]:
         summary = lat.summary()
@@ -464,6 +504,12 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     rt = out.get("round_trips", {})
     rtb = out.get("round_trips_burst", {})
     checks = out.get("checks", {})
+    curve = [curve_point(point) for point in out.get("api_curve", [])]
+    at_rate = {
+        "rate": out.get("config", {}).get("latency_rate"),
+        "p99_ms": lat.get("p99_with_failures_ms"),
+        "failed": (lat["sent"] - lat["accepted"]) if lat else None,
+    }
     return {
         "raw_commits_per_s": commits,
         "raw_commits_probes": raw.get("commits_probes", [commits]),
@@ -476,6 +522,8 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "api_p99_ms_at_500": lat.get("p99_with_failures_ms"),
         "api_failed_at_500": (lat["sent"] - lat["accepted"]) if lat else None,
         "api_offered_rate": out.get("config", {}).get("latency_rate"),
+        "api_curve": curve,
+        "api_best_rate_within_p99_goal": best_rate_within([*curve, at_rate], P99_GOAL_MS),
         "api_saturation_cores_busy": sat_cpu.get("cores_busy"),
         "api_saturation_api_ms_per_deposit": sat_cpu.get("ms_each", {}).get("api"),
         "api_alone_accepted_per_s": alone.get("saturation", {}).get("accepted_per_s"),
@@ -521,6 +569,34 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def curve_point(point: dict[str, Any]) -> dict[str, Any]:
+    """One rate of the latency curve, as the figures give it."""
+    api, cpu = point["api"], point.get("cpu") or {}
+    return {
+        "rate": point["rate"],
+        "p50_ms": api.get("latency_ms", {}).get("p50"),
+        "p99_ms": api.get("p99_with_failures_ms"),
+        "failed": api["sent"] - api["accepted"],
+        "completion_p99_ms": point["completion"].get("completion_ms", {}).get("p99"),
+        "cpu_ms_per_deposit": cpu.get("total_ms_each"),
+        "cores_busy": cpu.get("cores_busy"),
+    }
+
+
+def best_rate_within(points: list[dict[str, Any]], goal_ms: float) -> float:
+    """The highest offered rate whose p99 (failures counted) was within ``goal_ms`` with no request failed; 0.0 if
+    none was."""
+    within = [
+        float(pt["rate"])
+        for pt in points
+        if pt.get("rate") is not None
+        and pt.get("failed") == 0
+        and pt.get("p99_ms") is not None
+        and pt["p99_ms"] <= goal_ms
+    ]
+    return max(within, default=0.0)
+
+
 def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[str, Any]) -> str:
     def mark(name: str) -> str:
         t = targets[name]
@@ -542,6 +618,20 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         (f"API: p95 ms at {f['api_offered_rate']:g} req/s", f["api_p95_ms_at_500"], ""),
         (f"API: p99 ms at {f['api_offered_rate']:g} req/s", f["api_p99_ms_at_500"], mark("api_p99_ms_at_500")),
         ("API: requests failed/timed out at that rate", f["api_failed_at_500"], ""),
+        *(
+            (
+                f"API: p99 ms at {pt['rate']:g} req/s",
+                pt["p99_ms"],
+                f"p50 {_fmt_ms(pt['p50_ms'])}; {_fmt_ms(pt['cpu_ms_per_deposit'])} ms CPU a completed deposit"
+                + (f", {pt['failed']} failed" if pt["failed"] else ""),
+            )
+            for pt in f["api_curve"]
+        ),
+        (
+            f"API: highest offered rate with p99 <= {P99_GOAL_MS:g} ms",
+            f["api_best_rate_within_p99_goal"] or "none",
+            "req/s, of the rates above, beside the worker",
+        ),
         (
             "API: its CPU ms per accepted deposit",
             f["api_saturation_api_ms_per_deposit"],
@@ -634,6 +724,10 @@ def _of_which(by_process: object) -> list[tuple[str, object, str]]:
     ]
 
 
+def _fmt_ms(value: object) -> str:
+    return f"{value:,.1f}" if isinstance(value, int | float) else "-"
+
+
 def _fmt_cores(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else "-"
 
@@ -673,7 +767,11 @@ def _own_platform(settings: Settings, logs: Path, cfg: BenchConfig) -> Iterator[
 
 
 def main() -> None:
-    cfg = BenchConfig.from_env()
+    try:
+        cfg = BenchConfig.from_env()
+    except ConfigError as exc:
+        sys.stderr.write(f"make bench: {exc}\n")
+        sys.exit(2)
     settings = Settings()
     started = datetime.now(UTC)
     logs = cfg.logs_dir / started.strftime("%Y%m%dT%H%M%SZ")
