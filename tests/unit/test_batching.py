@@ -1,5 +1,6 @@
 """MicroBatcher: a lone request is flushed alone; requests that arrive while flushes are in flight form the next
-batch; results go back in order; a failed flush fails only its own batch. No I/O, no timing."""
+batch; results go back in order; a failed flush fails only its own batch; asked to, a small batch lingers for
+company. No I/O; the linger tests use lingers long against what happens between their steps."""
 
 from __future__ import annotations
 
@@ -123,3 +124,60 @@ def test_sizes_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="positive"):
         MicroBatcher(flush, max_batch=0)
+
+
+class TestLinger:
+    """``linger_s``: a small batch waits for company, a full one does not. The lingers below are long against what
+    the tests do in between (a few event-loop steps), so the order of events is never in doubt."""
+
+    async def test_items_arriving_within_the_linger_share_one_batch(self) -> None:
+        rec = Recorder()
+        batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1, linger_s=0.5)
+        first = asyncio.ensure_future(batcher.submit(1))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the drainer has started and is lingering
+        assert rec.batches == []
+        second = asyncio.ensure_future(batcher.submit(2))
+        async with asyncio.timeout(5):
+            assert await asyncio.gather(first, second) == [10, 20]
+        assert rec.batches == [[1, 2]]
+
+    async def test_without_a_linger_the_first_item_goes_alone(self) -> None:
+        rec = Recorder()
+        batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1)
+        first = asyncio.ensure_future(batcher.submit(1))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(batcher.submit(2))
+        async with asyncio.timeout(5):
+            await asyncio.gather(first, second)
+        assert rec.batches == [[1], [2]]
+
+    async def test_a_full_batch_does_not_wait_for_the_linger(self) -> None:
+        rec = Recorder()
+        batcher = MicroBatcher(rec.flush, max_batch=3, max_in_flight=1, linger_s=60)
+        async with asyncio.timeout(5):  # would take the whole minute if the linger held a full batch back
+            assert await asyncio.gather(*(batcher.submit(i) for i in range(3))) == [0, 10, 20]
+        assert rec.batches == [[0, 1, 2]]
+
+    async def test_a_lone_item_is_flushed_when_the_linger_ends(self) -> None:
+        rec = Recorder()
+        batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1, linger_s=0.01)
+        async with asyncio.timeout(5):
+            assert await batcher.submit(7) == 70
+        assert rec.batches == [[7]]
+
+    async def test_what_is_left_after_a_full_batch_lingers_again(self) -> None:
+        rec = Recorder()
+        batcher = MicroBatcher(rec.flush, max_batch=2, max_in_flight=1, linger_s=0.05)
+        async with asyncio.timeout(5):
+            assert await asyncio.gather(*(batcher.submit(i) for i in range(3))) == [0, 10, 20]
+        assert rec.batches == [[0, 1], [2]]
+
+
+def test_a_linger_cannot_be_negative() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        return items
+
+    with pytest.raises(ValueError, match="negative"):
+        MicroBatcher(flush, linger_s=-0.1)

@@ -219,6 +219,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                 tasks.append(lambda: c.run(stop))
 
             batch = settings.worker_concurrency  # a batch may take every message in flight on its stream
+            linger_s = settings.worker_linger_ms / 1000
             retention = Retention(
                 dedupe=timedelta(days=settings.dedupe_retention_days),
                 outbox=timedelta(days=settings.outbox_retention_days),
@@ -226,12 +227,16 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
             for name in workers:
                 if name in SUBSCRIPTIONS:
                     sub = SUBSCRIPTIONS[name]
-                    consumer(sub.stream, sub.group, event_handler(sub, deps, max_batch=batch), events=True)
+                    consumer(
+                        sub.stream, sub.group, event_handler(sub, deps, max_batch=batch, linger_s=linger_s), events=True
+                    )
                 elif name == "callbacks":
                     consumer(
                         MPESA_CALLBACKS_STREAM,
                         "callbacks",
-                        callback_handler(deps, DarajaCallbackDecoder(), max_batch=batch, carries=carries),
+                        callback_handler(
+                            deps, DarajaCallbackDecoder(), max_batch=batch, linger_s=linger_s, carries=carries
+                        ),
                         events=False,
                     )
                 elif name == "relay":

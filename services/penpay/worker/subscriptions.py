@@ -39,15 +39,21 @@ class CallbackNotReady(Exception):
     """The callback overtook Daraja's answer to our request; the message is retried shortly."""
 
 
-def event_handler(sub: Subscription, deps: FlowDeps, *, max_batch: int = 32, max_in_flight: int = 1) -> Handler:
+def event_handler(
+    sub: Subscription, deps: FlowDeps, *, max_batch: int = 32, max_in_flight: int = 1, linger_s: float = 0.0
+) -> Handler:
     """The handler of one consumer group. Messages in flight together are handled together: each event name has a
     :class:`MicroBatcher`, whose flush runs the step's batch form (``Subscription.batched``) over the batch, or the
     one-message step for each message at once, and then records every message the steps left unrecorded in one
     unit of work. A batch that fails as a whole is run again one message at a time, so one bad message fails only
-    itself. Each message still succeeds or fails on its own: the consumer acknowledges or retries it as before."""
+    itself. Each message still succeeds or fails on its own: the consumer acknowledges or retries it as before.
+    A batch smaller than ``max_batch`` waits up to ``linger_s`` for more (``PENPAY_WORKER_LINGER_MS``)."""
     batchers = {
         name: MicroBatcher[StreamMessage, object](
-            partial(_flush, sub, deps, step, sub.batched.get(name)), max_batch=max_batch, max_in_flight=max_in_flight
+            partial(_flush, sub, deps, step, sub.batched.get(name)),
+            max_batch=max_batch,
+            max_in_flight=max_in_flight,
+            linger_s=linger_s,
         )
         for name, step in sub.steps.items()
     }
@@ -151,11 +157,13 @@ def callback_handler(
     *,
     max_batch: int = 32,
     max_in_flight: int = 1,
+    linger_s: float = 0.0,
     carries: BoundedTasks | None = None,
 ) -> Handler:
     """Stored callbacks in flight together are applied in one unit of work (callbacks of one transaction in
     separate ones); a batch that fails as a whole (a callback early, a message another consumer is applying too)
-    is applied again one callback at a time, as a lone message always is.
+    is applied again one callback at a time, as a lone message always is. A batch smaller than ``max_batch`` waits
+    up to ``linger_s`` for more, as the event handlers' do.
 
     The credits of the deposits a batch saw paid are made after its unit of work commits: before its messages are
     answered, or, given ``carries``, in the background, the messages answered at once. The payments and the
@@ -165,7 +173,10 @@ def callback_handler(
     (docs/performance.md, round 9: the end of a burst no longer waits on the callbacks); ``carries`` bounds how
     many batches' credits run at once, and holds the next batch's answer back while that many are running."""
     batcher = MicroBatcher[tuple[StreamMessage, int], object](
-        partial(_apply_callbacks, deps, decoder, group, carries), max_batch=max_batch, max_in_flight=max_in_flight
+        partial(_apply_callbacks, deps, decoder, group, carries),
+        max_batch=max_batch,
+        max_in_flight=max_in_flight,
+        linger_s=linger_s,
     )
 
     async def handle(message: StreamMessage) -> None:
