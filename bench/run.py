@@ -377,7 +377,10 @@ class Bench:
             lambda: (p.stop("api"), p.stop("worker")),
             lambda: _start_counted(p, "api", files["api"]),
         )
+        if concurrency == 1:  # a lone deposit's cost: its worker steps do not wait for company (they would, ~8 of
+            p.env["PENPAY_WORKER_LINGER_MS"] = "0"  # these deposits posted back to back sharing each unit of work)
         _start_counted(p, "worker", files["worker"])
+        p.env.pop("PENPAY_WORKER_LINGER_MS", None)
         await asyncio.sleep(2)
         deposits = flows.Deposits(self.pool, self.mint, users=self.cfg.users, tag=f"{self.tag}c{label}")
         posted = await closed_loop(self.pool, deposits.request, concurrency=concurrency, total=total)
