@@ -104,7 +104,8 @@ def evaluate(figures: dict[str, float | None]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _fmt(value: object) -> str:
+def fmt(value: object) -> str:
+    """A figure as the table prints it: thousands separated, one decimal, '-' for none."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -117,13 +118,13 @@ def _fmt(value: object) -> str:
 def table(rows: list[tuple[str, object, str]]) -> str:
     """Three columns: what, value, note."""
     width = max(len(r[0]) for r in rows)
-    vwidth = max(len(_fmt(r[1])) for r in rows)
+    vwidth = max(len(fmt(r[1])) for r in rows)
     lines = []
     for what, value, note in rows:
         if not what and value is None:
             lines.append("")
             continue
-        lines.append(f"  {what.ljust(width)}  {_fmt(value).rjust(vwidth)}  {note}".rstrip())
+        lines.append(f"  {what.ljust(width)}  {fmt(value).rjust(vwidth)}  {note}".rstrip())
     return "\n".join(lines)
 
 

@@ -216,8 +216,9 @@ class Bench:
                 self.pool, deposits.request, rate=rate, duration_s=cfg.curve_seconds, timeout_s=cfg.request_timeout_s
             )
             done = await flows.wait_terminal(self.engine, lat.created_ids, timeout_s=cfg.drain_timeout_s)
-            point: dict[str, Any] = {"rate": rate, "api": self._latency_summary(lat), "completion": done.summary()}
-            api, ms = point["api"], done.summary()["completion_ms"]
+            api, completion = self._latency_summary(lat), done.summary()
+            point: dict[str, Any] = {"rate": rate, "api": api, "completion": completion}
+            ms = completion["completion_ms"]
             say(
                 f"  API p50 {api['latency_ms']['p50']} ms, p99 {api['p99_with_failures_ms']} ms; completion p99 "
                 f"{ms['p99']} ms"  # type: ignore[index]
@@ -508,10 +509,11 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     rtb = out.get("round_trips_burst", {})
     checks = out.get("checks", {})
     curve = [curve_point(point) for point in out.get("api_curve", [])]
+    failed_at_rate = (lat["sent"] - lat["accepted"]) if lat else None
     at_rate = {
         "rate": out.get("config", {}).get("latency_rate"),
         "p99_ms": lat.get("p99_with_failures_ms"),
-        "failed": (lat["sent"] - lat["accepted"]) if lat else None,
+        "failed": failed_at_rate,
     }
     return {
         "raw_commits_per_s": commits,
@@ -523,7 +525,7 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "api_p50_ms_at_500": lat.get("latency_ms", {}).get("p50"),
         "api_p95_ms_at_500": lat.get("latency_ms", {}).get("p95"),
         "api_p99_ms_at_500": lat.get("p99_with_failures_ms"),
-        "api_failed_at_500": (lat["sent"] - lat["accepted"]) if lat else None,
+        "api_failed_at_500": failed_at_rate,
         "api_offered_rate": out.get("config", {}).get("latency_rate"),
         "api_curve": curve,
         "api_best_rate_within_p99_goal": best_rate_within([*curve, at_rate], P99_GOAL_MS),
@@ -625,7 +627,7 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
             (
                 f"API: p99 ms at {pt['rate']:g} req/s",
                 pt["p99_ms"],
-                f"p50 {_fmt_ms(pt['p50_ms'])}; {_fmt_ms(pt['cpu_ms_per_deposit'])} ms CPU a completed deposit"
+                f"p50 {report.fmt(pt['p50_ms'])}; {report.fmt(pt['cpu_ms_per_deposit'])} ms CPU a completed deposit"
                 + (f", {pt['failed']} failed" if pt["failed"] else ""),
             )
             for pt in f["api_curve"]
@@ -725,10 +727,6 @@ def _of_which(by_process: object) -> list[tuple[str, object, str]]:
         for name, ms in by_process.items()
         if isinstance(ms, int | float) and ms >= SHOWN_MS
     ]
-
-
-def _fmt_ms(value: object) -> str:
-    return f"{value:,.1f}" if isinstance(value, int | float) else "-"
 
 
 def _fmt_cores(value: object) -> str:
