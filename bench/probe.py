@@ -7,6 +7,11 @@
   and ``audit_head``), so the row lock is held across the commit's log flush and commits serialise on it.
 - Redis ``XADD``/s, one command per round trip from 32 concurrent callers, and pipelined 100 per round trip, on a
   private key deleted afterwards.
+- What one MariaDB round trip (``SELECT 1``, one connection) costs in CPU, back to back and after 20 ms idle: the
+  client's (this process) and, when the server runs on this machine, the server's (its threads' ``schedstat``). On
+  some VMs a process woken from idle pays several times the CPU of one kept busy (docs/performance.md, rounds 16-18),
+  and a paced load is made of such wakeups: this says how much this machine charges, so that the latency curve's
+  CPU per deposit compares across machines.
 
 ``make bench`` runs it before and after the platform; ``python -m bench.probe`` (``make bench-probe``) runs it alone,
 with the same defaults, against ``PENPAY_DATABASE_URL`` and ``PENPAY_REDIS_URL`` (the environment or ``.env``), and
@@ -17,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncmy
@@ -30,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 CONNECT_TIMEOUT_S = 5
 REDIS_TIMEOUT_S = 5.0
+IDLE_PAUSE_S = 0.02  # the pause before each "after idle" round trip: longer than a vCPU's halt-polling window
 PAYLOAD = '{"amount_kes":100,"amount_usd":77,"deriv_loginid":"CR1000001","msisdn":"254712345678","v":1}' * 3
 
 
@@ -43,6 +51,7 @@ class ProbeResult:
     server_version: str
     flush_log_at_trx_commit: str
     binlog: str
+    round_trip: RoundTripCost
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +63,35 @@ class ProbeResult:
             "server_version": self.server_version,
             "innodb_flush_log_at_trx_commit": self.flush_log_at_trx_commit,
             "log_bin": self.binlog,
+            "round_trip_cpu_us": self.round_trip.as_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTripCost:
+    """Microseconds of CPU per round trip; the server's are None when its process is not on this machine."""
+
+    client_back_to_back: float
+    client_after_idle: float
+    server_back_to_back: float | None
+    server_after_idle: float | None
+
+    @property
+    def wake_factor(self) -> float:
+        """How many times a round trip after idle costs the client against one back to back."""
+        return self.client_after_idle / self.client_back_to_back if self.client_back_to_back > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        def us(value: float | None) -> float | None:
+            return None if value is None else round(value, 1)
+
+        return {
+            "client_back_to_back": us(self.client_back_to_back),
+            "client_after_idle": us(self.client_after_idle),
+            "server_back_to_back": us(self.server_back_to_back),
+            "server_after_idle": us(self.server_after_idle),
+            "client_wake_factor": round(self.wake_factor, 2),
+            "idle_pause_ms": IDLE_PAUSE_S * 1000,
         }
 
 
@@ -142,6 +180,70 @@ async def mariadb_limits(database_url: str, *, connections: int, seconds: float)
         admin.close()
 
 
+def _server_pid() -> int | None:
+    """The MariaDB (or MySQL) server's process on this machine, if it runs here."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in ("mariadbd", "mysqld"):
+                return int(comm.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+def _server_cpu_ns(pid: int | None) -> int | None:
+    """Nanoseconds on CPU of every thread of ``pid`` (``/proc/<pid>/task/*/schedstat``), or None if unreadable."""
+    if pid is None:
+        return None
+    total = 0
+    try:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError):  # a thread that ended between the listing and the read
+                total += int(stat.read_text().split()[0])
+    except OSError:
+        return None
+    return total
+
+
+async def round_trip_cost(
+    database_url: str, *, back_to_back: int = 400, after_idle: int = 50, pause_s: float = IDLE_PAUSE_S
+) -> RoundTripCost:
+    """The CPU of one ``SELECT 1`` round trip, ``back_to_back`` of them in a row and then ``after_idle`` each after
+    ``pause_s`` of sleep (only the round trips are counted, not the pauses)."""
+    conn = await _connect(_connect_args(database_url))
+    server = _server_pid()
+    try:
+        async with conn.cursor() as cur:
+
+            async def timed(count: int, pause: float) -> tuple[float, float | None]:
+                """Mean microseconds of CPU a round trip: the client's, each round trip alone; the server's, over
+                the whole run (its threads' total before and after, read outside the client's windows)."""
+                before = _server_cpu_ns(server)
+                client = 0.0
+                for _ in range(count):
+                    if pause:
+                        await asyncio.sleep(pause)
+                    started = time.process_time()
+                    await cur.execute("SELECT 1")
+                    await cur.fetchall()
+                    client += time.process_time() - started
+                after = _server_cpu_ns(server)
+                used = None if before is None or after is None else (after - before) / 1000 / count
+                return 1e6 * client / count, used
+
+            await timed(1, 0.0)  # the connection's first statement pays for its own set-up
+            busy_client, busy_server = await timed(back_to_back, 0.0)
+            idle_client, idle_server = await timed(after_idle, pause_s)
+    finally:
+        conn.close()
+    return RoundTripCost(
+        client_back_to_back=busy_client,
+        client_after_idle=idle_client,
+        server_back_to_back=busy_server,
+        server_after_idle=idle_server,
+    )
+
+
 async def redis_limits(redis_url: str, *, seconds: float, callers: int = 32) -> tuple[float, float]:
     """(XADD/s one per round trip, XADD/s pipelined 100 per round trip)."""
     client = aioredis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
@@ -183,6 +285,7 @@ async def measure(
 ) -> ProbeResult:
     plain, hot, version, flush, binlog = await mariadb_limits(database_url, connections=connections, seconds=seconds)
     one, piped = await redis_limits(redis_url, seconds=redis_s)
+    round_trip = await round_trip_cost(database_url)
     return ProbeResult(
         commits_per_s=plain,
         hot_row_commits_per_s=hot,
@@ -192,6 +295,7 @@ async def measure(
         server_version=version,
         flush_log_at_trx_commit=flush,
         binlog=binlog,
+        round_trip=round_trip,
     )
 
 

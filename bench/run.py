@@ -521,6 +521,7 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "raw_hot_row_commits_per_s": raw["hot_row_commits_per_s"],
         "raw_xadd_per_s": raw["xadd_per_s"],
         "raw_xadd_pipelined_per_s": raw["xadd_pipelined_per_s"],
+        "raw_round_trip_cpu_us": raw.get("round_trip_cpu_us"),
         "api_accepted_per_s": out.get("api_saturation", {}).get("accepted_per_s"),
         "api_p50_ms_at_500": lat.get("latency_ms", {}).get("p50"),
         "api_p95_ms_at_500": lat.get("latency_ms", {}).get("p95"),
@@ -617,6 +618,7 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         ("raw: same + one hot row updated", f["raw_hot_row_commits_per_s"], "commits/s serialised on one row"),
         ("raw: Redis XADD/s", f["raw_xadd_per_s"], "one per round trip"),
         ("raw: Redis XADD/s pipelined", f["raw_xadd_pipelined_per_s"], "100 per round trip"),
+        *round_trip_rows(f.get("raw_round_trip_cpu_us")),
         ("", None, ""),
         ("API: accepted deposits/s at saturation", f["api_accepted_per_s"], mark("api_accepted_per_s")),
         (f"API: p50 ms at {f['api_offered_rate']:g} req/s", f["api_p50_ms_at_500"], "open loop"),
@@ -716,6 +718,30 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         f"({machine.get('python_loop_mops', '?')} M loop iterations/s)"
     )
     return head + "\n" + report.table(rows)
+
+
+def round_trip_rows(cost: object) -> list[tuple[str, object, str]]:
+    """The probe's CPU per MariaDB round trip, back to back and after idle: what this machine charges for a wakeup."""
+    if not isinstance(cost, dict):
+        return []
+    pause = f"after {report.fmt(cost['idle_pause_ms'])} ms idle"
+    rows: list[tuple[str, object, str]] = [
+        ("raw: CPU us a MariaDB round trip, client", cost["client_back_to_back"], "back to back (SELECT 1)"),
+        (
+            "raw: same, client, after idle",
+            cost["client_after_idle"],
+            f"{pause}: {report.fmt(cost['client_wake_factor'])}x",
+        ),
+    ]
+    if cost.get("server_back_to_back") is not None:
+        rows.append(
+            (
+                "raw: same, server",
+                cost["server_back_to_back"],
+                f"back to back; {pause}: {report.fmt(cost['server_after_idle'])}",
+            )
+        )
+    return rows
 
 
 def _of_which(by_process: object) -> list[tuple[str, object, str]]:

@@ -20,6 +20,11 @@ def test_the_probe_alone_prints_every_limit(
     for rate in ("commits_per_s", "hot_row_commits_per_s", "xadd_per_s", "xadd_pipelined_per_s"):
         assert out[rate] > 0, rate
     assert out["connections"] == 2 and out["server_version"]
+    cost = out["round_trip_cpu_us"]  # the client's CPU a round trip, back to back and after idle
+    assert cost["client_back_to_back"] > 0 and cost["client_after_idle"] > 0
+    assert cost["client_wake_factor"] == pytest.approx(
+        cost["client_after_idle"] / cost["client_back_to_back"], abs=0.05
+    )
 
 
 def test_an_unreachable_redis_is_one_line_and_exit_1(
