@@ -527,6 +527,8 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "api_p95_ms_at_500": lat.get("latency_ms", {}).get("p95"),
         "api_p99_ms_at_500": lat.get("p99_with_failures_ms"),
         "api_failed_at_500": failed_at_rate,
+        # of those, the API's own refusals: 503 "overloaded", a request queued past PENPAY_INTAKE_QUEUE_DEADLINE_MS
+        "api_refused_at_500": lat.get("statuses", {}).get("503", 0) if lat else None,
         "api_offered_rate": out.get("config", {}).get("latency_rate"),
         "api_curve": curve,
         "api_best_rate_within_p99_goal": best_rate_within([*curve, at_rate], P99_GOAL_MS),
@@ -624,7 +626,11 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         (f"API: p50 ms at {f['api_offered_rate']:g} req/s", f["api_p50_ms_at_500"], "open loop"),
         (f"API: p95 ms at {f['api_offered_rate']:g} req/s", f["api_p95_ms_at_500"], ""),
         (f"API: p99 ms at {f['api_offered_rate']:g} req/s", f["api_p99_ms_at_500"], mark("api_p99_ms_at_500")),
-        ("API: requests failed/timed out at that rate", f["api_failed_at_500"], ""),
+        (
+            "API: requests failed/timed out at that rate",
+            f["api_failed_at_500"],
+            f"of which refused 503 (overloaded): {report.fmt(f.get('api_refused_at_500'))}",
+        ),
         *(
             (
                 f"API: p99 ms at {pt['rate']:g} req/s",

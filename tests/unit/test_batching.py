@@ -1,6 +1,7 @@
 """MicroBatcher: a lone request is flushed alone; requests that arrive while flushes are in flight form the next
 batch; results go back in order; a failed flush fails only its own batch; asked to, a small batch lingers for
-company. No I/O; the linger tests use lingers long against what happens between their steps."""
+company; asked to, an item that waited too long is refused instead of flushed. No I/O; the linger and deadline
+tests use times long against what happens between their steps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 
 import pytest
 
-from penpay.service_layer.batching import MicroBatcher
+from penpay.service_layer.batching import MicroBatcher, QueueDeadlineExceeded
 
 
 class Recorder:
@@ -175,9 +176,68 @@ class TestLinger:
         assert rec.batches == [[0, 1], [2]]
 
 
-def test_a_linger_cannot_be_negative() -> None:
+def test_a_linger_or_a_deadline_cannot_be_negative() -> None:
     async def flush(items: list[int]) -> list[int]:
         return items
 
     with pytest.raises(ValueError, match="negative"):
         MicroBatcher(flush, linger_s=-0.1)
+    with pytest.raises(ValueError, match="negative"):
+        MicroBatcher(flush, max_wait_s=-1)
+
+
+class TestDeadline:
+    """``max_wait_s``: an item that has waited longer than that when a drainer takes it is refused, not flushed."""
+
+    async def test_items_queued_past_the_deadline_are_refused_and_never_flushed(self) -> None:
+        rec = Recorder()
+        rec.release.clear()  # the first batch holds the only drainer
+        batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1, max_wait_s=0.05)
+        first = asyncio.ensure_future(batcher.submit(1))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        late = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+        await asyncio.sleep(0.15)  # they wait three times their deadline
+        fresh = asyncio.ensure_future(batcher.submit(4))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        rec.release.set()
+        async with asyncio.timeout(5):
+            assert await first == 10
+            assert await fresh == 40
+            for waiter in late:
+                with pytest.raises(QueueDeadlineExceeded) as refused:
+                    await waiter
+                assert refused.value.waited_s > 0.05
+        assert rec.batches == [[1], [4]]  # 2 and 3 never reached the flush; 4, queued just now, did
+
+    async def test_without_a_deadline_a_long_wait_is_still_flushed(self) -> None:
+        rec = Recorder()
+        rec.release.clear()
+        batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1)
+        first = asyncio.ensure_future(batcher.submit(1))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(batcher.submit(2))
+        await asyncio.sleep(0.1)
+        rec.release.set()
+        async with asyncio.timeout(5):
+            assert await asyncio.gather(first, second) == [10, 20]
+        assert rec.batches == [[1], [2]]
+
+    async def test_a_refused_item_whose_caller_gave_up_is_left_alone(self) -> None:
+        rec = Recorder()
+        rec.release.clear()
+        batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1, max_wait_s=0.02)
+        first = asyncio.ensure_future(batcher.submit(1))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gone = asyncio.ensure_future(batcher.submit(2))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        rec.release.set()
+        async with asyncio.timeout(5):
+            assert await first == 10
+            await batcher.aclose()
+        assert gone.cancelled()
+        assert rec.batches == [[1]]

@@ -8,6 +8,10 @@ someone else between the batch's read of the accounts and its write (the CHECK c
 time with the accounts locked from the start. A duplicate key means another request committed the same idempotency
 key between the batch's key check and its insert: the batch is then run again one member at a time, so that member
 is answered ``KEY_TAKEN`` (and replayed by the one-request path) while the others are created.
+
+A request that waited in the queue longer than ``max_wait_s`` (``PENPAY_INTAKE_QUEUE_DEADLINE_MS``) is answered 503
+``overloaded`` with ``Retry-After`` before it reaches the database (``MicroBatcher``'s deadline): nothing of it was
+written, so a retry with the same idempotency key is a first try.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from sqlalchemy.exc import IntegrityError
 
 from penpay.adapters.db.batch_initiation import SqlInitiationBatches
 from penpay.adapters.db.unit_of_work import with_retries
-from penpay.api.problems import domain_problem
+from penpay.api.problems import ApiProblem, domain_problem
 from penpay.api.schemas import render_transaction
 from penpay.logging import get_logger
 from penpay.service_layer.batch_initiation import KindRules, Outcome, Submission, initiate_batch
-from penpay.service_layer.batching import MicroBatcher
+from penpay.service_layer.batching import MicroBatcher, QueueDeadlineExceeded
 from penpay.service_layer.deposits import DepositPolicy
 from penpay.service_layer.publishing import publish_quietly
 from penpay_domain.errors import InsufficientFunds
@@ -33,6 +37,7 @@ from penpay_domain.ports import EventPublisher, FxQuotes
 log = get_logger(__name__)
 MAX_BATCH = 64
 MAX_IN_FLIGHT = 2
+OVERLOADED_RETRY_AFTER_S = 1
 
 
 class BatchIntake:
@@ -46,6 +51,7 @@ class BatchIntake:
         publisher: EventPublisher,
         max_batch: int = MAX_BATCH,
         max_in_flight: int = MAX_IN_FLIGHT,
+        max_wait_s: float = 0.0,
     ) -> None:
         self._batches = batches
         self._rules = rules
@@ -53,11 +59,21 @@ class BatchIntake:
         self._policy = policy
         self._publisher = publisher
         self._batcher: MicroBatcher[Submission, Outcome] = MicroBatcher(
-            self._flush, max_batch=max_batch, max_in_flight=max_in_flight
+            self._flush, max_batch=max_batch, max_in_flight=max_in_flight, max_wait_s=max_wait_s
         )
 
     async def submit(self, submission: Submission) -> Outcome:
-        return await self._batcher.submit(submission)
+        try:
+            return await self._batcher.submit(submission)
+        except QueueDeadlineExceeded as exc:
+            log.info("intake_overloaded", kind=self._rules.kind.value, waited_ms=round(exc.waited_s * 1000))
+            raise ApiProblem(
+                503,
+                "overloaded",
+                f"PenPay is taking more requests than it can answer in time; nothing was done: retry in "
+                f"{OVERLOADED_RETRY_AFTER_S} s with the same Idempotency-Key",
+                headers={"Retry-After": str(OVERLOADED_RETRY_AFTER_S)},
+            ) from None
 
     async def aclose(self) -> None:
         await self._batcher.aclose()

@@ -92,6 +92,7 @@ class ApiState:
                 publisher=self.publisher,
                 max_batch=s.intake_max_batch,
                 max_in_flight=s.intake_max_in_flight,
+                max_wait_s=s.intake_queue_deadline_ms / 1000,
             )
             for rules, policy in ((DEPOSITS, self.deposit_policy), (WITHDRAWALS, self.withdrawal_policy))
         )

@@ -12,6 +12,14 @@ worker's stages lingering 40 ms took a paced 100 deposits/s from 18 to 12.6 ms o
 them from a p99 of 24 to 15 ms, bursts unchanged (docs/performance.md, round 17). The API's intakes do not linger:
 their latency is the client's.
 
+``max_wait_s`` bounds the time an item waits in the queue: an item that has waited longer when a drainer comes to
+take it is not flushed, its caller gets :class:`QueueDeadlineExceeded` at once. Under a load beyond what the
+database takes (a payday spike, a machine half as fast), the queue would otherwise grow without bound and every
+request wait for all those ahead of it; with a deadline the requests that are taken stay as fast as a full queue
+allows and the others are told to retry soon, before touching the database, so a retry with the same idempotency
+key starts afresh. Only intakes whose callers can retry use it: the API's deposit and withdrawal intakes do; its
+callback intake does not (Safaricom does not resend a callback).
+
 A flush returns one result per item, in order. If it raises, every item of that batch gets the exception. A caller
 that gives up waiting (a client disconnect cancels its request) does not cancel the flush: the batch commits or
 not as a whole, and the caller's retry with the same idempotency key finds out which.
@@ -30,26 +38,42 @@ R = TypeVar("R")
 Flush = Callable[[list[T]], Awaitable[Sequence[R]]]
 
 
+class QueueDeadlineExceeded(Exception):
+    """The item waited in the queue longer than the batcher's ``max_wait_s`` and was not flushed."""
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(f"waited {waited_s:.2f} s in the queue, longer than its deadline")
+        self.waited_s = waited_s
+
+
 class MicroBatcher(Generic[T, R]):
     def __init__(
-        self, flush: Flush[T, R], *, max_batch: int = 64, max_in_flight: int = 2, linger_s: float = 0.0
+        self,
+        flush: Flush[T, R],
+        *,
+        max_batch: int = 64,
+        max_in_flight: int = 2,
+        linger_s: float = 0.0,
+        max_wait_s: float = 0.0,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be positive")
-        if linger_s < 0:
-            raise ValueError("linger_s must not be negative")
+        if linger_s < 0 or max_wait_s < 0:
+            raise ValueError("linger_s and max_wait_s must not be negative")
         self._flush = flush
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._linger_s = linger_s
+        self._max_wait_s = max_wait_s  # 0: no deadline
         self._full = asyncio.Event()  # set while the queue holds a whole batch: a lingering drainer stops waiting
-        self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._queue: deque[tuple[T, asyncio.Future[R], float]] = deque()  # item, its waiter, when it was queued
         self._drainers: set[asyncio.Task[None]] = set()
         self._draining = 0  # drainers that may still take from the queue (a finished task may not be discarded yet)
 
     async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.append((item, future, loop.time()))
         if len(self._queue) >= self._max_batch:
             self._full.set()
         if self._draining < self._max_in_flight:
@@ -75,23 +99,42 @@ class MicroBatcher(Generic[T, R]):
             batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
             if len(self._queue) < self._max_batch:
                 self._full.clear()
+            if self._max_wait_s:
+                batch = self._within_deadline(batch)
+                if not batch:
+                    continue
             try:
-                results = await self._flush([item for item, _ in batch])
+                results = await self._flush([item for item, _, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"a flush of {len(batch)} items returned {len(results)} results")
             except Exception as exc:
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             except BaseException as exc:  # cancelled (shutdown): the waiters must not hang
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 raise
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future, _), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    def _within_deadline(
+        self, batch: list[tuple[T, asyncio.Future[R], float]]
+    ) -> list[tuple[T, asyncio.Future[R], float]]:
+        """The batch's items that have not waited longer than ``max_wait_s``; the others' callers are answered
+        :class:`QueueDeadlineExceeded` now (a caller that gave up already is left alone)."""
+        now = asyncio.get_running_loop().time()
+        fresh = []
+        for entry in batch:
+            waited = now - entry[2]
+            if waited <= self._max_wait_s:
+                fresh.append(entry)
+            elif not entry[1].done():
+                entry[1].set_exception(QueueDeadlineExceeded(waited))
+        return fresh
 
     @property
     def queued(self) -> int:
