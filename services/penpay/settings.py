@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         default=64, ge=1
     )  # deposits (or callbacks) one database transaction of the API takes at most
     intake_max_in_flight: int = Field(default=2, ge=1)  # such transactions at once per API process
-    # a deposit or withdrawal that waited longer than this in the API's intake queue is answered 503 (0: never)
+    # a deposit or withdrawal still waiting this long after it arrived, before its batch, is answered 503 (0: never)
     intake_queue_deadline_ms: int = Field(default=2_000, ge=0)
 
     reconcile_after_s: int = 30

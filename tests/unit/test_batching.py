@@ -211,6 +211,19 @@ class TestDeadline:
                 assert refused.value.waited_s > 0.05
         assert rec.batches == [[1], [4]]  # 2 and 3 never reached the flush; 4, queued just now, did
 
+    async def test_the_wait_counts_from_since_and_an_item_already_late_is_refused_on_submit(self) -> None:
+        rec = Recorder()
+        batcher = MicroBatcher(rec.flush, max_batch=8, max_in_flight=1, max_wait_s=1.0)
+        now = asyncio.get_running_loop().time()
+        with pytest.raises(QueueDeadlineExceeded) as refused:
+            await batcher.submit(1, since=now - 1.5)  # its request arrived 1.5 s ago: refused, never queued
+        assert refused.value.waited_s >= 1.5
+        assert batcher.queued == 0
+        async with asyncio.timeout(5):
+            assert await batcher.submit(2, since=now - 0.5) == 20  # half a second old: within the deadline
+            assert await batcher.submit(3, since=now + 60) == 30  # a clock ahead of the loop's counts as now
+        assert rec.batches == [[2], [3]]
+
     async def test_without_a_deadline_a_long_wait_is_still_flushed(self) -> None:
         rec = Recorder()
         rec.release.clear()

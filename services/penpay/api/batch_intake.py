@@ -9,9 +9,10 @@ time with the accounts locked from the start. A duplicate key means another requ
 key between the batch's key check and its insert: the batch is then run again one member at a time, so that member
 is answered ``KEY_TAKEN`` (and replayed by the one-request path) while the others are created.
 
-A request that waited in the queue longer than ``max_wait_s`` (``PENPAY_INTAKE_QUEUE_DEADLINE_MS``) is answered 503
-``overloaded`` with ``Retry-After`` before it reaches the database (``MicroBatcher``'s deadline): nothing of it was
-written, so a retry with the same idempotency key is a first try.
+A request older than ``max_wait_s`` (``PENPAY_INTAKE_QUEUE_DEADLINE_MS``, counted from its arrival: the middleware's
+``received_at``) when it reaches the queue or leaves it for a batch is answered 503 ``overloaded`` with
+``Retry-After`` before it touches the database (``MicroBatcher``'s deadline): nothing of it was written, so a retry
+with the same idempotency key is a first try.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ class BatchIntake:
             self._flush, max_batch=max_batch, max_in_flight=max_in_flight, max_wait_s=max_wait_s
         )
 
-    async def submit(self, submission: Submission) -> Outcome:
+    async def submit(self, submission: Submission, *, since: float | None = None) -> Outcome:
+        """``since``: when the request arrived (the event loop's clock), for the deadline."""
         try:
-            return await self._batcher.submit(submission)
+            return await self._batcher.submit(submission, since=since)
         except QueueDeadlineExceeded as exc:
             log.info("intake_overloaded", kind=self._rules.kind.value, waited_ms=round(exc.waited_s * 1000))
             raise ApiProblem(

@@ -4,11 +4,14 @@
 - body rules for writes: over ``MAX_BODY_BYTES`` -> 413 (by ``Content-Length`` up front, or while streaming);
   a non-JSON ``Content-Type`` -> 415 (callback paths excepted: Daraja's bodies are stored whatever they are);
 - metrics and one access-log line per request (route template, status, duration);
+- the request's arrival in the event loop's clock (:func:`received_at`), from which the deposit and withdrawal
+  intakes count their deadline (``PENPAY_INTAKE_QUEUE_DEADLINE_MS``);
 - anything unhandled becomes a 500 problem, logged with its traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -32,6 +35,13 @@ MAX_BODY_BYTES = 32 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
 log = get_logger("penpay.api.access")
+RECEIVED_AT = "penpay.received_at"  # the scope key of the request's arrival (the event loop's clock)
+
+
+def received_at(scope: Scope) -> float | None:
+    """When the request reached the API's middleware, in ``loop.time()``; None outside the middleware."""
+    value = scope.get(RECEIVED_AT)
+    return value if isinstance(value, float) else None
 
 
 class Metrics:
@@ -61,6 +71,7 @@ class ApiMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[RECEIVED_AT] = asyncio.get_running_loop().time()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         given = headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex

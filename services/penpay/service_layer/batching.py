@@ -12,8 +12,10 @@ worker's stages lingering 40 ms took a paced 100 deposits/s from 18 to 12.6 ms o
 them from a p99 of 24 to 15 ms, bursts unchanged (docs/performance.md, round 17). The API's intakes do not linger:
 their latency is the client's.
 
-``max_wait_s`` bounds the time an item waits in the queue: an item that has waited longer when a drainer comes to
-take it is not flushed, its caller gets :class:`QueueDeadlineExceeded` at once. Under a load beyond what the
+``max_wait_s`` bounds how long an item may have waited, counted from ``submit``'s ``since`` (when the request it
+carries arrived; by default, when it was submitted): an item already older on submit is refused at once, and one
+that is older when a drainer comes to take it is not flushed; either way its caller gets
+:class:`QueueDeadlineExceeded`. Under a load beyond what the
 database takes (a payday spike, a machine half as fast), the queue would otherwise grow without bound and every
 request wait for all those ahead of it; with a deadline the requests that are taken stay as fast as a full queue
 allows and the others are told to retry soon, before touching the database, so a retry with the same idempotency
@@ -39,10 +41,10 @@ Flush = Callable[[list[T]], Awaitable[Sequence[R]]]
 
 
 class QueueDeadlineExceeded(Exception):
-    """The item waited in the queue longer than the batcher's ``max_wait_s`` and was not flushed."""
+    """The item had waited longer than the batcher's ``max_wait_s`` and was not flushed."""
 
     def __init__(self, waited_s: float) -> None:
-        super().__init__(f"waited {waited_s:.2f} s in the queue, longer than its deadline")
+        super().__init__(f"waited {waited_s:.2f} s, longer than its deadline")
         self.waited_s = waited_s
 
 
@@ -70,10 +72,16 @@ class MicroBatcher(Generic[T, R]):
         self._drainers: set[asyncio.Task[None]] = set()
         self._draining = 0  # drainers that may still take from the queue (a finished task may not be discarded yet)
 
-    async def submit(self, item: T) -> R:
+    async def submit(self, item: T, *, since: float | None = None) -> R:
+        """Queue ``item`` and wait for its result. ``since``: when the item's wait began, in the event loop's clock
+        (``loop.time()``), for the deadline; by default now."""
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        began = now if since is None else min(since, now)
+        if self._max_wait_s and now - began > self._max_wait_s:
+            raise QueueDeadlineExceeded(now - began)
         future: asyncio.Future[R] = loop.create_future()
-        self._queue.append((item, future, loop.time()))
+        self._queue.append((item, future, began))
         if len(self._queue) >= self._max_batch:
             self._full.set()
         if self._draining < self._max_in_flight:

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from penpay.api.deps import State, User, current_user, state_of
 from penpay.api.direct_route import DirectRoute, json_body, served_directly, validate_body
 from penpay.api.idempotency import HEADER, request_hash, request_path, require_key
+from penpay.api.middleware import received_at
 from penpay.api.problems import PROBLEM_JSON
 from penpay.api.schemas import DOMAIN_ERROR, DepositRequest, TransactionOut, render_transaction
 from penpay.service_layer import deposits
@@ -101,7 +102,7 @@ async def create_deposit(
         idempotency_key=key,
     )
     digest = request_hash(request.method, request_path(request), await request.body())
-    answer = answered(await state.deposit_intake.submit(Submission(cmd, digest)))
+    answer = answered(await state.deposit_intake.submit(Submission(cmd, digest), since=received_at(request.scope)))
     if answer is not None:
         return answer
     return await state.idempotency.run(

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from penpay.api.deps import State, User
 from penpay.api.idempotency import request_hash, request_path, require_key
+from penpay.api.middleware import received_at
 from penpay.api.routes.deposits import IdempotencyHeader, answered
 from penpay.api.schemas import (
     CodeRequestedOut,
@@ -50,7 +51,7 @@ async def create_withdrawal(
         idempotency_key=key,
     )
     digest = request_hash(request.method, request_path(request), await request.body())
-    answer = answered(await state.withdrawal_intake.submit(Submission(cmd, digest)))
+    answer = answered(await state.withdrawal_intake.submit(Submission(cmd, digest), since=received_at(request.scope)))
     if answer is not None:
         return answer
     return await state.idempotency.run(
