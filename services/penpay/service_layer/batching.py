@@ -15,12 +15,12 @@ their latency is the client's.
 ``max_wait_s`` bounds how long an item may have waited, counted from ``submit``'s ``since`` (when the request it
 carries arrived; by default, when it was submitted): an item already older on submit is refused at once, and one
 that is older when a drainer comes to take it is not flushed; either way its caller gets
-:class:`QueueDeadlineExceeded`. Under a load beyond what the
-database takes (a payday spike, a machine half as fast), the queue would otherwise grow without bound and every
-request wait for all those ahead of it; with a deadline the requests that are taken stay as fast as a full queue
-allows and the others are told to retry soon, before touching the database, so a retry with the same idempotency
-key starts afresh. Only intakes whose callers can retry use it: the API's deposit and withdrawal intakes do; its
-callback intake does not (Safaricom does not resend a callback).
+:class:`QueueDeadlineExceeded`. When the database stalls or falls behind, the queue would otherwise grow without
+bound, and requests whose clients gave up long ago would still be written when it recovers (a deposit's STK prompt
+reaching a phone minutes after its app said the request failed); with a deadline they are told to retry instead,
+before touching the database, so a retry with the same idempotency key starts afresh. Only intakes whose callers
+can retry use it: the API's deposit and withdrawal intakes do; its callback intake does not (Safaricom does not
+resend a callback).
 
 A flush returns one result per item, in order. If it raises, every item of that batch gets the exception. A caller
 that gives up waiting (a client disconnect cancels its request) does not cancel the flush: the batch commits or
@@ -68,7 +68,7 @@ class MicroBatcher(Generic[T, R]):
         self._linger_s = linger_s
         self._max_wait_s = max_wait_s  # 0: no deadline
         self._full = asyncio.Event()  # set while the queue holds a whole batch: a lingering drainer stops waiting
-        self._queue: deque[tuple[T, asyncio.Future[R], float]] = deque()  # item, its waiter, when it was queued
+        self._queue: deque[tuple[T, asyncio.Future[R], float]] = deque()  # item, its waiter, when its wait began
         self._drainers: set[asyncio.Task[None]] = set()
         self._draining = 0  # drainers that may still take from the queue (a finished task may not be discarded yet)
 
