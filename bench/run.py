@@ -529,6 +529,8 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "api_failed_at_500": failed_at_rate,
         # of those, the API's own refusals: 503 "overloaded", a request queued past PENPAY_INTAKE_QUEUE_DEADLINE_MS
         "api_refused_at_500": lat.get("statuses", {}).get("503", 0) if lat else None,
+        # how late the load generator itself sent those requests (its share of the latency, on the same cores)
+        "api_generator_lag_p99_ms_at_500": lat.get("lag_p99_ms") if lat else None,
         "api_offered_rate": out.get("config", {}).get("latency_rate"),
         "api_curve": curve,
         "api_best_rate_within_p99_goal": best_rate_within([*curve, at_rate], P99_GOAL_MS),
@@ -630,6 +632,11 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
             "API: requests failed/timed out at that rate",
             f["api_failed_at_500"],
             f"of which refused 503 (overloaded): {report.fmt(f.get('api_refused_at_500'))}",
+        ),
+        (
+            "API: load generator's lateness p99 ms at that rate",
+            f.get("api_generator_lag_p99_ms_at_500"),
+            "requests sent after their due time (part of the latency above)",
         ),
         *(
             (

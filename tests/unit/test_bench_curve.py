@@ -85,14 +85,16 @@ def test_a_knob_that_cannot_be_used_is_refused_by_name(env: dict[str, str], mess
         BenchConfig.from_env(env)
 
 
-def test_the_fixed_rate_counts_the_apis_own_refusals_among_its_failures() -> None:
+def test_the_fixed_rate_counts_the_apis_own_refusals_and_the_generators_lateness() -> None:
     lat = {
         "sent": 5000,
         "accepted": 4970,
         "statuses": {"202": 4970, "503": 25},  # and 5 with no answer in time
         "latency_ms": {"p50": 900.0},
         "p99_with_failures_ms": 5000.0,
+        "lag_p99_ms": 120.5,
     }
     f = figures(RAW, {"api_latency": lat, "config": {"latency_rate": 500.0}})
     assert (f["api_failed_at_500"], f["api_refused_at_500"]) == (30, 25)
+    assert f["api_generator_lag_p99_ms_at_500"] == 120.5  # the generator's own lateness, beside the latency
     assert figures(RAW, {})["api_refused_at_500"] is None
