@@ -14,7 +14,8 @@ from penpay.bootstrap import Database
 from tests.integration.api.conftest import Api, MakeApi, new_key, new_user
 
 DEPOSIT = {"amount_kes": 1_000, "msisdn": "0712 345 678", "deriv_loginid": "cr1234567"}
-DEADLINE_MS = 150
+DEADLINE_MS = 300
+SETTLE_S = 1.0  # long against what a request takes to reach its batch, even on a loaded CI machine
 
 
 async def _post(api: Api, user: str, key: str) -> httpx.Response:
@@ -43,9 +44,9 @@ async def test_a_request_queued_past_the_deadline_is_refused_untouched_and_its_r
             sa.text("INSERT INTO user_limits (user_id, locked_at) VALUES (:u, NOW(6))"), {"u": slow_user}
         )
         first = asyncio.create_task(_post(api, slow_user, new_key()))
-        await asyncio.sleep(0.2)  # its batch in flight, blocked (apart, or the two would share one batch)
+        await asyncio.sleep(SETTLE_S)  # its batch in flight, blocked (apart, or the two would share one batch)
         second = asyncio.create_task(_post(api, slow_user, new_key()))
-        await asyncio.sleep(0.2)  # the second batch too
+        await asyncio.sleep(SETTLE_S)  # the second batch too
         late = asyncio.create_task(_post(api, late_user, late_key))
         await asyncio.sleep(2 * DEADLINE_MS / 1000)  # the third waits in the queue past its deadline
         assert not late.done()
