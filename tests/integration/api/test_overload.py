@@ -1,6 +1,7 @@
-"""Overload: a deposit that waited in the API's intake queue longer than ``PENPAY_INTAKE_QUEUE_DEADLINE_MS`` is
-answered 503 ``overloaded`` with ``Retry-After``, having changed nothing, and its retry with the same key is a first
-try. The database is held up for real: a row lock on a user's limit row, which every batch of that user takes."""
+"""Overload: a deposit still waiting ``PENPAY_INTAKE_QUEUE_DEADLINE_MS`` after it arrived, queued behind batches the
+database holds up, is answered 503 ``overloaded`` with ``Retry-After``, having changed nothing, and its retry with the
+same key is a first try. The database is held up for real: a row lock on a user's limit row, which every batch of
+that user takes."""
 
 from __future__ import annotations
 
