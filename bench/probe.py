@@ -35,6 +35,8 @@ import asyncmy
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
+from bench import profiling
+
 CONNECT_TIMEOUT_S = 5
 REDIS_TIMEOUT_S = 5.0
 IDLE_PAUSE_S = 0.02  # the pause before each "after idle" round trip: longer than a vCPU's halt-polling window
@@ -180,15 +182,12 @@ async def mariadb_limits(database_url: str, *, connections: int, seconds: float)
         admin.close()
 
 
-def _server_pid() -> int | None:
-    """The MariaDB (or MySQL) server's process on this machine, if it runs here."""
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() in ("mariadbd", "mysqld"):
-                return int(comm.parent.name)
-        except OSError:
-            continue
-    return None
+def local_server_pid(database_url: str) -> int | None:
+    """The database server's process, when ``database_url`` names this machine and it runs here (``profiling``)."""
+    if make_url(database_url).host not in (None, *profiling.LOCAL_HOSTS):
+        return None
+    found = profiling.server_pids()
+    return found.get("mariadbd") or found.get("mysqld")
 
 
 def _server_cpu_ns(pid: int | None) -> int | None:
@@ -211,7 +210,7 @@ async def round_trip_cost(
     """The CPU of one ``SELECT 1`` round trip, ``back_to_back`` of them in a row and then ``after_idle`` each after
     ``pause_s`` of sleep (only the round trips are counted, not the pauses)."""
     conn = await _connect(_connect_args(database_url))
-    server = _server_pid()
+    server = local_server_pid(database_url)
     try:
         async with conn.cursor() as cur:
 

@@ -59,6 +59,9 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / ticks
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")  # noqa: S104 - an address compared, not bound
+
+
 def server_pids() -> dict[str, int]:
     """MariaDB/MySQL and Redis server processes on this machine (by /proc/*/comm), for CPU accounting."""
     found: dict[str, int] = {}

@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 
 CHECK_TIMEOUT_S = 300.0
 READY_TIMEOUT_S = 30.0
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")  # noqa: S104 - an address compared, not bound
 SHOWN_MS = 0.05  # a process's CPU per deposit below this is left out of the table (it is in the JSON)
 P99_GOAL_MS = report.TARGETS["api_p99_ms_at_500"][1]
 
@@ -265,7 +264,7 @@ class Bench:
         elsewhere (its processes cannot be read from here)."""
         if self.platform is not None:
             live = {name: proc.pid for name, proc in self.platform.procs.items() if proc.poll() is None}
-        elif urlsplit(self.api).hostname in LOCAL_HOSTS and (found := profiling.penpay_pids()):
+        elif urlsplit(self.api).hostname in profiling.LOCAL_HOSTS and (found := profiling.penpay_pids()):
             live = found
         else:
             return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.probe import RoundTripCost
+from bench.probe import RoundTripCost, local_server_pid
 from bench.run import figures, round_trip_rows
 
 RAW: dict[str, Any] = {
@@ -53,3 +53,7 @@ def test_a_remote_server_has_no_server_row_and_an_older_result_no_rows() -> None
         "raw: same, client, after idle",
     ]
     assert round_trip_rows(figures(RAW, {})["raw_round_trip_cpu_us"]) == []
+
+
+def test_the_servers_cpu_is_read_only_for_a_database_on_this_machine() -> None:
+    assert local_server_pid("mysql+asyncmy://root@db.example.test:3306/penpay") is None  # another machine's server

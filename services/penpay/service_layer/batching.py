@@ -136,12 +136,12 @@ class MicroBatcher(Generic[T, R]):
         :class:`QueueDeadlineExceeded` now (a caller that gave up already is left alone)."""
         now = asyncio.get_running_loop().time()
         fresh = []
-        for entry in batch:
-            waited = now - entry[2]
+        for item, future, began in batch:
+            waited = now - began
             if waited <= self._max_wait_s:
-                fresh.append(entry)
-            elif not entry[1].done():
-                entry[1].set_exception(QueueDeadlineExceeded(waited))
+                fresh.append((item, future, began))
+            elif not future.done():
+                future.set_exception(QueueDeadlineExceeded(waited))
         return fresh
 
     @property
