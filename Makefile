@@ -1,7 +1,10 @@
 # PenPay — one-line verbs. Every target works from a fresh clone; `make help` lists them.
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
-PYTHON ?= python3.11
+# The interpreter .venv is built with: scripts/find-python's choice, evaluated once and only when needed (an
+# optimised build of 3.11 where the machine has one: every PenPay process is Python). PYTHON=... overrides it.
+PYTHON ?= $(eval PYTHON := $(shell scripts/find-python))$(PYTHON)
+PYTHON_MISSING := PenPay needs Python 3.11 (python3.11 on the PATH, in /usr/local/bin or /usr/bin, able to create a venv; Debian: apt-get install python3.11-venv)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -16,7 +19,7 @@ help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml libs/penpay_domain/pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; PenPay needs Python 3.11" >&2; exit 1; }
+	@test -n "$(PYTHON)" && command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON_MISSING)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e libs/penpay_domain -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
@@ -68,7 +71,7 @@ bench-probe: install ## the raw-limit probe alone (MariaDB commits/s, Redis XADD
 
 LOCK_VENV := /tmp/penpay-lock-venv
 lock: ## re-pin constraints.txt to the newest releases pyproject.toml allows (then make test, and review the diff)
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; PenPay needs Python 3.11" >&2; exit 1; }
+	@test -n "$(PYTHON)" && command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON_MISSING)" >&2; exit 1; }
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(LOCK_VENV)/bin/python -m pip install --quiet -e libs/penpay_domain -e '.[dev,bench]' 2>&1 | { grep -v '^WARNING: Location' || true; }

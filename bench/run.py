@@ -727,7 +727,8 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
     head = (
         f"PenPay benchmark: {machine['cores']} cores ({machine['cpu']}), {machine['memory_mb']:,} MB, "
         f"MariaDB {machine['mariadb']}, Redis {machine['redis']}, Python {machine['python']} "
-        f"({machine.get('python_loop_mops', '?')} M loop iterations/s)"
+        f"({machine.get('python_loop_mops', '?')} M loop iterations/s; "
+        f"{machine.get('python_build', {}).get('build', 'build unknown')})"
     )
     return head + "\n" + report.table(rows)
 
@@ -818,7 +819,7 @@ def main() -> None:
     say(f"{'quick mode; ' if cfg.quick else ''}logs and raw profiles in {logs}")
 
     first = _probe(cfg, settings)
-    machine = asyncio.run(report.machine(settings.redis_url, first["server_version"]))
+    machine = asyncio.run(report.machine(settings.redis_url, first["server_version"], ROOT))
 
     out: dict[str, Any]
     if cfg.api_url:
