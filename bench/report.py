@@ -49,6 +49,27 @@ def python_build(root: Path) -> dict[str, Any]:
     return {"executable": executable, "version": version, "build": build, "rank": int(rank)}
 
 
+def faster_python(root: Path, running: dict[str, Any]) -> str | None:
+    """A line for the operator when ``make install`` would now build ``.venv`` with a faster build than the one
+    running (a ``.venv`` made earlier, or with ``PYTHON=``): the figures would be those of a slower interpreter."""
+    try:
+        chosen = subprocess.run(  # noqa: S603 - the repository's own script
+            [str(root / "scripts" / "find-python")], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.strip()
+        line = subprocess.run(  # noqa: S603
+            [chosen, str(root / "scripts" / "python_build.py")], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        rank, _, version, build = line.rstrip("\n").split("\t")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    if int(rank) <= int(running.get("rank", 2)):
+        return None
+    return (
+        f"this .venv runs {running.get('executable')} ({running.get('build')}); {chosen} ({version}, {build}) "
+        "runs the same code faster: `make clean install` rebuilds .venv with it"
+    )
+
+
 def _cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):

@@ -820,6 +820,8 @@ def main() -> None:
 
     first = _probe(cfg, settings)
     machine = asyncio.run(report.machine(settings.redis_url, first["server_version"], ROOT))
+    if (hint := report.faster_python(ROOT, machine["python_build"])) is not None:
+        say(f"note: {hint}")
 
     out: dict[str, Any]
     if cfg.api_url:

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench.report import faster_python, python_build
 
 ROOT = Path(__file__).resolve().parents[2]
 FIND_PYTHON = ROOT / "scripts" / "find-python"
@@ -116,3 +117,32 @@ def test_no_usable_interpreter_prints_nothing_and_fails(stubs: Stubs) -> None:
     done = stubs.choose(path=["broken", "missing"], extra=["nowhere"])
     assert done.returncode == 1
     assert done.stdout == ""
+
+
+def _fake_repository(root: Path, *, chosen_rank: int) -> Path:
+    """A repository whose ``scripts/find-python`` chooses a stub interpreter of ``chosen_rank``."""
+    scripts = root / "repo" / "scripts"
+    scripts.mkdir(parents=True)
+    stub = root / "python3.11"
+    stub.write_text(f"#!/bin/sh\nprintf '{chosen_rank}\\t/opt/fast/python3.11\\t3.11.9\\tbuild {chosen_rank}\\n'\n")
+    chooser = scripts / "find-python"
+    chooser.write_text(f"#!/bin/sh\necho {stub}\n")
+    for path in (stub, chooser):
+        path.chmod(0o755)
+    return root / "repo"
+
+
+def test_make_bench_records_the_build_that_runs_it() -> None:
+    build = python_build(ROOT)
+    assert build["executable"] == os.path.realpath(sys.executable)
+    assert build["version"].startswith("3.11.")
+    assert build["rank"] in (0, 1, 2)
+
+
+def test_make_bench_says_when_make_install_would_now_choose_a_faster_build(tmp_path: Path) -> None:
+    repo = _fake_repository(tmp_path, chosen_rank=1)
+    hint = faster_python(repo, {"executable": "/root/.pyenv/bin/python3.11", "build": "a plain build", "rank": 0})
+    assert hint is not None
+    assert "/root/.pyenv/bin/python3.11" in hint
+    assert "make clean install" in hint
+    assert faster_python(repo, {"executable": "/usr/bin/python3.11", "build": "distribution", "rank": 1}) is None
