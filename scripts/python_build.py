@@ -32,7 +32,7 @@ def describe(executable: str, config_args: str) -> tuple[int, str]:
         return OPTIMISED, f"built with PGO{lto} (--enable-optimizations)"
     if os.path.dirname(executable) == "/usr/bin":
         return DISTRIBUTION, "the distribution's build: PGO and LTO on Debian and Ubuntu"
-    return PLAIN, "a plain build: no PGO (built without --enable-optimizations)"
+    return PLAIN, "a plain build: no PGO, built without --enable-optimizations"
 
 
 def main() -> int:
