@@ -9,7 +9,7 @@ otherwise. The rank orders interpreters by how fast the same Python code runs on
 1. the distribution's own ``/usr/bin/python3.11``: Debian and Ubuntu build it with PGO and LTO by their own rules
    (their configure line does not say so) and link the interpreter statically;
 0. anything else, such as pyenv's default build: no PGO, no LTO, ``libpython`` as a shared library. On PenPay's
-   benchmark machine it executes 29 % more instructions than Debian's for the same Python code (callgrind), and
+   benchmark machine it executes 19-41 % more instructions than Debian's for the same Python code (callgrind), and
    every PenPay process is Python (docs/performance.md, round 19).
 
 Standard library only: it runs before the virtual environment exists.
