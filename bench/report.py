@@ -32,22 +32,27 @@ def _meminfo_mb() -> int:
     return 0
 
 
-def python_build(root: Path) -> dict[str, Any]:
-    """Which build of Python runs the platform (``scripts/python_build.py`` on this interpreter, as ``make install``
-    chose it): the same code needs 16-29 % fewer instructions on a PGO/LTO build than on a plain one, so runs
-    compare by it too."""
+def _build_of(interpreter: str, root: Path) -> dict[str, Any] | None:
+    """``scripts/python_build.py``'s answer for ``interpreter`` (executable, version, build, rank), or None when it is
+    not a usable Python 3.11."""
     try:
-        done = subprocess.run(  # noqa: S603 - this interpreter on the repository's own script
-            [sys.executable, str(root / "scripts" / "python_build.py")],
+        line = subprocess.run(  # noqa: S603 - an interpreter on the repository's own script
+            [interpreter, str(root / "scripts" / "python_build.py")],
             capture_output=True,
             text=True,
             timeout=30,
             check=True,
-        )
-        rank, executable, version, build = done.stdout.rstrip("\n").split("\t")
+        ).stdout
+        rank, executable, version, build = line.rstrip("\n").split("\t")
+        return {"executable": executable, "version": version, "build": build, "rank": int(rank)}
     except (OSError, subprocess.SubprocessError, ValueError):
-        return {"executable": os.path.realpath(sys.executable), "build": "unknown"}
-    return {"executable": executable, "version": version, "build": build, "rank": int(rank)}
+        return None
+
+
+def python_build(root: Path) -> dict[str, Any]:
+    """Which build of Python runs the platform (the one ``make install`` chose for ``.venv``): the same code needs
+    16-29 % fewer instructions on a PGO/LTO build than on a plain one, so runs compare by it too."""
+    return _build_of(sys.executable, root) or {"executable": os.path.realpath(sys.executable), "build": "unknown"}
 
 
 def faster_python(root: Path, running: dict[str, Any]) -> str | None:
@@ -57,17 +62,14 @@ def faster_python(root: Path, running: dict[str, Any]) -> str | None:
         chosen = subprocess.run(  # noqa: S603 - the repository's own script
             [str(root / "scripts" / "find-python")], capture_output=True, text=True, timeout=60, check=True
         ).stdout.strip()
-        line = subprocess.run(  # noqa: S603
-            [chosen, str(root / "scripts" / "python_build.py")], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-        rank, _, version, build = line.rstrip("\n").split("\t")
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, subprocess.SubprocessError):
         return None
-    if int(rank) <= int(running.get("rank", 2)):
+    other = _build_of(chosen, root)
+    if other is None or other["rank"] <= int(running.get("rank", 2)):
         return None
     return (
-        f"this .venv runs {running.get('executable')} ({running.get('build')}); {chosen} ({version}, {build}) "
-        "runs the same code faster: `make clean install` rebuilds .venv with it"
+        f"this .venv runs {running.get('executable')} ({running.get('build')}); {chosen} ({other['version']}, "
+        f"{other['build']}) runs the same code faster: `make clean install` rebuilds .venv with it"
     )
 
 

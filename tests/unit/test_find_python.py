@@ -80,7 +80,7 @@ class Stubs:
     def choose(self, path: list[str], extra: list[str]) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": os.pathsep.join([*(str(self.root / d) for d in path), str(self.tools)]),
-            "PENPAY_PYTHON_DIRS": " ".join(str(self.root / d) for d in extra),
+            "FIND_PYTHON_DIRS": " ".join(str(self.root / d) for d in extra),
         }
         return subprocess.run([str(FIND_PYTHON)], env=env, capture_output=True, text=True, check=False)
 
