@@ -66,13 +66,12 @@ class Stubs:
             assert found is not None
             (self.tools / tool).symlink_to(found)
 
-    def python(self, directory: str, *, rank: int | None, real: str = "", version: str = "3.11.9") -> Path:
+    def python(self, directory: str, *, rank: int | None, version: str = "3.11.9") -> Path:
         """A ``python3.11`` in ``directory`` that answers like python_build.py (``rank`` None: not usable)."""
         folder = self.root / directory
         folder.mkdir(exist_ok=True)
         stub = folder / "python3.11"
-        real = real or str(stub)
-        answer = "exit 1" if rank is None else f"printf '{rank}\\t{real}\\t{version}\\tbuild {rank}\\n'"
+        answer = "exit 1" if rank is None else f"printf '{rank}\\t{stub}\\t{version}\\tbuild {rank}\\n'"
         stub.write_text(f"#!/bin/sh\n{answer}\n")
         stub.chmod(0o755)
         return stub

@@ -32,25 +32,27 @@ class ReceivedMail:
     content: bytes
     received_at: dt.datetime
 
-    def _message(self) -> EmailMessage:
+    def _read(self) -> tuple[str, str]:
+        """The subject and the text, parsed now (``policy.default``: encoded words decoded, plain text first)."""
         parsed = BytesParser(policy=policy.default).parsebytes(self.content)
-        return parsed if isinstance(parsed, EmailMessage) else EmailMessage()
+        message = parsed if isinstance(parsed, EmailMessage) else EmailMessage()
+        return str(message.get("Subject", "")), _text_body(message)
 
     @property
     def subject(self) -> str:
-        return str(self._message().get("Subject", ""))
+        return self._read()[0]
 
     @property
     def body(self) -> str:
-        return _text_body(self._message())
+        return self._read()[1]
 
     def as_json(self) -> dict[str, object]:
-        message = self._message()
+        subject, body = self._read()
         return {
             "from": self.mail_from,
             "to": list(self.to),
-            "subject": str(message.get("Subject", "")),
-            "body": _text_body(message),
+            "subject": subject,
+            "body": body,
             "received_at": self.received_at.isoformat(),
         }
 
