@@ -81,6 +81,20 @@ def test_anything_else_is_built_by_email_message(mail_from: str, to: str, subjec
     assert isinstance(_same_on_the_wire(mail_from, to, subject, body), EmailMessage)
 
 
+@pytest.mark.parametrize(
+    ("to", "subject"),
+    [
+        ("u@example.test", "Your deposit\r\nBcc: someone@example.test"),
+        ("u@example.test", "Your deposit\nX: y"),
+        ("u@example.test\r\nBcc: someone@example.test", "Your deposit"),
+    ],
+)
+def test_a_recipient_or_subject_with_a_line_break_is_refused(to: str, subject: str) -> None:
+    sender = SmtpMailer(host="x", port=25, mail_from="PenPay <no-reply@penpay.local>")
+    with pytest.raises(ValueError, match="line break would inject headers"):
+        sender.compose(to=to, subject=subject, body="x\n")
+
+
 @pytest.mark.parametrize("body", ["", "\n", "no newline at the end", "a\r\nb\rc\n\n", ".\n..\n"])
 def test_bodies_are_split_and_ended_as_set_content_does(body: str) -> None:
     _same_on_the_wire("PenPay <no-reply@penpay.local>", "u@example.test", "Your deposit", body)

@@ -67,10 +67,11 @@ def _plain_body(body: str) -> list[bytes] | None:
 
 
 def _plain_header(name: str, value: str) -> bool:
-    """``value`` is written as given by both ways: ASCII, unfolded, trimmed, and rendered back unchanged once
-    parsed."""
+    """``value`` is written as given by both ways: printable ASCII, unfolded, trimmed, and rendered back unchanged
+    once parsed."""
     return (
         value.isascii()
+        and value.isprintable()
         and value == value.strip()
         and value != ""
         and len(name) + 2 + len(value) <= _LINE
@@ -111,6 +112,8 @@ class SmtpMailer:
 
     def compose(self, *, to: str, subject: str, body: str) -> Message:
         """The message to send: the quick way when its strings allow, else ``EmailMessage`` (the module docstring)."""
+        if "\n" in to or "\r" in to or "\n" in subject or "\r" in subject:
+            raise ValueError("a recipient or subject with a line break would inject headers")
         date = format_datetime(datetime.now(UTC))
         message_id = make_msgid(domain=self._domain)
         lines = _plain_body(body)
@@ -144,8 +147,6 @@ class SmtpMailer:
         return message
 
     async def send(self, *, to: str, subject: str, body: str) -> None:
-        if "\n" in to or "\r" in to or "\n" in subject or "\r" in subject:
-            raise ValueError("a recipient or subject with a line break would inject headers")
         message = self.compose(to=to, subject=subject, body=body)
         if self._local_hostname is None:
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
