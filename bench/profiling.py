@@ -59,6 +59,24 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / ticks
 
 
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of a process, summed over its threads (``/proc/<pid>/task/*/
+    status``): a voluntary one is the process going to sleep (it waits for I/O, so each is followed by a wakeup), an
+    involuntary one another process taking its core (preemption). A thread that ends meanwhile is left out."""
+    voluntary = involuntary = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                voluntary += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")  # noqa: S104 - an address compared, not bound
 
 
@@ -101,13 +119,26 @@ class CpuMeter:
     MariaDB and Redis (``/proc/<pid>/stat``) and the benchmark's own process (the load generator, and its polling of
     the database), per unit of work (a completed deposit or withdrawal, an accepted request). Their sum against the
     wall time says how busy the cores were, and the cores divided by it how many units a second they carry at full
-    use: whether a burst was CPU-bound, and by whom, in every run (a process that exits meanwhile is left out)."""
+    use: whether a burst was CPU-bound, and by whom, in every run (a process that exits meanwhile is left out).
+
+    It counts each process's context switches per unit too (the load generator's among them): how often a process
+    slept and woke up for a unit, and how often another took its core. On a machine that charges for waking up (the
+    raw probe's "after idle" round trip), many switches a unit are what an even pace pays for beyond a burst."""
 
     def __init__(self, pids: Mapping[str, int]) -> None:
         self._pids = dict(pids)
         self._start = self._read()
+        self._switches = self._read_switches()
         self._own = time.process_time()
         self._wall = time.monotonic()
+
+    def _read_switches(self) -> dict[str, tuple[int, int]]:
+        counted: dict[str, tuple[int, int]] = {}
+        for name, pid in {**self._pids, "load generator": os.getpid()}.items():
+            switches = context_switches(pid)
+            if switches != (0, 0):  # (0, 0): the process is gone (or never ran)
+                counted[name] = switches
+        return counted
 
     def _read(self) -> dict[str, float]:
         used: dict[str, float] = {}
@@ -122,12 +153,18 @@ class CpuMeter:
         """``span_s``: the burst's own span (first created -> last completed), for how busy the cores were
         while it ran; without it, the meter's whole window (which ends with the caller's last poll)."""
         end = self._read()
+        switched = self._read_switches()
         wall = span_s if span_s else time.monotonic() - self._wall
         used = {name: end[name] - self._start[name] for name in end if name in self._start}
         used["load generator"] = time.process_time() - self._own
         total = sum(used.values())
         per = max(completed, 1)
         cores = os.cpu_count() or 1
+        switches = {
+            name: (switched[name][0] - self._switches[name][0], switched[name][1] - self._switches[name][1])
+            for name in switched
+            if name in self._switches
+        }
         return {
             "ms_each": {
                 name: round(1000 * seconds / per, 3) for name, seconds in sorted(used.items(), key=lambda kv: -kv[1])
@@ -136,6 +173,14 @@ class CpuMeter:
             "cores_busy": round(total / wall, 2) if wall > 0 else None,
             "cores": cores,
             "full_use_per_s": round(cores * per / total, 1) if total > 0 and completed else None,
+            "switches_each": {
+                name: {"voluntary": round(v / per, 2), "preempted": round(n / per, 2)}
+                for name, (v, n) in sorted(switches.items(), key=lambda kv: -kv[1][0])
+            },
+            "switches_total_each": {
+                "voluntary": round(sum(v for v, _ in switches.values()) / per, 2),
+                "preempted": round(sum(n for _, n in switches.values()) / per, 2),
+            },
         }
 
 

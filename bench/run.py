@@ -454,6 +454,8 @@ def _metered(meter: profiling.CpuMeter | None, count: int, span_s: float, what: 
     cpu = meter.per_unit(count, span_s=span_s)
     by_process = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu["ms_each"].items())
     say(f"  CPU per {what} {cpu['total_ms_each']} ms ({by_process}); cores busy {cpu['cores_busy']} of {cpu['cores']}")
+    switches = cpu["switches_total_each"]
+    say(f"  context switches per {what}: {switches['voluntary']} (sleep and wake), {switches['preempted']} preempted")
     return cpu
 
 
@@ -556,6 +558,7 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "e2e_cpu_ms_per_deposit": cpu.get("total_ms_each"),
         "e2e_cpu_ms_per_deposit_by_process": cpu.get("ms_each"),
         "e2e_cores_busy": cpu.get("cores_busy"),
+        "e2e_switches_per_deposit": cpu.get("switches_total_each"),
         "e2e_full_use_deposits_per_s": cpu.get("full_use_per_s"),
         "e2e_deposits_per_s_2_workers": d2.get("completed_per_s"),
         "e2e_deposits_repeats_2_workers": out.get("e2e_deposits_2", {}).get("repeats"),
@@ -589,6 +592,7 @@ def curve_point(point: dict[str, Any]) -> dict[str, Any]:
         "completion_p99_ms": point["completion"].get("completion_ms", {}).get("p99"),
         "cpu_ms_per_deposit": cpu.get("total_ms_each"),
         "cores_busy": cpu.get("cores_busy"),
+        "switches_per_deposit": (cpu.get("switches_total_each") or {}).get("voluntary"),
     }
 
 
@@ -642,6 +646,7 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
                 f"API: p99 ms at {pt['rate']:g} req/s",
                 pt["p99_ms"],
                 f"p50 {report.fmt(pt['p50_ms'])}; {report.fmt(pt['cpu_ms_per_deposit'])} ms CPU a completed deposit"
+                + (f", {report.fmt(pt['switches_per_deposit'])} wakeups" if pt.get("switches_per_deposit") else "")
                 + (f", {pt['failed']} failed" if pt["failed"] else ""),
             )
             for pt in f["api_curve"]
@@ -680,6 +685,12 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         ),
         *_of_which(f["e2e_cpu_ms_per_deposit_by_process"]),
         ("e2e: cores busy during that burst", f["e2e_cores_busy"], f"of {machine['cores']}"),
+        (
+            "e2e: context switches a completed deposit",
+            (f.get("e2e_switches_per_deposit") or {}).get("voluntary"),
+            f"all processes: sleep and wake; {report.fmt((f.get('e2e_switches_per_deposit') or {}).get('preempted'))}"
+            " preempted",
+        ),
         (
             "e2e: deposits/s the cores carry at full use",
             f["e2e_full_use_deposits_per_s"],

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bench.profiling import CpuMeter, penpay_pids
+from bench.profiling import CpuMeter, context_switches, penpay_pids
 
 
 def _burn(seconds: float) -> None:
@@ -64,3 +64,51 @@ def test_a_running_platforms_processes_are_found_by_their_console_scripts(tmp_pa
         unrelated.kill()
         worker.wait()
         unrelated.wait()
+
+
+def test_a_process_that_exits_before_the_reading_is_left_out_of_the_switches_too() -> None:
+    short = subprocess.Popen([sys.executable, "-c", "import sys\nsys.stdin.readline()"], stdin=subprocess.PIPE)
+    assert short.stdin is not None
+    try:
+        meter = CpuMeter({"short": short.pid})
+        short.stdin.write(b"go\n")
+        short.stdin.close()
+        short.wait(timeout=30)
+
+        cpu = meter.per_unit(10)
+    finally:
+        short.kill()
+
+    assert "short" not in cpu["switches_each"]
+    assert "short" not in cpu["ms_each"]
+    assert "load generator" in cpu["switches_each"]  # the bench's own process, as for the CPU
+
+
+def test_a_sleeping_process_counts_a_voluntary_switch_for_each_sleep() -> None:
+    sleeper = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nsys.stdin.readline()\nfor _ in range(200): time.sleep(0.001)\nsys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert sleeper.stdin is not None
+    try:
+        before = context_switches(sleeper.pid)
+        meter = CpuMeter({"sleeper": sleeper.pid})
+        sleeper.stdin.write(b"go\n")
+        sleeper.stdin.flush()
+        deadline = time.monotonic() + 30
+        while context_switches(sleeper.pid)[0] < before[0] + 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        cpu = meter.per_unit(10)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    assert cpu["switches_each"]["sleeper"]["voluntary"] >= 20  # 200 sleeps over 10 deposits
+    assert cpu["switches_total_each"]["voluntary"] >= cpu["switches_each"]["sleeper"]["voluntary"]
+    assert cpu["switches_each"]["sleeper"]["preempted"] >= 0

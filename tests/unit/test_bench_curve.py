@@ -17,7 +17,7 @@ def point(rate: float, p50: float, p99: float, *, sent: int = 800, accepted: int
         "rate": rate,
         "api": {"sent": sent, "accepted": accepted, "latency_ms": {"p50": p50}, "p99_with_failures_ms": p99},
         "completion": {"completion_ms": {"p99": 300.0}},
-        "cpu": {"total_ms_each": 9.5, "cores_busy": 1.1},
+        "cpu": {"total_ms_each": 9.5, "cores_busy": 1.1, "switches_total_each": {"voluntary": 21.5, "preempted": 4.0}},
     }
 
 
@@ -37,6 +37,7 @@ def test_each_rate_is_a_figure_and_the_best_rate_is_the_highest_within_the_goal(
         (300, 30.0, 80.0, 0),
     ]
     assert f["api_curve"][0]["cpu_ms_per_deposit"] == 9.5
+    assert f["api_curve"][0]["switches_per_deposit"] == 21.5
     assert f["api_curve"][0]["completion_p99_ms"] == 300.0
     assert f["api_best_rate_within_p99_goal"] == 200.0
 
