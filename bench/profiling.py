@@ -59,12 +59,16 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / ticks
 
 
-def context_switches(pid: int) -> tuple[int, int]:
+def context_switches(pid: int) -> tuple[int, int] | None:
     """(voluntary, involuntary) context switches of a process, summed over its threads (``/proc/<pid>/task/*/
     status``): a voluntary one is the process going to sleep (it waits for I/O, so each is followed by a wakeup), an
-    involuntary one another process taking its core (preemption). A thread that ends meanwhile is left out."""
+    involuntary one another process taking its core (preemption). A thread that ends meanwhile is left out; None
+    when the process is gone."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return None
     voluntary = involuntary = 0
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+    for status in tasks.glob("*/status"):
         try:
             text = status.read_text()
         except OSError:
@@ -136,7 +140,7 @@ class CpuMeter:
         counted: dict[str, tuple[int, int]] = {}
         for name, pid in {**self._pids, "load generator": os.getpid()}.items():
             switches = context_switches(pid)
-            if switches != (0, 0):  # (0, 0): the process is gone (or never ran)
+            if switches is not None:
                 counted[name] = switches
         return counted
 

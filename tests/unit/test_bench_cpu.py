@@ -79,6 +79,7 @@ def test_a_process_that_exits_before_the_reading_is_left_out_of_the_switches_too
     finally:
         short.kill()
 
+    assert context_switches(short.pid) is None
     assert "short" not in cpu["switches_each"]
     assert "short" not in cpu["ms_each"]
     assert "load generator" in cpu["switches_each"]  # the bench's own process, as for the CPU
@@ -97,11 +98,14 @@ def test_a_sleeping_process_counts_a_voluntary_switch_for_each_sleep() -> None:
     assert sleeper.stdin is not None
     try:
         before = context_switches(sleeper.pid)
+        assert before is not None  # alive, though perhaps not switched yet: (0, 0) is a live process's count too
         meter = CpuMeter({"sleeper": sleeper.pid})
         sleeper.stdin.write(b"go\n")
         sleeper.stdin.flush()
         deadline = time.monotonic() + 30
-        while context_switches(sleeper.pid)[0] < before[0] + 200 and time.monotonic() < deadline:
+        while (now := context_switches(sleeper.pid)) is not None and now[0] < before[0] + 200:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.05)
 
         cpu = meter.per_unit(10)
