@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml libs/penpay_domain/pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP) proto ## create .venv and install PenPay with its console scripts (idempotent)
+	@scripts/venv-note $(BIN)/python
 
 $(PROTO_STAMP): $(STAMP) $(shell find proto -name '*.proto' 2>/dev/null)
 	$(BIN)/python -m penpay.protogen proto $(PROTO_OUT)

@@ -55,22 +55,17 @@ def python_build(root: Path) -> dict[str, Any]:
     return _build_of(sys.executable, root) or {"executable": os.path.realpath(sys.executable), "build": "unknown"}
 
 
-def faster_python(root: Path, running: dict[str, Any]) -> str | None:
-    """A line for the operator when ``make install`` would now build ``.venv`` with a faster build than the one
-    running (a ``.venv`` made earlier, or with ``PYTHON=``): the figures would be those of a slower interpreter."""
+def faster_python(root: Path, interpreter: str) -> str | None:
+    """A line for the operator when ``make install`` would now build ``.venv`` with a faster build than
+    ``interpreter``'s (a ``.venv`` made earlier, or with ``PYTHON=``): the figures would be those of a slower
+    interpreter. ``scripts/venv-note`` decides, as it does after ``make install``."""
     try:
-        chosen = subprocess.run(  # noqa: S603 - the repository's own script
-            [str(root / "scripts" / "find-python")], capture_output=True, text=True, timeout=60, check=True
-        ).stdout.strip()
+        said = subprocess.run(  # noqa: S603 - the repository's own script
+            [str(root / "scripts" / "venv-note"), interpreter], capture_output=True, text=True, timeout=120, check=False
+        ).stderr.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    other = _build_of(chosen, root)
-    if other is None or other["rank"] <= int(running.get("rank", 2)):
-        return None
-    return (
-        f"this .venv runs {running.get('executable')} ({running.get('build')}); {chosen} ({other['version']}, "
-        f"{other['build']}) runs the same code faster: `make clean install` rebuilds .venv with it"
-    )
+    return said.removeprefix("note: ") or None
 
 
 def _cpu_model() -> str:

@@ -831,7 +831,7 @@ def main() -> None:
 
     first = _probe(cfg, settings)
     machine = asyncio.run(report.machine(settings.redis_url, first["server_version"], ROOT))
-    if (hint := report.faster_python(ROOT, machine["python_build"])) is not None:
+    if (hint := report.faster_python(ROOT, sys.executable)) is not None:
         say(f"note: {hint}")
 
     out: dict[str, Any]

@@ -118,16 +118,23 @@ def test_no_usable_interpreter_prints_nothing_and_fails(stubs: Stubs) -> None:
     assert done.stdout == ""
 
 
+def _stub(path: Path, rank: int, executable: str, build: str) -> str:
+    """An interpreter that answers ``python_build.py`` as a build of ``rank`` would."""
+    path.write_text(f"#!/bin/sh\nprintf '{rank}\\t{executable}\\t3.11.9\\t{build}\\n'\n")
+    path.chmod(0o755)
+    return str(path)
+
+
 def _fake_repository(root: Path, *, chosen_rank: int) -> Path:
-    """A repository whose ``scripts/find-python`` chooses a stub interpreter of ``chosen_rank``."""
+    """A repository with the real ``scripts/venv-note``, whose ``scripts/find-python`` chooses a stub interpreter of
+    ``chosen_rank``."""
     scripts = root / "repo" / "scripts"
     scripts.mkdir(parents=True)
-    stub = root / "python3.11"
-    stub.write_text(f"#!/bin/sh\nprintf '{chosen_rank}\\t/opt/fast/python3.11\\t3.11.9\\tbuild {chosen_rank}\\n'\n")
+    shutil.copy(ROOT / "scripts" / "venv-note", scripts / "venv-note")
+    stub = _stub(root / "python3.11", chosen_rank, "/opt/fast/python3.11", f"build {chosen_rank}")
     chooser = scripts / "find-python"
     chooser.write_text(f"#!/bin/sh\necho {stub}\n")
-    for path in (stub, chooser):
-        path.chmod(0o755)
+    chooser.chmod(0o755)
     return root / "repo"
 
 
@@ -138,10 +145,26 @@ def test_make_bench_records_the_build_that_runs_it() -> None:
     assert build["rank"] in (0, 1, 2)
 
 
-def test_make_bench_says_when_make_install_would_now_choose_a_faster_build(tmp_path: Path) -> None:
+def test_make_install_and_make_bench_say_when_a_faster_build_would_now_be_chosen(tmp_path: Path) -> None:
     repo = _fake_repository(tmp_path, chosen_rank=1)
-    hint = faster_python(repo, {"executable": "/root/.pyenv/bin/python3.11", "build": "a plain build", "rank": 0})
-    assert hint is not None
-    assert "/root/.pyenv/bin/python3.11" in hint
-    assert "make clean install" in hint
-    assert faster_python(repo, {"executable": "/usr/bin/python3.11", "build": "distribution", "rank": 1}) is None
+    plain = _stub(tmp_path / "venv-python", 0, "/root/.pyenv/bin/python3.11", "a plain build")
+
+    said = subprocess.run([repo / "scripts" / "venv-note", plain], capture_output=True, text=True, check=True)
+    assert said.stdout == ""
+    assert said.stderr.startswith("note: .venv runs /root/.pyenv/bin/python3.11 (a plain build);")
+    assert f"{tmp_path / 'python3.11'} (3.11.9, build 1) runs the same code faster" in said.stderr  # as chosen
+    assert "`make clean install`" in said.stderr
+    assert faster_python(repo, plain) == said.stderr.strip().removeprefix("note: ")
+
+
+def test_nothing_is_said_when_the_venv_runs_as_fast_a_build_or_nothing_can_be_chosen(tmp_path: Path) -> None:
+    repo = _fake_repository(tmp_path, chosen_rank=1)
+    same = _stub(tmp_path / "venv-python", 1, "/usr/bin/python3.11", "distribution")
+    said = subprocess.run([repo / "scripts" / "venv-note", same], capture_output=True, text=True, check=True)
+    assert (said.stdout, said.stderr) == ("", "")
+    assert faster_python(repo, same) is None
+
+    (repo / "scripts" / "find-python").write_text("#!/bin/sh\nexit 1\n")  # no usable 3.11 at all
+    plain = _stub(tmp_path / "plain-python", 0, "/root/.pyenv/bin/python3.11", "a plain build")
+    said = subprocess.run([repo / "scripts" / "venv-note", plain], capture_output=True, text=True, check=True)
+    assert (said.returncode, said.stderr) == (0, "")
