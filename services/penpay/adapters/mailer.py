@@ -79,6 +79,21 @@ def _plain_header(name: str, value: str) -> bool:
     )
 
 
+def _plain_message(headers: dict[str, str], lines: list[bytes]) -> Message:
+    """A ``compat32`` message with the headers, in the order and with the values ``EmailMessage`` gives a plain
+    ASCII text: the given ones, then the three ``set_content`` adds; the body as ``set_content`` writes it (7bit)."""
+    message = Message()
+    for name, value in (
+        *headers.items(),
+        ("Content-Type", 'text/plain; charset="utf-8"'),
+        ("Content-Transfer-Encoding", "7bit"),
+        ("MIME-Version", "1.0"),
+    ):
+        message[name] = value
+    message.set_payload(b"\n".join(lines).decode() + "\n")
+    return message
+
+
 class MailNotSent(Exception):
     """The SMTP server could not be reached or refused the message."""
 
@@ -105,6 +120,7 @@ class SmtpMailer:
         self._password = password
         self._local_hostname: str | None = None  # for EHLO: looked up on the first send
         self._domain = parseaddr(mail_from)[1].rpartition("@")[2] or None  # of the Message-IDs
+        self._plain_from = _plain_header("From", mail_from)  # the sender allows the quick way (module docstring)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout_s: float = 10.0) -> Self:
@@ -117,26 +133,10 @@ class SmtpMailer:
         date = format_datetime(datetime.now(UTC))
         message_id = make_msgid(domain=self._domain)
         lines = _plain_body(body)
-        if (
-            lines is not None
-            and _plain_address(to)
-            and _plain_header("From", self._from)
-            and _plain_header("Subject", subject)
-        ):
-            plain = Message()
-            for name, value in (
-                ("From", self._from),
-                ("To", to),
-                ("Subject", subject),
-                ("Date", date),
-                ("Message-ID", message_id),
-                ("Content-Type", 'text/plain; charset="utf-8"'),
-                ("Content-Transfer-Encoding", "7bit"),
-                ("MIME-Version", "1.0"),
-            ):
-                plain[name] = value
-            plain.set_payload(b"\n".join(lines).decode() + "\n")  # as set_content writes a 7bit body
-            return plain
+        if lines is not None and self._plain_from and _plain_address(to) and _plain_header("Subject", subject):
+            return _plain_message(
+                {"From": self._from, "To": to, "Subject": subject, "Date": date, "Message-ID": message_id}, lines
+            )
         message = EmailMessage()
         message["From"] = repeated_header("From", self._from)
         message["To"] = to
