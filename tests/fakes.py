@@ -144,6 +144,17 @@ class FakeMailer:
             raise MailNotSent(f"mail to {to!r} refused")
         self.sent.append((to, subject, body))
 
+    async def send_many(self, mails: Sequence[ports.Mail]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = []
+        for mail in mails:
+            try:
+                await self.send(to=mail.to, subject=mail.subject, body=mail.body)
+            except MailNotSent as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
+
 
 class FakeCallbackUrls:
     def stk(self, txn_id: TransactionId) -> str:

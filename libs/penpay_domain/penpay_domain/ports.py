@@ -256,8 +256,22 @@ class DerivGateway(Protocol):
     async def link_account(self, *, token: str) -> tuple[DerivAccount, bytes]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """One plain-text e-mail: its recipient, subject and body."""
+
+    to: str
+    subject: str
+    body: str
+
+
 class Mailer(Protocol):
     async def send(self, *, to: str, subject: str, body: str) -> None: ...
+
+    async def send_many(self, mails: Sequence[Mail]) -> list[Exception | None]:
+        """Each mail's outcome, in order: None when the server took it, else why not (a refusal of one does not
+        stop the others)."""
+        ...
 
 
 __all__ = [
@@ -272,6 +286,7 @@ __all__ = [
     "LedgerRepository",
     "LinkedAccount",
     "LinkedAccountRepository",
+    "Mail",
     "Mailer",
     "Mpesa",
     "Outcome",

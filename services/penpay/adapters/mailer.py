@@ -1,8 +1,17 @@
 """E-mail notifications over SMTP (aiosmtplib): the ``ports.Mailer`` adapter.
 
-One connection per message (notifications are rare and a pooled SMTP session would go stale between them), a
-timeout on every SMTP step and one overall deadline. The name this host gives in EHLO is looked up once (without
-it, aiosmtplib asks ``socket.getfqdn()`` in a thread for every message, a DNS lookup each time).
+Sending: the mails of a batch (``send_many``: a notification step's, one per transaction) share SMTP sessions, up
+to ``MAILS_PER_SESSION`` each, the sessions side by side: SMTP carries any number of transactions (MAIL, RCPT, DATA)
+on one connection, so a batch pays the connect, the greeting, EHLO (and STARTTLS and AUTH with a real relay) and
+QUIT once a session instead of once a mail (a withdrawal burst's mail was ~12 % of the worker's CPU and ~17 % of
+the sandbox's with a connection each). No session outlives its batch: one kept between batches would go stale
+while notifications are rare. A mail the server refuses (its recipient, its size) fails alone: the session resets
+the envelope (aiosmtplib sends RSET) and goes on with the next. A session that breaks (disconnect, timeout, a 421)
+leaves its unsent mails to a new session if it had sent at least one (a server's limit of mails a connection, say);
+one that sent none fails them all. The mail in flight when a session broke may have been taken (its answer lost):
+it is sent again, the at-least-once the notifier promises anyway. A timeout on every SMTP step and a deadline on
+the connect and on each mail. The name this host gives in EHLO is looked up once (without it, aiosmtplib asks
+``socket.getfqdn()`` in a thread for every session, a DNS lookup each time).
 
 Composing: a message is what ``EmailMessage`` (the default policy) writes from the plain strings. That policy parses
 every header it is given and folds each again when the message is written, ~1.3 ms of the worker's CPU a message on
@@ -21,9 +30,13 @@ later, so a down mail server delays mail but loses none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import math
 import re
 import socket
+from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import BaseHeader
@@ -38,6 +51,8 @@ from penpay.settings import Settings
 from penpay_domain import ports
 
 log = get_logger(__name__)
+MAILS_PER_SESSION = 8  # a batch of 64 mails: 8 sessions side by side, each sending 8 one after another
+SERVICE_CLOSING = 421  # the server is ending the session (RFC 5321 4.2.3): what is left needs a new one
 
 
 @functools.lru_cache(maxsize=256)
@@ -94,6 +109,9 @@ def _plain_message(headers: dict[str, str], lines: list[bytes]) -> Message:
     return message
 
 
+_Queued = tuple[int, ports.Mail, Message]  # a mail's place in the batch, the mail, the message composed from it
+
+
 class MailNotSent(Exception):
     """The SMTP server could not be reached or refused the message."""
 
@@ -147,24 +165,77 @@ class SmtpMailer:
         return message
 
     async def send(self, *, to: str, subject: str, body: str) -> None:
-        message = self.compose(to=to, subject=subject, body=body)
+        [outcome] = await self.send_many([ports.Mail(to=to, subject=subject, body=body)])
+        if outcome is not None:
+            raise outcome
+
+    async def send_many(self, mails: Sequence[ports.Mail]) -> list[Exception | None]:
+        """Each mail's outcome, in order: None once the server took it, :class:`MailNotSent` when it did not, the
+        ``ValueError`` of a mail that cannot be composed (its line breaks)."""
+        outcomes: list[Exception | None] = [None] * len(mails)
+        queued: list[_Queued] = []
+        for n, mail in enumerate(mails):
+            try:
+                queued.append((n, mail, self.compose(to=mail.to, subject=mail.subject, body=mail.body)))
+            except ValueError as exc:
+                outcomes[n] = exc
+        if not queued:
+            return outcomes
         if self._local_hostname is None:
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        sessions = math.ceil(len(queued) / MAILS_PER_SESSION)
+        await asyncio.gather(*(self._deliver(deque(queued[i::sessions]), outcomes) for i in range(sessions)))
+        return outcomes
+
+    async def _deliver(self, pending: deque[_Queued], outcomes: list[Exception | None]) -> None:
+        """``pending``'s mails over as many sessions as it takes, each taking up to ``MAILS_PER_SESSION``; a session
+        that breaks before sending any fails the rest (the module docstring)."""
+        while pending:
+            before = len(pending)
+            try:
+                await self._session(pending, outcomes)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                if len(pending) < before:
+                    log.info("mail_session_broken", left=len(pending), error=repr(exc))
+                    continue
+                for n, mail, _ in pending:
+                    outcomes[n] = MailNotSent(f"mail to {mail.to!r} not sent via {self._host}:{self._port}: {exc!r}")
+                return
+
+    async def _session(self, pending: deque[_Queued], outcomes: list[Exception | None]) -> None:
+        """One SMTP session: up to ``MAILS_PER_SESSION`` of ``pending``, taken from its front as each is answered."""
+        smtp = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            timeout=self._timeout_s,
+            start_tls=self._start_tls,
+            username=self._username,
+            password=self._password,
+            local_hostname=self._local_hostname,
+        )
+        deadline = self._timeout_s * 3  # connect, hello and data each have their own timeout too
         try:
-            async with asyncio.timeout(self._timeout_s * 3):  # connect, hello and data each have their own timeout
-                await aiosmtplib.send(
-                    message,
-                    hostname=self._host,
-                    port=self._port,
-                    timeout=self._timeout_s,
-                    start_tls=self._start_tls,
-                    username=self._username,
-                    password=self._password,
-                    local_hostname=self._local_hostname,
-                )
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise MailNotSent(f"mail to {to!r} not sent via {self._host}:{self._port}: {exc!r}") from exc
-        log.info("mail_sent", subject=subject)
+            async with asyncio.timeout(deadline):
+                await smtp.connect()
+            for _ in range(min(MAILS_PER_SESSION, len(pending))):
+                n, mail, message = pending[0]
+                try:
+                    async with asyncio.timeout(deadline):
+                        await smtp.send_message(message)
+                except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
+                    if not smtp.is_connected or getattr(exc, "code", None) == SERVICE_CLOSING:
+                        raise
+                    outcomes[n] = MailNotSent(f"mail to {mail.to!r} refused by {self._host}:{self._port}: {exc!r}")
+                except (aiosmtplib.SMTPNotSupported, ValueError) as exc:  # refused before a word was sent
+                    outcomes[n] = MailNotSent(f"mail to {mail.to!r} cannot be sent: {exc}")
+                else:
+                    log.info("mail_sent", subject=mail.subject)
+                pending.popleft()
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):  # every mail was answered
+                async with asyncio.timeout(self._timeout_s):
+                    await smtp.quit()
+        finally:
+            smtp.close()
 
 
 _: ports.Mailer = SmtpMailer(host="localhost", port=25, mail_from="conformance@penpay.local")

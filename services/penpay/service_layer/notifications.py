@@ -8,7 +8,6 @@ processed twice may send twice, which is the safe side for "your money arrived".
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from penpay.logging import get_logger
@@ -17,6 +16,7 @@ from penpay_domain import events as ev
 from penpay_domain.errors import NotFound
 from penpay_domain.ids import TransactionId
 from penpay_domain.msisdn import mask_msisdn
+from penpay_domain.ports import Mail
 from penpay_domain.transaction import Transaction
 
 log = get_logger(__name__)
@@ -57,8 +57,8 @@ async def notify(deps: FlowDeps, event: ev.TransactionEvent, *, delivery: Delive
 
 async def notify_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
     """:func:`notify` for the messages of a batch (distinct transactions): one read-only unit of work reads every
-    transaction and linked account, then the e-mails go out together. Each item gets what ``notify`` returns, or
-    the exception its message ends with."""
+    transaction and linked account, then the e-mails go out together (one ``Mailer.send_many``). Each item gets what
+    ``notify`` returns, or the exception its message ends with."""
     results: Results = [None] * len(items)
     relevant: list[tuple[int, Item, ev.TransactionEvent]] = []
     for n, item in enumerate(items):
@@ -105,10 +105,7 @@ async def notify_many(deps: FlowDeps, items: Sequence[Item]) -> Results:
                 mails.append((n, to, title, _body(txn, event), "ops notified"))
             else:
                 mails.append((n, to, str(subject), _body(txn, event), "sent"))
-    sent = await asyncio.gather(
-        *(deps.mailer.send(to=to, subject=subject, body=body) for _, to, subject, body, _ in mails),
-        return_exceptions=True,
-    )
+    sent = await deps.mailer.send_many([Mail(to=to, subject=subject, body=body) for _, to, subject, body, _ in mails])
     for (n, *_, outcome), answer in zip(mails, sent, strict=True):
-        results[n] = answer if isinstance(answer, BaseException) else outcome
+        results[n] = outcome if answer is None else answer
     return results
