@@ -16,6 +16,7 @@ from penpay_domain.providers import (
     DerivAccount,
     DerivTransferOrder,
     DerivTransferResult,
+    DerivWithdrawalOrder,
     Outcome,
     PaymentResult,
     PaymentStatus,
@@ -34,6 +35,27 @@ async def transfer_each(
     for o in orders:
         try:
             results.append(await gateway.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount))
+        except Exception as exc:  # as the gateway's client answers a batch
+            results.append(exc)
+    return results
+
+
+async def withdraw_each(
+    gateway: ports.DerivGateway, orders: Sequence[DerivWithdrawalOrder]
+) -> list[DerivTransferResult | Exception]:
+    """``withdraw_many`` as a fake gateway answers it: each order by the fake's ``withdraw``, each on its own."""
+    results: list[DerivTransferResult | Exception] = []
+    for o in orders:
+        try:
+            results.append(
+                await gateway.withdraw(
+                    reference=o.reference,
+                    loginid=o.loginid,
+                    token_ciphertext=o.token_ciphertext,
+                    amount=o.amount,
+                    verification_code=o.verification_code,
+                )
+            )
         except Exception as exc:  # as the gateway's client answers a batch
             results.append(exc)
     return results
@@ -117,6 +139,9 @@ class FakeDeriv:
         self, *, reference: str, loginid: DerivLoginId, token_ciphertext: bytes, amount: Money, verification_code: str
     ) -> DerivTransferResult:
         return self._answer(reference, amount)
+
+    async def withdraw_many(self, orders: Sequence[DerivWithdrawalOrder]) -> list[DerivTransferResult | Exception]:
+        return await withdraw_each(self, orders)
 
     async def request_withdrawal_code(self, *, loginid: DerivLoginId, token_ciphertext: bytes) -> Outcome:
         return Outcome.DONE

@@ -32,7 +32,7 @@ from penpay.sandbox.deriv import DerivSimulator
 from penpay.settings import DEV_TOKEN_KEY
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
-from penpay_domain.providers import DerivTransferOrder, DerivTransferResult, Outcome
+from penpay_domain.providers import DerivTransferOrder, DerivTransferResult, DerivWithdrawalOrder, Outcome
 from tests.contract.deriv_fixtures import AGENT, FAST, eventually, gateways, prefix, redis, sim, user_token
 
 __all__ = ["gateways", "prefix", "redis", "sim"]  # fixtures used here
@@ -203,19 +203,29 @@ class TestTransferBatch:
 
 
 class _GatewayBeforeTransferBatch(gateway_pb2_grpc.DerivGatewayServicer):
-    """A gateway of the release before TransferBatch: Transfer only (the generated base answers UNIMPLEMENTED)."""
+    """A gateway of the release before TransferBatch: Transfer and Withdraw only (the generated base answers the
+    batch calls UNIMPLEMENTED)."""
 
     def __init__(self) -> None:
         self.transfers: list[str] = []
+        self.withdrawals: list[str] = []
         self.batch_calls = 0
 
     async def Transfer(self, request: pb.TransferRequest, context: object) -> pb.TransferResponse:
         self.transfers.append(request.reference)
         return pb.TransferResponse(outcome=pb.OUTCOME_DONE, transaction_id=1000 + len(self.transfers))
 
+    async def Withdraw(self, request: pb.WithdrawRequest, context: object) -> pb.WithdrawResponse:
+        self.withdrawals.append(request.reference)
+        return pb.WithdrawResponse(outcome=pb.OUTCOME_DONE, transaction_id=2000 + len(self.withdrawals))
+
     def TransferBatch(self, request: pb.TransferBatchRequest, context: Any) -> pb.TransferBatchResponse:
         self.batch_calls += 1
         return super().TransferBatch(request, context)  # type: ignore[no-any-return]
+
+    def WithdrawBatch(self, request: pb.WithdrawBatchRequest, context: Any) -> pb.WithdrawBatchResponse:
+        self.batch_calls += 1
+        return super().WithdrawBatch(request, context)  # type: ignore[no-any-return]
 
 
 class TestRollingUpgrade:
@@ -237,6 +247,38 @@ class TestRollingUpgrade:
         assert [r.outcome for r in again if isinstance(r, DerivTransferResult)] == [Outcome.DONE]
         assert sorted(old.transfers) == sorted([o.reference for o in orders] + [orders[0].reference])
         assert old.batch_calls == 1  # asked once; it ran nothing, and is not asked again
+
+    async def test_workers_upgraded_before_the_gateway_send_each_withdrawal_on_its_own(self) -> None:
+        old = _GatewayBeforeTransferBatch()
+        server = grpc.aio.server()
+        gateway_pb2_grpc.add_DerivGatewayServicer_to_server(old, server)  # type: ignore[no-untyped-call]
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        client = GrpcDerivGateway(f"127.0.0.1:{port}", timeout_s=5, money_timeout_s=5)
+        try:
+            orders = [
+                DerivWithdrawalOrder(
+                    reference=ref(),
+                    loginid=DerivLoginId("CR1"),
+                    token_ciphertext=b"sealed",
+                    amount=usd(1),
+                    verification_code="C",
+                )
+                for _ in range(3)
+            ]
+            first = await client.withdraw_many(orders)
+            again = await client.withdraw_many(orders[:1])
+            transfers = await client.transfer_many(
+                [DerivTransferOrder(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1))]
+            )
+        finally:
+            await client.close()
+            await server.stop(None)
+        assert [r.outcome for r in first + again if isinstance(r, DerivTransferResult)] == [Outcome.DONE] * 4
+        assert sorted(old.withdrawals) == sorted([o.reference for o in orders] + [orders[0].reference])
+        # each batch call asked once: that WithdrawBatch is missing says nothing of TransferBatch
+        assert old.batch_calls == 2
+        assert [r.outcome for r in transfers if isinstance(r, DerivTransferResult)] == [Outcome.DONE]
 
 
 class TestUnknownOutcomes:
@@ -421,6 +463,78 @@ class TestWithdraw:
         )
         assert result.outcome is Outcome.REJECTED
         assert (result.error_code, result.refused_by) == ("LoginidMismatch", "authorize")
+
+
+class TestWithdrawBatch:
+    """``withdraw_many`` (``WithdrawBatch``): each withdrawal as ``Withdraw`` makes it, each answered on its own."""
+
+    async def _order(self, sim, client, loginid: str, cents: int = 100, *, code: str | None = None):
+        account, ciphertext = await client.link_account(token=user_token(loginid))
+        login = DerivLoginId(account.loginid)
+        assert await client.request_withdrawal_code(loginid=login, token_ciphertext=ciphertext) is Outcome.DONE
+        return DerivWithdrawalOrder(
+            reference=ref(),
+            loginid=login,
+            token_ciphertext=ciphertext,
+            amount=usd(cents),
+            verification_code=code if code is not None else sim.verification_code(loginid) or "",
+        )
+
+    async def test_each_withdrawal_of_a_batch_is_answered_on_its_own_and_a_repeat_moves_no_money(self, sim, gateways):
+        _, client = await gateways()
+        done = await self._order(sim, client, "CR5200001", 2000)
+        refused = await self._order(sim, client, "CR9000003")
+        wrong_code = await self._order(sim, client, "CR5200002", code="WRONG")
+        malformed = replace(await self._order(sim, client, "CR5200003"), reference="bad ref!")
+        orders = [done, refused, wrong_code, malformed]
+        first = await client.withdraw_many(orders)
+        assert isinstance(first[0], DerivTransferResult) and first[0].outcome is Outcome.DONE
+        assert len(entries_for(sim, done.reference)) == 1
+        assert isinstance(first[1], DerivTransferResult) and first[1].outcome is Outcome.REJECTED
+        assert (first[1].error_code, first[1].refused_by) == ("PaymentAgentWithdrawError", "paymentagent_withdraw")
+        assert isinstance(first[2], DerivTransferResult)
+        assert (first[2].outcome, first[2].error_code) == (Outcome.REJECTED, "InvalidToken")
+        assert isinstance(first[3], DerivGatewayRequestError) and "INVALID_ARGUMENT" in str(first[3])
+
+        again = await client.withdraw_many(orders[:3])
+        assert again == first[:3]  # the recorded results: no second withdrawal
+        assert len(entries_for(sim, done.reference)) == 1
+        assert sim.balance_cents("CR5200001") == 1_000_000 - 2000
+        assert sim.balance_cents("CR5200002") == 1_000_000 and sim.balance_cents("CR5200003") == 1_000_000
+
+    async def test_a_lost_answer_is_unknown_and_a_repeat_settles_it_once(self, sim, gateways):
+        _, client = await gateways()
+        lost = await self._order(sim, client, "CR9000004", 300)
+        plain = await self._order(sim, client, "CR5200004", 400)
+        first = await client.withdraw_many([lost, plain])
+        assert isinstance(first[0], DerivTransferResult) and first[0].outcome is Outcome.UNKNOWN
+        assert isinstance(first[1], DerivTransferResult) and first[1].outcome is Outcome.DONE
+        again = await client.withdraw_many([lost, plain])
+        assert [r.outcome for r in again if isinstance(r, DerivTransferResult)] == [Outcome.DONE] * 2
+        assert again[1] == first[1]
+        assert [len(entries_for(sim, o.reference)) for o in (lost, plain)] == [1, 1]
+        assert sim.balance_cents("CR9000004") == 1_000_000 - 300
+
+    async def test_more_withdrawals_than_one_call_may_carry_are_refused_and_none_is_sent(self, sim, gateways):
+        runtime, client = await gateways()
+        order = await self._order(sim, client, "CR5200005")
+        wide = GrpcDerivGateway(f"127.0.0.1:{runtime.grpc_port}", timeout_s=5, money_timeout_s=10, batch_size=300)
+        try:
+            orders = [replace(order, reference=ref()) for _ in range(MAX_BATCH + 1)]
+            results = await wide.withdraw_many(orders)
+        finally:
+            await wide.close()
+        assert len(results) == MAX_BATCH + 1
+        assert all(isinstance(r, DerivGatewayRequestError) for r in results)
+        assert sim.balance_cents("CR5200005") == 1_000_000
+
+    async def test_a_standby_answers_a_batch_unavailable_and_sends_nothing(self, sim, gateways):
+        _, client = await gateways()
+        order = await self._order(sim, client, "CR5200006")
+        _, standby_client = await gateways(wait_active=False)
+        results = await standby_client.withdraw_many([order])
+        assert [r.outcome for r in results if isinstance(r, DerivTransferResult)] == [Outcome.UNAVAILABLE]
+        assert entries_for(sim, order.reference) == []
 
 
 class TestClientSessions:

@@ -27,6 +27,7 @@ METHODS = {
     "Transfer": ("TransferRequest", "TransferResponse"),
     "TransferBatch": ("TransferBatchRequest", "TransferBatchResponse"),
     "Withdraw": ("WithdrawRequest", "WithdrawResponse"),
+    "WithdrawBatch": ("WithdrawBatchRequest", "WithdrawBatchResponse"),
     "RequestWithdrawalCode": ("RequestWithdrawalCodeRequest", "RequestWithdrawalCodeResponse"),
     "GetBalance": ("GetBalanceRequest", "GetBalanceResponse"),
     "FindTransfer": ("FindTransferRequest", "FindTransferResponse"),
@@ -51,6 +52,9 @@ MESSAGES: dict[str, dict[str, tuple[int, str]]] = {
     "TransferBatchRequest": {"transfers": (1, "message")},
     "TransferBatchResponse": {"results": (1, "message")},
     "TransferBatchResult": {"response": (1, "message"), "status_code": (2, "int32"), "status_details": (3, "string")},
+    "WithdrawBatchRequest": {"withdrawals": (1, "message")},
+    "WithdrawBatchResponse": {"results": (1, "message")},
+    "WithdrawBatchResult": {"response": (1, "message"), "status_code": (2, "int32"), "status_details": (3, "string")},
     "WithdrawRequest": {
         "reference": (1, "string"),
         "loginid": (2, "string"),

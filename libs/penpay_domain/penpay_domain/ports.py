@@ -19,6 +19,7 @@ from penpay_domain.providers import (
     DerivAccount,
     DerivTransferOrder,
     DerivTransferResult,
+    DerivWithdrawalOrder,
     Outcome,
     PaymentResult,
     PayoutRequestResult,
@@ -250,6 +251,11 @@ class DerivGateway(Protocol):
         amount: Money,
         verification_code: str,
     ) -> DerivTransferResult: ...
+    async def withdraw_many(self, orders: Sequence[DerivWithdrawalOrder]) -> list[DerivTransferResult | Exception]:
+        """Several withdrawals at once, each exactly as ``withdraw`` makes it: one answer per order, in order, or the
+        exception ``withdraw`` would have raised for it."""
+        ...
+
     async def request_withdrawal_code(self, *, loginid: DerivLoginId, token_ciphertext: bytes) -> Outcome: ...
     async def find_transfer(self, *, reference: str) -> DerivTransferResult: ...
     async def balance(self) -> Money: ...

@@ -92,6 +92,18 @@ class DerivTransferOrder:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DerivWithdrawalOrder:
+    """One client -> agent withdrawal of a batch (``DerivGateway.withdraw_many``): the client's linked token (as
+    stored, encrypted) and the code Deriv e-mailed them."""
+
+    reference: str
+    loginid: DerivLoginId
+    token_ciphertext: bytes
+    amount: Money
+    verification_code: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DerivAccount:
     loginid: str
     currency: str

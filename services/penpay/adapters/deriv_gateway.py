@@ -10,6 +10,8 @@ Every call has a deadline. Results map to the domain's ``Outcome``:
 
 ``transfer_many`` sends several transfers in one ``TransferBatch`` call (a worker's batch of credits: one call
 instead of one per deposit), each mapped as above on its own; a failure of the whole call maps as above for each.
+``withdraw_many`` does the same for a batch of debits with ``WithdrawBatch``. Against a gateway older than a batch
+call (UNIMPLEMENTED: it ran nothing), each order goes in a call of its own, from then on.
 
 ``find_transfer`` answers DONE (with Deriv's transaction id) when the reference is in the agent's statement, and
 ``REJECTED`` with ``error_code="NotFound"`` when it is not; treat NotFound as final only once the transfer's
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -31,9 +34,16 @@ from penpay_domain import ports
 from penpay_domain.errors import DomainError, InvalidInput
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Currency, Money
-from penpay_domain.providers import DerivAccount, DerivTransferOrder, DerivTransferResult, Outcome
+from penpay_domain.providers import (
+    DerivAccount,
+    DerivTransferOrder,
+    DerivTransferResult,
+    DerivWithdrawalOrder,
+    Outcome,
+)
 
 T = TypeVar("T")
+Order = TypeVar("Order", DerivTransferOrder, DerivWithdrawalOrder)
 log = get_logger(__name__)
 
 _OUTCOMES = {
@@ -78,72 +88,22 @@ class GrpcDerivGateway:
         self._timeout_s = timeout_s
         self._money_timeout_s = money_timeout_s
         self._batch_size = batch_size  # the gateway's MAX_BATCH
-        self._batches = True  # False once the gateway said it has no TransferBatch
+        self._unbatched: set[str] = set()  # the batch calls the gateway said it does not have
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
 
     # ---------------------------------------------------------------- money
     async def transfer(self, *, reference: str, loginid: DerivLoginId, amount: Money) -> DerivTransferResult:
-        request = pb.TransferRequest(
-            reference=reference, loginid=loginid, amount_cents=_usd_cents(amount), currency=amount.currency.value
-        )
-        return await self._money(lambda: self._stub.Transfer(request, timeout=self._money_timeout_s))
+        return await self._transfer_one(DerivTransferOrder(reference=reference, loginid=loginid, amount=amount))
 
     async def transfer_many(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
         """``TransferBatch``, in calls of at most ``batch_size``: each order's result maps as ``transfer``'s does, its
         own status included; a failure of a whole call maps that way for every order it carried."""
-        if not self._batches:
-            return await self._transfer_each(orders)
-        results: list[DerivTransferResult | Exception] = []
-        for start in range(0, len(orders), self._batch_size):
-            results += await self._transfer_batch(orders[start : start + self._batch_size])
-        return results
+        return await self._many(_TRANSFERS, orders, self._transfer_one)
 
-    async def _transfer_each(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
-        """One ``Transfer`` call per order, concurrently: for a gateway older than ``TransferBatch``."""
-        answers = await asyncio.gather(
-            *(self.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount) for o in orders),
-            return_exceptions=True,
-        )
-        results: list[DerivTransferResult | Exception] = []
-        for answer in answers:
-            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
-                raise answer  # cancelled: not an answer
-            results.append(answer)
-        return results
-
-    async def _transfer_batch(self, orders: Sequence[DerivTransferOrder]) -> list[DerivTransferResult | Exception]:
-        request = pb.TransferBatchRequest(
-            transfers=[
-                pb.TransferRequest(
-                    reference=o.reference,
-                    loginid=o.loginid,
-                    amount_cents=_usd_cents(o.amount),
-                    currency=o.amount.currency.value,
-                )
-                for o in orders
-            ]
-        )
-        try:
-            response: pb.TransferBatchResponse = await self._stub.TransferBatch(request, timeout=self._money_timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
-                # a gateway that predates TransferBatch (workers upgraded first): it ran nothing, so each order is
-                # sent as a Transfer of its own, now and from now on
-                log.warning("gateway_without_transfer_batch", count=len(orders))
-                self._batches = False
-                return await self._transfer_each(orders)
-            try:
-                _raise_for_request_error(exc)
-            except DerivGatewayRequestError as refused:
-                return [refused] * len(orders)
-            failed = DerivTransferResult(outcome=_failure_outcome(exc), message=exc.details() or "")
-            return [failed] * len(orders)
-        if len(response.results) != len(orders):  # not the contract: nothing is known of any of them
-            unknown = DerivTransferResult(outcome=Outcome.UNKNOWN, message="the gateway answered another batch")
-            return [unknown] * len(orders)
-        return [_batch_result(r) for r in response.results]
+    async def _transfer_one(self, o: DerivTransferOrder) -> DerivTransferResult:
+        return await self._money(lambda: self._stub.Transfer(_transfer_request(o), timeout=self._money_timeout_s))
 
     async def withdraw(
         self,
@@ -154,15 +114,58 @@ class GrpcDerivGateway:
         amount: Money,
         verification_code: str,
     ) -> DerivTransferResult:
-        request = pb.WithdrawRequest(
-            reference=reference,
-            loginid=loginid,
-            encrypted_token=token_ciphertext,
-            amount_cents=_usd_cents(amount),
-            currency=amount.currency.value,
-            verification_code=verification_code,
+        return await self._withdraw_one(
+            DerivWithdrawalOrder(
+                reference=reference,
+                loginid=loginid,
+                token_ciphertext=token_ciphertext,
+                amount=amount,
+                verification_code=verification_code,
+            )
         )
-        return await self._money(lambda: self._stub.Withdraw(request, timeout=self._money_timeout_s))
+
+    async def withdraw_many(self, orders: Sequence[DerivWithdrawalOrder]) -> list[DerivTransferResult | Exception]:
+        """``WithdrawBatch``, as ``transfer_many`` is to ``transfer``."""
+        return await self._many(_WITHDRAWALS, orders, self._withdraw_one)
+
+    async def _withdraw_one(self, o: DerivWithdrawalOrder) -> DerivTransferResult:
+        return await self._money(lambda: self._stub.Withdraw(_withdraw_request(o), timeout=self._money_timeout_s))
+
+    async def _many(
+        self, kind: _Batching[Order], orders: Sequence[Order], one: Callable[[Order], Awaitable[DerivTransferResult]]
+    ) -> list[DerivTransferResult | Exception]:
+        """``kind``'s batch call in calls of at most ``batch_size``, or ``one`` call per order (concurrently) for a
+        gateway that has no such batch call."""
+        if kind.rpc in self._unbatched:
+            return await _each(orders, one)
+        results: list[DerivTransferResult | Exception] = []
+        for start in range(0, len(orders), self._batch_size):
+            results += await self._batch(kind, orders[start : start + self._batch_size], one)
+        return results
+
+    async def _batch(
+        self, kind: _Batching[Order], orders: Sequence[Order], one: Callable[[Order], Awaitable[DerivTransferResult]]
+    ) -> list[DerivTransferResult | Exception]:
+        try:
+            call = getattr(self._stub, kind.rpc)
+            response = await call(kind.request(orders), timeout=self._money_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                # a gateway that predates this batch call (workers upgraded first): it ran nothing, so each order is
+                # sent in a call of its own, now and from now on
+                log.warning("gateway_without_batch_call", rpc=kind.rpc, count=len(orders))
+                self._unbatched.add(kind.rpc)
+                return await _each(orders, one)
+            try:
+                _raise_for_request_error(exc)
+            except DerivGatewayRequestError as refused:
+                return [refused] * len(orders)
+            failed = DerivTransferResult(outcome=_failure_outcome(exc), message=exc.details() or "")
+            return [failed] * len(orders)
+        if len(response.results) != len(orders):  # not the contract: nothing is known of any of them
+            unknown = DerivTransferResult(outcome=Outcome.UNKNOWN, message="the gateway answered another batch")
+            return [unknown] * len(orders)
+        return [_batch_result(r) for r in response.results]
 
     async def find_transfer(self, *, reference: str) -> DerivTransferResult:
         request = pb.FindTransferRequest(reference=reference)
@@ -232,8 +235,55 @@ def _money_result(response: Any) -> DerivTransferResult:
     )
 
 
-def _batch_result(result: pb.TransferBatchResult) -> DerivTransferResult | Exception:
-    """One transfer of a batch: its answer, or the status ``Transfer`` would have ended with, mapped the same way."""
+@dataclass(frozen=True, slots=True)
+class _Batching(Generic[Order]):
+    """A batch call: its name on the stub and how it carries its orders."""
+
+    rpc: str
+    request: Callable[[Sequence[Order]], Any]
+
+
+def _withdraw_request(o: DerivWithdrawalOrder) -> pb.WithdrawRequest:
+    return pb.WithdrawRequest(
+        reference=o.reference,
+        loginid=o.loginid,
+        encrypted_token=o.token_ciphertext,
+        amount_cents=_usd_cents(o.amount),
+        currency=o.amount.currency.value,
+        verification_code=o.verification_code,
+    )
+
+
+def _transfer_request(o: DerivTransferOrder) -> pb.TransferRequest:
+    return pb.TransferRequest(
+        reference=o.reference, loginid=o.loginid, amount_cents=_usd_cents(o.amount), currency=o.amount.currency.value
+    )
+
+
+_TRANSFERS: _Batching[DerivTransferOrder] = _Batching(
+    "TransferBatch", lambda orders: pb.TransferBatchRequest(transfers=[_transfer_request(o) for o in orders])
+)
+_WITHDRAWALS: _Batching[DerivWithdrawalOrder] = _Batching(
+    "WithdrawBatch", lambda orders: pb.WithdrawBatchRequest(withdrawals=[_withdraw_request(o) for o in orders])
+)
+
+
+async def _each(
+    orders: Sequence[Order], one: Callable[[Order], Awaitable[DerivTransferResult]]
+) -> list[DerivTransferResult | Exception]:
+    """One call per order, concurrently: for a gateway older than the batch call."""
+    answers = await asyncio.gather(*(one(o) for o in orders), return_exceptions=True)
+    results: list[DerivTransferResult | Exception] = []
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+            raise answer  # cancelled: not an answer
+        results.append(answer)
+    return results
+
+
+def _batch_result(result: Any) -> DerivTransferResult | Exception:
+    """One member of a batch (``TransferBatchResult``, ``WithdrawBatchResult``): its answer, or the status its own
+    call would have ended with, mapped the same way."""
     if result.status_code == grpc.StatusCode.OK.value[0]:
         return _money_result(result.response)
     code = _STATUS_CODES.get(result.status_code, grpc.StatusCode.UNKNOWN)

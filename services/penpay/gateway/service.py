@@ -8,7 +8,7 @@ Money outcomes (DONE / REJECTED / UNKNOWN) travel in the response, never as a st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -33,7 +33,8 @@ from penpay.logging import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
-MAX_BATCH = 256  # transfers per TransferBatch call (the proto says so)
+Req = TypeVar("Req")
+MAX_BATCH = 256  # transfers per TransferBatch call, withdrawals per WithdrawBatch call (the proto says so)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _OUTCOMES = {
@@ -41,6 +42,30 @@ _OUTCOMES = {
     Outcome.REJECTED: pb.OUTCOME_REJECTED,
     Outcome.UNKNOWN: pb.OUTCOME_UNKNOWN,
 }
+
+
+async def _each_of_batch(
+    requests: Sequence[Req], run: Callable[[Req], Awaitable[object]], result: Callable[..., T]
+) -> list[T]:
+    """A batch call's members, each run concurrently as its own call runs it (``run``), each answered on its own, in
+    order: a status its own call would have ended with is that member's (``result``'s status), and the others go
+    on. More than ``MAX_BATCH`` members: INVALID_ARGUMENT for the call, and none is run."""
+    if len(requests) > MAX_BATCH:
+        raise InvalidRequestError(f"at most {MAX_BATCH} per batch, not {len(requests)}")
+
+    async def member(request: Req) -> T:
+        with structlog.contextvars.bound_contextvars(transaction_id=getattr(request, "reference", "") or None):
+            try:
+                response = await run(request)
+            except Exception as exc:  # this member's own failure: the others of the batch go on
+                code = _status_for(exc)
+                if code is None:  # an internal error, as its own call would end: the outcome is unknown
+                    log.exception("gateway.batch_member_failed")
+                    code = grpc.StatusCode.INTERNAL
+                return result(status_code=code.value[0], status_details=str(exc))
+            return result(response=response)
+
+    return list(await asyncio.gather(*(member(r) for r in requests)))
 
 
 class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
@@ -67,60 +92,48 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
         return self._lease.is_held() and self._connection.ready
 
     async def Transfer(self, request: pb.TransferRequest, context: Context) -> pb.TransferResponse:  # noqa: N802
-        async def run() -> pb.TransferResponse:
-            result = await self._executor.transfer(
-                reference=request.reference,
-                loginid=request.loginid,
-                amount_cents=request.amount_cents,
-                currency=request.currency,
-            )
-            return pb.TransferResponse(client_full_name=result.client_full_name, **_money_fields(result))
-
-        return await self._serve(context, run, reference=request.reference, rpc="Transfer")
+        return await self._serve(context, lambda: self._transfer(request), reference=request.reference, rpc="Transfer")
 
     async def TransferBatch(  # noqa: N802
         self, request: pb.TransferBatchRequest, context: Context
     ) -> pb.TransferBatchResponse:
         async def run() -> pb.TransferBatchResponse:
-            if len(request.transfers) > MAX_BATCH:
-                raise InvalidRequestError(f"at most {MAX_BATCH} transfers per batch, not {len(request.transfers)}")
-            results = await asyncio.gather(*(self._batch_member(t) for t in request.transfers))
+            results = await _each_of_batch(request.transfers, self._transfer, pb.TransferBatchResult)
             return pb.TransferBatchResponse(results=results)
 
         return await self._serve(context, run, rpc="TransferBatch")
 
-    async def _batch_member(self, request: pb.TransferRequest) -> pb.TransferBatchResult:
-        """One transfer of a batch, as ``Transfer`` runs it; a status it would have ended the call with is its own."""
-        with structlog.contextvars.bound_contextvars(transaction_id=request.reference or None):
-            try:
-                result = await self._executor.transfer(
-                    reference=request.reference,
-                    loginid=request.loginid,
-                    amount_cents=request.amount_cents,
-                    currency=request.currency,
-                )
-            except Exception as exc:  # this transfer's own failure: the others of the batch go on
-                code = _status_for(exc)
-                if code is None:  # an internal error, as Transfer's call would end: the outcome is unknown
-                    log.exception("gateway.batch_member_failed")
-                    code = grpc.StatusCode.INTERNAL
-                return pb.TransferBatchResult(status_code=code.value[0], status_details=str(exc))
-            response = pb.TransferResponse(client_full_name=result.client_full_name, **_money_fields(result))
-            return pb.TransferBatchResult(response=response)
+    async def _transfer(self, request: pb.TransferRequest) -> pb.TransferResponse:
+        result = await self._executor.transfer(
+            reference=request.reference,
+            loginid=request.loginid,
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+        )
+        return pb.TransferResponse(client_full_name=result.client_full_name, **_money_fields(result))
 
     async def Withdraw(self, request: pb.WithdrawRequest, context: Context) -> pb.WithdrawResponse:  # noqa: N802
-        async def run() -> pb.WithdrawResponse:
-            result = await self._executor.withdraw(
-                reference=request.reference,
-                loginid=request.loginid,
-                encrypted_token=request.encrypted_token,
-                amount_cents=request.amount_cents,
-                currency=request.currency,
-                verification_code=request.verification_code,
-            )
-            return pb.WithdrawResponse(**_money_fields(result))
+        return await self._serve(context, lambda: self._withdraw(request), reference=request.reference, rpc="Withdraw")
 
-        return await self._serve(context, run, reference=request.reference, rpc="Withdraw")
+    async def WithdrawBatch(  # noqa: N802
+        self, request: pb.WithdrawBatchRequest, context: Context
+    ) -> pb.WithdrawBatchResponse:
+        async def run() -> pb.WithdrawBatchResponse:
+            results = await _each_of_batch(request.withdrawals, self._withdraw, pb.WithdrawBatchResult)
+            return pb.WithdrawBatchResponse(results=results)
+
+        return await self._serve(context, run, rpc="WithdrawBatch")
+
+    async def _withdraw(self, request: pb.WithdrawRequest) -> pb.WithdrawResponse:
+        result = await self._executor.withdraw(
+            reference=request.reference,
+            loginid=request.loginid,
+            encrypted_token=request.encrypted_token,
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+            verification_code=request.verification_code,
+        )
+        return pb.WithdrawResponse(**_money_fields(result))
 
     async def RequestWithdrawalCode(  # noqa: N802
         self, request: pb.RequestWithdrawalCodeRequest, context: Context

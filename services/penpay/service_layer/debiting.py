@@ -31,7 +31,7 @@ from penpay.service_layer.flow import (
 from penpay.service_layer.intake import IntakeUnitOfWork
 from penpay_domain.ids import TransactionId
 from penpay_domain.ports import LinkedAccount
-from penpay_domain.providers import DerivTransferResult, Outcome
+from penpay_domain.providers import DerivTransferResult, DerivWithdrawalOrder, Outcome
 from penpay_domain.transaction import Status, Transaction
 
 
@@ -78,10 +78,7 @@ async def debit_withdrawals(deps: FlowDeps, items: Sequence[Item]) -> Results:
         await uow.withdrawal_codes.drop_many([t for t in unused if t in codes])
         await uow.commit()  # saves those that moved to DEBITING or failed
 
-    answers = await asyncio.gather(
-        *(_debit(deps, txn, code, account, again=again) for _, txn, code, account, again in due),
-        return_exceptions=True,
-    )
+    answers = await _debits(deps, [(txn, code, account, again) for _, txn, code, account, again in due])
     final: list[tuple[Item, DerivTransferResult]] = []
     for (item, txn, *_), answer in zip(due, answers, strict=True):
         n = at[id(item)]
@@ -99,29 +96,57 @@ async def debit_withdrawals(deps: FlowDeps, items: Sequence[Item]) -> Results:
     return results
 
 
-async def _debit(
-    deps: FlowDeps, txn: Transaction, code: str | None, linked: LinkedAccount | None, *, again: bool
-) -> DerivTransferResult:
-    if again or code is None or linked is None:
-        result = await deps.deriv.find_transfer(reference=txn.id)  # did an earlier attempt reach Deriv?
-        if not (result.outcome is Outcome.REJECTED and result.error_code == "NotFound"):
-            return result
-        stale = deps.clock.now() - txn.updated_at >= deps.reconcile_after
-        if not stale:  # an attempt may still be in flight at the gateway
-            return DerivTransferResult(outcome=Outcome.UNKNOWN, message="not in the statement yet")
-        if code is None or linked is None:
-            return DerivTransferResult(
-                outcome=Outcome.REJECTED,
-                error_code="verification_code_used",
-                message="the withdrawal did not reach Deriv and its verification code is spent; request a new one",
-            )
-    return await deps.deriv.withdraw(
-        reference=txn.id,
-        loginid=txn.parties.deriv_loginid,
-        token_ciphertext=linked.token_ciphertext,
-        amount=txn.amount_usd,
-        verification_code=code,
-    )
+async def _debits(
+    deps: FlowDeps, due: Sequence[tuple[Transaction, str | None, LinkedAccount | None, bool]]
+) -> list[DerivTransferResult | BaseException]:
+    """The gateway's answer for each due debit, in order: those an earlier attempt may have sent are looked up in
+    the statement first (concurrently, ``_looked_up``); every debit then still to send goes in one
+    ``withdraw_many``. An exception is that debit's answer (its message comes back)."""
+    answers: list[DerivTransferResult | BaseException | None] = [None] * len(due)
+    repeats = [n for n, (_, code, linked, again) in enumerate(due) if again or code is None or linked is None]
+    looked = await asyncio.gather(*(_looked_up(deps, *due[n][:3]) for n in repeats), return_exceptions=True)
+    for n, answer in zip(repeats, looked, strict=True):
+        answers[n] = answer
+    sending = [(n, txn, code, linked) for n, (txn, code, linked, _) in enumerate(due) if answers[n] is None]
+    orders = [
+        DerivWithdrawalOrder(
+            reference=txn.id,
+            loginid=txn.parties.deriv_loginid,
+            token_ciphertext=linked.token_ciphertext,
+            amount=txn.amount_usd,
+            verification_code=code,
+        )
+        for _, txn, code, linked in sending
+        if code is not None and linked is not None  # _looked_up answered the others
+    ]
+    sent: Sequence[DerivTransferResult | BaseException]
+    try:
+        sent = await deps.deriv.withdraw_many(orders) if orders else []
+    except Exception as exc:  # the whole call failed: each of its debits is answered so (sent or not, unknown here)
+        sent = [exc] * len(orders)
+    for (n, *_), answer in zip(sending, sent, strict=True):
+        answers[n] = answer
+    return [answer for answer in answers if answer is not None]
+
+
+async def _looked_up(
+    deps: FlowDeps, txn: Transaction, code: str | None, linked: LinkedAccount | None
+) -> DerivTransferResult | None:
+    """A debit an earlier attempt may have sent, looked up by its reference in the agent's statement: the answer
+    if it is settled (found, still possibly in flight, or not sendable again), None when it is to be sent again."""
+    result = await deps.deriv.find_transfer(reference=txn.id)  # did an earlier attempt reach Deriv?
+    if not (result.outcome is Outcome.REJECTED and result.error_code == "NotFound"):
+        return result
+    stale = deps.clock.now() - txn.updated_at >= deps.reconcile_after
+    if not stale:  # an attempt may still be in flight at the gateway
+        return DerivTransferResult(outcome=Outcome.UNKNOWN, message="not in the statement yet")
+    if code is None or linked is None:
+        return DerivTransferResult(
+            outcome=Outcome.REJECTED,
+            error_code="verification_code_used",
+            message="the withdrawal did not reach Deriv and its verification code is spent; request a new one",
+        )
+    return None
 
 
 async def _record(deps: FlowDeps, final: Sequence[tuple[Item, DerivTransferResult]]) -> list[str]:

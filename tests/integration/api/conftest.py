@@ -24,8 +24,14 @@ from penpay.settings import Settings
 from penpay_domain import ledger, ports
 from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
-from penpay_domain.providers import DerivAccount, DerivTransferOrder, DerivTransferResult, Outcome
-from tests.fakes import transfer_each
+from penpay_domain.providers import (
+    DerivAccount,
+    DerivTransferOrder,
+    DerivTransferResult,
+    DerivWithdrawalOrder,
+    Outcome,
+)
+from tests.fakes import transfer_each, withdraw_each
 
 CLIENT_IP = "127.0.0.1"
 USER_TOKEN_PREFIX = "sandbox-user-token-"
@@ -61,6 +67,9 @@ class FakeDerivGateway:
         self, *, reference: str, loginid: DerivLoginId, token_ciphertext: bytes, amount: Money, verification_code: str
     ) -> DerivTransferResult:
         return DerivTransferResult(outcome=Outcome.DONE, deriv_transaction_id="2")
+
+    async def withdraw_many(self, orders: Sequence[DerivWithdrawalOrder]) -> list[DerivTransferResult | Exception]:
+        return await withdraw_each(self, orders)
 
     async def find_transfer(self, *, reference: str) -> DerivTransferResult:
         return DerivTransferResult(outcome=Outcome.REJECTED, error_code="NotFound")
