@@ -4,8 +4,9 @@ never faked. Each fake implements its domain port without inheriting; the ``_:``
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from penpay.adapters.mailer import MailNotSent
 from penpay_domain import ports
@@ -25,40 +26,46 @@ from penpay_domain.providers import (
 )
 
 _ids = itertools.count(1)
+OrderT = TypeVar("OrderT", DerivTransferOrder, DerivWithdrawalOrder)
+
+
+async def answer_each(
+    orders: Sequence[OrderT], call: Callable[[OrderT], Awaitable[DerivTransferResult]]
+) -> list[DerivTransferResult | Exception]:
+    """A batch call (``transfer_many``, ``withdraw_many``) as a fake gateway answers it: each order by ``call``, on
+    its own; an exception is that order's answer, as the gateway's client answers a batch."""
+    results: list[DerivTransferResult | Exception] = []
+    for o in orders:
+        try:
+            results.append(await call(o))
+        except Exception as exc:
+            results.append(exc)
+    return results
 
 
 async def transfer_each(
     gateway: ports.DerivGateway, orders: Sequence[DerivTransferOrder]
 ) -> list[DerivTransferResult | Exception]:
-    """``transfer_many`` as a fake gateway answers it: each order by the fake's ``transfer``, each on its own."""
-    results: list[DerivTransferResult | Exception] = []
-    for o in orders:
-        try:
-            results.append(await gateway.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount))
-        except Exception as exc:  # as the gateway's client answers a batch
-            results.append(exc)
-    return results
+    """``transfer_many`` by the fake's ``transfer``."""
+    return await answer_each(
+        orders, lambda o: gateway.transfer(reference=o.reference, loginid=o.loginid, amount=o.amount)
+    )
 
 
 async def withdraw_each(
     gateway: ports.DerivGateway, orders: Sequence[DerivWithdrawalOrder]
 ) -> list[DerivTransferResult | Exception]:
-    """``withdraw_many`` as a fake gateway answers it: each order by the fake's ``withdraw``, each on its own."""
-    results: list[DerivTransferResult | Exception] = []
-    for o in orders:
-        try:
-            results.append(
-                await gateway.withdraw(
-                    reference=o.reference,
-                    loginid=o.loginid,
-                    token_ciphertext=o.token_ciphertext,
-                    amount=o.amount,
-                    verification_code=o.verification_code,
-                )
-            )
-        except Exception as exc:  # as the gateway's client answers a batch
-            results.append(exc)
-    return results
+    """``withdraw_many`` by the fake's ``withdraw``."""
+    return await answer_each(
+        orders,
+        lambda o: gateway.withdraw(
+            reference=o.reference,
+            loginid=o.loginid,
+            token_ciphertext=o.token_ciphertext,
+            amount=o.amount,
+            verification_code=o.verification_code,
+        ),
+    )
 
 
 @dataclass

@@ -7,7 +7,9 @@ gateway answers to domain outcomes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -228,34 +230,35 @@ class _GatewayBeforeTransferBatch(gateway_pb2_grpc.DerivGatewayServicer):
         return super().WithdrawBatch(request, context)  # type: ignore[no-any-return]
 
 
+@contextlib.asynccontextmanager
+async def _old_gateway() -> AsyncIterator[tuple[_GatewayBeforeTransferBatch, GrpcDerivGateway]]:
+    """A gateway of the release before the batch calls, serving on a free port, and a client of today's."""
+    old = _GatewayBeforeTransferBatch()
+    server = grpc.aio.server()
+    gateway_pb2_grpc.add_DerivGatewayServicer_to_server(old, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = GrpcDerivGateway(f"127.0.0.1:{port}", timeout_s=5, money_timeout_s=5)
+    try:
+        yield old, client
+    finally:
+        await client.close()
+        await server.stop(None)
+
+
 class TestRollingUpgrade:
     async def test_workers_upgraded_before_the_gateway_send_each_transfer_on_its_own(self) -> None:
-        old = _GatewayBeforeTransferBatch()
-        server = grpc.aio.server()
-        gateway_pb2_grpc.add_DerivGatewayServicer_to_server(old, server)  # type: ignore[no-untyped-call]
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        client = GrpcDerivGateway(f"127.0.0.1:{port}", timeout_s=5, money_timeout_s=5)
-        try:
+        async with _old_gateway() as (old, client):
             orders = [DerivTransferOrder(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1)) for _ in range(3)]
             first = await client.transfer_many(orders)
             again = await client.transfer_many(orders[:1])
-        finally:
-            await client.close()
-            await server.stop(None)
         assert [r.outcome for r in first if isinstance(r, DerivTransferResult)] == [Outcome.DONE] * 3
         assert [r.outcome for r in again if isinstance(r, DerivTransferResult)] == [Outcome.DONE]
         assert sorted(old.transfers) == sorted([o.reference for o in orders] + [orders[0].reference])
         assert old.batch_calls == 1  # asked once; it ran nothing, and is not asked again
 
     async def test_workers_upgraded_before_the_gateway_send_each_withdrawal_on_its_own(self) -> None:
-        old = _GatewayBeforeTransferBatch()
-        server = grpc.aio.server()
-        gateway_pb2_grpc.add_DerivGatewayServicer_to_server(old, server)  # type: ignore[no-untyped-call]
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        client = GrpcDerivGateway(f"127.0.0.1:{port}", timeout_s=5, money_timeout_s=5)
-        try:
+        async with _old_gateway() as (old, client):
             orders = [
                 DerivWithdrawalOrder(
                     reference=ref(),
@@ -271,9 +274,6 @@ class TestRollingUpgrade:
             transfers = await client.transfer_many(
                 [DerivTransferOrder(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1))]
             )
-        finally:
-            await client.close()
-            await server.stop(None)
         assert [r.outcome for r in first + again if isinstance(r, DerivTransferResult)] == [Outcome.DONE] * 4
         assert sorted(old.withdrawals) == sorted([o.reference for o in orders] + [orders[0].reference])
         # each batch call asked once: that WithdrawBatch is missing says nothing of TransferBatch
