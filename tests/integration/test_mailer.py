@@ -6,6 +6,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -140,6 +141,7 @@ class TestABatchOfMails:
         outcomes = await mailer_for(picky).send_many([Mail(to=t, subject="s", body="b") for t in to])
         assert outcomes[0] is None and outcomes[2] is None
         assert isinstance(outcomes[1], MailNotSent) and "nobody@example.test" in str(outcomes[1])
+        assert isinstance(outcomes[1].__cause__, aiosmtplib.SMTPRecipientsRefused)  # what the server said, kept
         assert sorted(m.to for m in picky.messages()) == [("a@example.test",), ("b@example.test",)]
         assert len(set(picky.peers)) == 1  # one session carried all three
 

@@ -262,7 +262,7 @@ class DerivGateway(Protocol):
     async def link_account(self, *, token: str) -> tuple[DerivAccount, bytes]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Mail:
     """One plain-text e-mail: its recipient, subject and body."""
 

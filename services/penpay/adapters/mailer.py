@@ -116,6 +116,13 @@ class MailNotSent(Exception):
     """The SMTP server could not be reached or refused the message."""
 
 
+def _not_sent(what: str, cause: BaseException) -> MailNotSent:
+    """A mail's failure, with the SMTP error that ended it as its cause (it is raised or logged later)."""
+    error = MailNotSent(f"{what}: {cause!r}")
+    error.__cause__ = cause
+    return error
+
+
 class SmtpMailer:
     def __init__(
         self,
@@ -199,7 +206,7 @@ class SmtpMailer:
                     log.info("mail_session_broken", left=len(pending), error=repr(exc))
                     continue
                 for n, mail, _ in pending:
-                    outcomes[n] = MailNotSent(f"mail to {mail.to!r} not sent via {self._host}:{self._port}: {exc!r}")
+                    outcomes[n] = _not_sent(f"mail to {mail.to!r} not sent via {self._host}:{self._port}", exc)
                 return
 
     async def _session(self, pending: deque[_Queued], outcomes: list[Exception | None]) -> None:
@@ -225,9 +232,9 @@ class SmtpMailer:
                 except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
                     if not smtp.is_connected or getattr(exc, "code", None) == SERVICE_CLOSING:
                         raise
-                    outcomes[n] = MailNotSent(f"mail to {mail.to!r} refused by {self._host}:{self._port}: {exc!r}")
+                    outcomes[n] = _not_sent(f"mail to {mail.to!r} refused by {self._host}:{self._port}", exc)
                 except (aiosmtplib.SMTPNotSupported, ValueError) as exc:  # refused before a word was sent
-                    outcomes[n] = MailNotSent(f"mail to {mail.to!r} cannot be sent: {exc}")
+                    outcomes[n] = _not_sent(f"mail to {mail.to!r} cannot be sent", exc)
                 else:
                     log.info("mail_sent", subject=mail.subject)
                 pending.popleft()
