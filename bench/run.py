@@ -553,6 +553,8 @@ def figures(raw: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         "e2e_withdrawals_per_s": wd.get("completed_per_s"),
         "e2e_withdrawal_cpu_ms": out.get("e2e_withdrawals", {}).get("cpu", {}).get("total_ms_each"),
         "e2e_withdrawal_cores_busy": out.get("e2e_withdrawals", {}).get("cpu", {}).get("cores_busy"),
+        "e2e_withdrawal_cpu_ms_by_process": out.get("e2e_withdrawals", {}).get("cpu", {}).get("ms_each"),
+        "e2e_withdrawal_switches": out.get("e2e_withdrawals", {}).get("cpu", {}).get("switches_total_each"),
         "e2e_withdrawal_p50_ms": wd.get("completion_ms", {}).get("p50"),
         "e2e_withdrawal_p99_ms": wd.get("completion_ms", {}).get("p99"),
         "e2e_cpu_ms_per_deposit": cpu.get("total_ms_each"),
@@ -685,12 +687,7 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
         ),
         *_of_which(f["e2e_cpu_ms_per_deposit_by_process"]),
         ("e2e: cores busy during that burst", f["e2e_cores_busy"], f"of {machine['cores']}"),
-        (
-            "e2e: context switches a completed deposit",
-            (f.get("e2e_switches_per_deposit") or {}).get("voluntary"),
-            f"all processes: sleep and wake; {report.fmt((f.get('e2e_switches_per_deposit') or {}).get('preempted'))}"
-            " preempted",
-        ),
+        _switches_row("e2e: context switches a completed deposit", f.get("e2e_switches_per_deposit")),
         (
             "e2e: deposits/s the cores carry at full use",
             f["e2e_full_use_deposits_per_s"],
@@ -710,6 +707,8 @@ def render(f: dict[str, Any], targets: dict[str, dict[str, Any]], machine: dict[
             f["e2e_withdrawal_cpu_ms"],
             f"all processes kept {_fmt_cores(f['e2e_withdrawal_cores_busy'])} of {machine['cores']} cores busy",
         ),
+        *_of_which(f.get("e2e_withdrawal_cpu_ms_by_process")),
+        _switches_row("e2e: context switches a completed withdrawal", f.get("e2e_withdrawal_switches")),
         ("e2e: withdrawal completion p50 ms", f["e2e_withdrawal_p50_ms"], ""),
         ("e2e: withdrawal completion p99 ms", f["e2e_withdrawal_p99_ms"], ""),
         (
@@ -777,6 +776,17 @@ def _of_which(by_process: object) -> list[tuple[str, object, str]]:
         for name, ms in by_process.items()
         if isinstance(ms, int | float) and ms >= SHOWN_MS
     ]
+
+
+def _switches_row(label: str, switches: object) -> tuple[str, object, str]:
+    """A row of context switches a unit (``CpuMeter``'s ``switches_total_each``): the voluntary ones (a process
+    going to sleep and being woken), the preempted ones beside them."""
+    counts = switches if isinstance(switches, dict) else {}
+    return (
+        label,
+        counts.get("voluntary"),
+        f"all processes: sleep and wake; {report.fmt(counts.get('preempted'))} preempted",
+    )
 
 
 def _fmt_cores(value: object) -> str:
