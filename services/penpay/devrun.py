@@ -67,7 +67,7 @@ def redact(url: str) -> str:
 class Endpoint:
     process: str
     listens: str
-    ready_url: str | None  # None: no port of its own (the worker)
+    ready_url: str | None  # None: no port of its own (a worker with PENPAY_WORKER_HEALTH_PORT=0)
 
 
 def _probe_host(host: str) -> str:
@@ -86,9 +86,7 @@ def endpoints(settings: Settings) -> dict[str, Endpoint]:
     gateway_health = _http("127.0.0.1", settings.gateway_health_port)
     return {
         "api": Endpoint("api", f"{api}  (OpenAPI {api}/docs, health /healthz /readyz)", f"{api}/readyz"),
-        "worker": Endpoint(
-            "worker", f"Redis streams '{settings.stream_prefix}:*' on {redact(settings.redis_url)} (no port)", None
-        ),
+        "worker": _worker_endpoint(settings),
         "gateway": Endpoint(
             "gateway",
             f"gRPC {settings.gateway_grpc_addr}, health {gateway_health}/healthz /readyz",
@@ -101,6 +99,14 @@ def endpoints(settings: Settings) -> dict[str, Endpoint]:
             f"{control}/healthz",
         ),
     }
+
+
+def _worker_endpoint(settings: Settings) -> Endpoint:
+    streams = f"Redis streams '{settings.stream_prefix}:*' on {redact(settings.redis_url)}"
+    if not settings.worker_health_port:
+        return Endpoint("worker", f"{streams} (no health port)", None)
+    health = _http("127.0.0.1", settings.worker_health_port)
+    return Endpoint("worker", f"{streams}, health {health}/healthz /readyz /metrics", f"{health}/readyz")
 
 
 def sandbox_port_mismatches(settings: Settings) -> list[str]:

@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     worker_block_ms: int = 1_000
     worker_concurrency: int = Field(default=256, ge=1)  # per stream, per worker process (.env.example)
     worker_linger_ms: int = Field(default=40, ge=0, le=1_000)  # a small batch waits this long for more
+    worker_health_port: int = Field(default=8082, ge=0, le=65_535)  # /healthz /readyz /metrics; 0: none
 
     sandbox_http_port: int = 8092
     sandbox_daraja_port: int = 8090

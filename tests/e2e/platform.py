@@ -132,7 +132,7 @@ def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Pl
     """Migrate and fund a throwaway database, start sandbox, gateway, API and one worker (the Procfile's commands);
     stop them all after."""
     tag = uuid.uuid4().hex[:8]
-    names = ("api", "grpc", "health", "daraja", "deriv", "smtp", "control")
+    names = ("api", "grpc", "health", "daraja", "deriv", "smtp", "control", "worker_health")
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PENPAY_")},
@@ -145,6 +145,7 @@ def platform(database_url: str, redis_url: str, **overrides: str) -> Iterator[Pl
         "PENPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['api']}",
         "PENPAY_GATEWAY_GRPC_ADDR": f"127.0.0.1:{ports['grpc']}",
         "PENPAY_GATEWAY_HEALTH_PORT": str(ports["health"]),
+        "PENPAY_WORKER_HEALTH_PORT": str(ports["worker_health"]),
         "PENPAY_DERIV_WS_URL": f"ws://127.0.0.1:{ports['deriv']}/websockets/v3",
         "PENPAY_DARAJA_BASE_URL": f"http://127.0.0.1:{ports['daraja']}",
         "PENPAY_SANDBOX_DARAJA_PORT": str(ports["daraja"]),

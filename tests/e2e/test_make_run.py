@@ -94,7 +94,7 @@ class Platform:
     """``make run``'s supervisor in a directory of its own, with its own ports, database and stream prefix."""
 
     def __init__(self, workdir: Path, server_urls: tuple[str, str]) -> None:
-        api, grpc, health, daraja, deriv, smtp, control = free_ports(7)
+        api, grpc, health, daraja, deriv, smtp, control, worker_health = free_ports(8)
         suffix = uuid.uuid4().hex[:8]
         self.database_url = (
             make_url(server_urls[0]).set(database=f"penpay_e2e_run_{suffix}").render_as_string(hide_password=False)
@@ -105,6 +105,7 @@ class Platform:
         self.urls = {
             "api": f"http://127.0.0.1:{api}/healthz",
             "gateway": f"http://127.0.0.1:{health}/readyz",
+            "worker": f"http://127.0.0.1:{worker_health}/readyz",
             "sandbox": f"http://127.0.0.1:{control}/healthz",
         }
         self.env = {
@@ -118,6 +119,7 @@ class Platform:
             "PENPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{api}",
             "PENPAY_GATEWAY_GRPC_ADDR": f"127.0.0.1:{grpc}",
             "PENPAY_GATEWAY_HEALTH_PORT": str(health),
+            "PENPAY_WORKER_HEALTH_PORT": str(worker_health),
             "PENPAY_DARAJA_BASE_URL": f"http://127.0.0.1:{daraja}",
             "PENPAY_DERIV_WS_URL": f"ws://127.0.0.1:{deriv}/websockets/v3",
             "PENPAY_SMTP_HOST": "127.0.0.1",
@@ -278,6 +280,9 @@ class TestDemo:
         result = penpay(platform, "demo", "--timeout", "45")
         assert result.returncode == 0, result.stdout + result.stderr + platform.output
         assert "deposit COMPLETED, withdrawal COMPLETED" in result.stdout
+        metrics = httpx.get(platform.urls["worker"].replace("/readyz", "/metrics"), timeout=5).text
+        handled = [line for line in metrics.splitlines() if line.startswith("penpay_worker_messages_handled_total{")]
+        assert any(not line.endswith(" 0.0") for line in handled), metrics  # the worker's own count of its work
         assert "ledger check (GET /admin/ledger/check): ok" in result.stdout
         assert "Deriv agent balance against deriv:agent (GET /admin/ledger/deriv-agent): explained" in result.stdout
         assert platform.interrupt() == 0

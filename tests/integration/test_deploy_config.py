@@ -91,7 +91,9 @@ class TestHealth:
         assert check["test"][0] in ("CMD", "CMD-SHELL")
         assert not check.get("disable", False)
 
-    @pytest.mark.parametrize(("name", "url"), [("api", ":8000/readyz"), ("gateway", ":8081/readyz")])
+    @pytest.mark.parametrize(
+        ("name", "url"), [("api", ":8000/readyz"), ("gateway", ":8081/readyz"), ("worker", ":8082/readyz")]
+    )
     def test_http_processes_are_healthy_when_their_readiness_endpoint_answers(
         self, resolved: dict[str, Any], name: str, url: str
     ) -> None:

@@ -171,6 +171,12 @@ class StreamConsumer:
         self._unacked: list[str] = []
         self._acking = False
         self._log = log.bind(stream=stream_key, group=group, consumer=consumer_name)
+        # for the worker's /metrics and /readyz (plain counts: nothing on the hot path but an increment)
+        self.handled = 0  # entries handled and acknowledged
+        self.failed = 0  # handler runs that raised (the entry stays pending, or is dead-lettered at its last try)
+        self.dead_lettered = 0
+        self.last_read_at: float | None = None  # time.monotonic() of the last read that returned (None: not yet)
+        self.running = False
 
     @property
     def in_flight(self) -> int:
@@ -189,20 +195,33 @@ class StreamConsumer:
         Cancelling it cancels the handlers in flight too, as a crash would: their entries stay pending."""
         await self.ensure_group()
         self._log.info("consumer_started", concurrency=self.concurrency)
-        async with asyncio.TaskGroup() as handlers:
-            handlers.create_task(self._wake_on(stop))
-            while not stop.is_set():
-                try:
-                    await self._step(stop, handlers)
-                    self._redis_errors = 0
-                except RedisError as exc:
-                    if _is_nogroup(exc):  # the stream (and its group) was deleted: create them again, then go on
-                        self._group_missing = True
-                        continue
-                    self._redis_errors += 1
-                    self._log.warning("redis_error", error=repr(exc))
-                    await self._pause(stop, self._redis_errors)
+        self.running = True
+        try:
+            async with asyncio.TaskGroup() as handlers:
+                handlers.create_task(self._wake_on(stop))
+                while not stop.is_set():
+                    try:
+                        await self._step(stop, handlers)
+                        self._redis_errors = 0
+                    except RedisError as exc:
+                        if _is_nogroup(exc):  # the stream (and its group) was deleted: create them again, go on
+                            self._group_missing = True
+                            continue
+                        self._redis_errors += 1
+                        self._log.warning("redis_error", error=repr(exc))
+                        await self._pause(stop, self._redis_errors)
+        finally:
+            self.running = False
         self._log.info("consumer_stopped")
+
+    def alive(self, now: float, *, stale_after_s: float) -> bool:
+        """Consuming: the loop runs and Redis answers it, and it read within ``stale_after_s`` or every slot is
+        taken (a full consumer waits for a handler, not for Redis)."""
+        if not self.running or self._redis_errors:
+            return False
+        if len(self._in_flight) >= self.concurrency:
+            return True
+        return self.last_read_at is not None and now - self.last_read_at <= stale_after_s
 
     async def ensure_group(self) -> None:
         try:
@@ -231,6 +250,7 @@ class StreamConsumer:
         count = 1 if self._outage else min(self._batch, self.concurrency - len(self._in_flight))
         if time.monotonic() >= self._next_claim_at:
             claimed = await self._claim_idle(count)
+            self.last_read_at = time.monotonic()
             if claimed:
                 await self._start(claimed, stop, handlers)
                 return
@@ -239,6 +259,7 @@ class StreamConsumer:
         reply = await self._redis.xreadgroup(
             self.group, self.consumer_name, {self.stream_key: ">"}, count=count, block=self._block_ms
         )
+        self.last_read_at = time.monotonic()
         entries = [
             (_text(entry_id), raw, 1)
             for _, stream_entries in _stream_replies(reply)
@@ -306,10 +327,12 @@ class StreamConsumer:
             await self._handle(message)
         except PoisonMessage as exc:
             self._failures = 0  # the handler ran and judged the message: not an outage
+            self.failed += 1
             await self._dead_letter(entry_id, fields, deliveries, f"poison message: {exc!r}")
             return
         except Exception as exc:
             self._failures += 1
+            self.failed += 1
             if deliveries >= self._max_deliveries:
                 self._log.error("handler_failed_dead_lettering", deliveries=deliveries, error=repr(exc))
                 await self._dead_letter(entry_id, fields, deliveries, repr(exc))
@@ -323,6 +346,7 @@ class StreamConsumer:
             return
         self._failures = 0
         await self._ack(entry_id)
+        self.handled += 1
         self._log.debug("message_handled", deliveries=deliveries)
 
     async def _ack(self, entry_id: str) -> None:
@@ -353,6 +377,7 @@ class StreamConsumer:
         }
         await self._redis.xadd(self.dead_letter_key, record)  # type: ignore[arg-type]
         await self._ack(entry_id)
+        self.dead_lettered += 1
         self._log.error("message_dead_lettered", stream_message_id=entry_id, deliveries=deliveries, error=reason)
 
     # ---------------------------------------------------------------------------------------------- reclaiming

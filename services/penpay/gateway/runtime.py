@@ -19,9 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from penpay._proto.penpay.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from penpay.gateway.balances import BalanceTracker
 from penpay.gateway.connection import DerivConnection
-from penpay.gateway.health import HealthServer
 from penpay.gateway.lease import RedisLease
 from penpay.gateway.service import DerivGatewayService
+from penpay.health_http import HealthServer
 from penpay.logging import get_logger
 
 log = get_logger(__name__)

@@ -52,6 +52,7 @@ from penpay.adapters.streams import MPESA_CALLBACKS_STREAM, RedisStreamPublisher
 from penpay.adapters.tokens import SecretBox
 from penpay.bootstrap import Database, database
 from penpay.gc_tuning import settle_heap
+from penpay.health_http import HealthServer
 from penpay.logging import configure_logging, get_logger
 from penpay.priority import yield_to_foreground
 from penpay.service_layer.background import BoundedTasks
@@ -62,6 +63,7 @@ from penpay.service_layer.housekeeping import ExpiredRows, Retention, tidy
 from penpay.service_layer.publishing import publish_quietly
 from penpay.service_layer.reconciliation import sweep
 from penpay.settings import Settings
+from penpay.worker.health import WorkerHealth
 from penpay.worker.relay import run_relay
 from penpay.worker.subscriptions import callback_handler, event_handler
 from penpay_domain.events import TransactionEvent
@@ -72,6 +74,7 @@ log = get_logger(__name__)
 # batch of callbacks; more measured no better (docs/performance.md, round 9)
 CARRIED_CREDIT_BATCHES = 2
 REDIS_WAIT_S = 5.0  # how long a command waits for a free connection of the pool
+HEALTH_HOST = "127.0.0.1"  # as the gateway's: probes and a scraper on the same host (or in the same pod)
 STEPS = (*SUBSCRIPTIONS, "callbacks")  # the stream consumers: each transaction's steps
 SWEEPS = ("relay", "reconciler", "auditor")  # the background passes over the database
 WORKER_TYPES = (*STEPS, *SWEEPS)
@@ -200,6 +203,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
     try:
         async with database(settings) as db, _flow_deps(settings, db, redis) as deps:
             tasks: list[Callable[[], Awaitable[None]]] = []
+            consumers: list[StreamConsumer] = []
             carries = BoundedTasks(CARRIED_CREDIT_BATCHES, name="carried-credits")
 
             def consumer(stream: str, group: str, handle: Callable[..., Awaitable[None]], *, events: bool) -> None:
@@ -216,6 +220,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                     claim_idle_ms=settings.worker_claim_idle_ms,
                     max_deliveries=settings.worker_max_deliveries,
                 )
+                consumers.append(c)
                 tasks.append(lambda: c.run(stop))
 
             batch = settings.worker_concurrency  # a batch may take every message in flight on its stream
@@ -245,12 +250,39 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                     tasks.append(lambda: _reconcile_forever(deps, SqlExpiredRows(db.engine), retention, stop))
                 elif name == "auditor":
                     tasks.append(lambda: _chain_audit_forever(db, stop))
-            log.info("worker_started", workers=list(workers), consumer=consumer_name)
-            await asyncio.gather(*(t() for t in tasks))
-            await carries.drain()  # the credits the callback batches answered before have their answers recorded
+            health = WorkerHealth(
+                consumers=consumers,
+                redis=redis,
+                engine=db.engine,
+                dead_letter_key=stream_key(settings.stream_prefix, DEAD_LETTER),
+                block_ms=settings.worker_block_ms,
+            )
+            async with _health_http(settings.worker_health_port, health):
+                log.info("worker_started", workers=list(workers), consumer=consumer_name)
+                await asyncio.gather(*(t() for t in tasks))
+                await carries.drain()  # the credits the callback batches answered before have their answers recorded
     finally:
         await redis.aclose()
     log.info("worker_stopped", consumer=consumer_name)
+
+
+@contextlib.asynccontextmanager
+async def _health_http(port: int, health: WorkerHealth) -> AsyncIterator[None]:
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``port`` (0: none) while the worker runs. A port already taken
+    (a second worker process on one host) is logged, and the process runs without one."""
+    server = HealthServer(host=HEALTH_HOST, port=port, ready=health.ready, metrics=health.metrics)
+    started = False
+    if port:
+        try:
+            await server.start()
+            started = True
+        except OSError as exc:
+            log.warning("health_port_unavailable", port=port, error=repr(exc))
+    try:
+        yield
+    finally:
+        if started:
+            await server.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
