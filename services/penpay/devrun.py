@@ -89,7 +89,7 @@ def endpoints(settings: Settings) -> dict[str, Endpoint]:
         "worker": _worker_endpoint(settings),
         "gateway": Endpoint(
             "gateway",
-            f"gRPC {settings.gateway_grpc_addr}, health {gateway_health}/healthz /readyz",
+            f"gRPC {settings.gateway_grpc_addr}, health {gateway_health}/healthz /readyz /metrics",
             f"{gateway_health}/readyz",
         ),
         "sandbox": Endpoint(

@@ -36,6 +36,7 @@ from penpay_domain.ids import DerivLoginId
 from penpay_domain.money import Money
 from penpay_domain.providers import DerivTransferOrder, DerivTransferResult, DerivWithdrawalOrder, Outcome
 from tests.contract.deriv_fixtures import AGENT, FAST, eventually, gateways, prefix, redis, sim, user_token
+from tests.prometheus_text import samples
 
 __all__ = ["gateways", "prefix", "redis", "sim"]  # fixtures used here
 
@@ -628,6 +629,30 @@ class TestBalance:
         assert (
             await client.transfer(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1))
         ).outcome is Outcome.DONE
+
+
+class TestMetrics:
+    async def test_the_metrics_say_who_is_active_and_count_the_calls_and_derivs_answers(self, sim, gateways):
+        active, client = await gateways()
+        standby, standby_client = await gateways(wait_active=False)
+        await client.transfer(reference=ref(), loginid=DerivLoginId("CR1234567"), amount=usd(100))
+        await client.transfer(reference=ref(), loginid=DerivLoginId("CR9000001"), amount=usd(100))  # refused
+        await standby_client.transfer(reference=ref(), loginid=DerivLoginId("CR1"), amount=usd(1))
+        async with httpx.AsyncClient(timeout=3) as http:
+            page = await http.get(f"http://127.0.0.1:{active.health_http.port}/metrics")
+            standby_page = await http.get(f"http://127.0.0.1:{standby.health_http.port}/metrics")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+        got = samples(page.text)
+        assert got[("penpay_gateway_active", ())] == 1
+        assert got[("penpay_gateway_lease_held", ())] == 1
+        assert got[("penpay_gateway_deriv_ready", ())] == 1
+        assert got[("penpay_gateway_deriv_connects_total", ())] >= 1
+        assert got[("penpay_gateway_calls_total", (("rpc", "Transfer"), ("status", "OK")))] == 2
+        assert got[("penpay_gateway_money_answers_total", (("kind", "transfer"), ("outcome", "done")))] == 1
+        assert got[("penpay_gateway_money_answers_total", (("kind", "transfer"), ("outcome", "rejected")))] == 1
+        standby_got = samples(standby_page.text)
+        assert standby_got[("penpay_gateway_active", ())] == 0
+        assert standby_got[("penpay_gateway_calls_total", (("rpc", "Transfer"), ("status", "UNAVAILABLE")))] == 1
 
 
 class TestSingleLiveGateway:

@@ -11,25 +11,16 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from penpay.adapters.stream_consumer import PoisonMessage, StreamConsumer, StreamMessage
 from penpay.health_http import HealthServer
 from penpay.worker.health import WorkerHealth
 from tests.integration.test_stream_consumer import _consumer, _event, _publish, eventually, keys
+from tests.prometheus_text import samples
 
 pytestmark = pytest.mark.integration
 __all__ = ["keys"]  # the fixture, used here
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a Prometheus text page by name and sorted labels."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 @contextlib.asynccontextmanager

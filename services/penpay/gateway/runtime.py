@@ -20,6 +20,7 @@ from penpay._proto.penpay.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from penpay.gateway.balances import BalanceTracker
 from penpay.gateway.connection import DerivConnection
 from penpay.gateway.lease import RedisLease
+from penpay.gateway.metrics import GatewayMetrics
 from penpay.gateway.service import DerivGatewayService
 from penpay.health_http import HealthServer
 from penpay.logging import get_logger
@@ -51,7 +52,10 @@ class GatewayRuntime:
         self._shutdown_grace_s = shutdown_grace_s
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._health = _health_aio.HealthServicer()
-        self.health_http = HealthServer(host=health_host, port=health_port, ready=lambda: self.service.active)
+        self.metrics = GatewayMetrics(service=service, lease=lease, connection=connection, balances=balances)
+        self.health_http = HealthServer(
+            host=health_host, port=health_port, ready=lambda: self.service.active, metrics=self.metrics.render
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.grpc_port = 0

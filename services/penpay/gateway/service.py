@@ -8,6 +8,7 @@ Money outcomes (DONE / REJECTED / UNKNOWN) travel in the response, never as a st
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -85,6 +86,9 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
         self._sessions = sessions
         self._lease = lease
         self._tokens = tokens
+        # for /metrics: calls by rpc and how they ended, money answers by rpc and outcome (counts since the start)
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
     @property
     def active(self) -> bool:
@@ -110,6 +114,7 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
             amount_cents=request.amount_cents,
             currency=request.currency,
         )
+        self.outcomes[("transfer", result.outcome.value)] += 1
         return pb.TransferResponse(client_full_name=result.client_full_name, **_money_fields(result))
 
     async def Withdraw(self, request: pb.WithdrawRequest, context: Context) -> pb.WithdrawResponse:  # noqa: N802
@@ -133,6 +138,7 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
             currency=request.currency,
             verification_code=request.verification_code,
         )
+        self.outcomes[("withdraw", result.outcome.value)] += 1
         return pb.WithdrawResponse(**_money_fields(result))
 
     async def RequestWithdrawalCode(  # noqa: N802
@@ -215,14 +221,18 @@ class DerivGatewayService(gateway_pb2_grpc.DerivGatewayServicer):
                 # A reconnect takes well under a second; ride it out rather than bounce the caller.
                 await self._connection.wait_ready(min(self._connection.call_timeout_s, 2.0))
             if not self.active:
+                self.calls[(rpc, grpc.StatusCode.UNAVAILABLE.name)] += 1
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "the gateway is not active (standby or Deriv down)")
             try:
-                return await run()
+                answer = await run()
             except Exception as exc:
                 code = _status_for(exc)
+                self.calls[(rpc, (code or grpc.StatusCode.INTERNAL).name)] += 1
                 if code is None:
                     raise
                 await _abort(context, code, str(exc))
+            self.calls[(rpc, grpc.StatusCode.OK.name)] += 1
+            return answer
 
 
 def _status_for(exc: Exception) -> grpc.StatusCode | None:
