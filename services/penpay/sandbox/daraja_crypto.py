@@ -52,7 +52,10 @@ class SandboxCertificate:
         return self._certificate.public_bytes(serialization.Encoding.PEM)
 
     def decrypt_credential(self, security_credential: str) -> str | None:
-        """The plaintext behind a SecurityCredential, or None when it is not one made with our certificate."""
+        """The plaintext behind a SecurityCredential; None when it cannot be one (not base64, not a ciphertext of
+        this key's size, not text). A ciphertext made with another certificate does not always fail: OpenSSL's
+        implicit rejection (PKCS#1 v1.5, against the Marvin attack) decrypts it to an unpredictable plaintext, text
+        now and then (~0.7 % here), which no password matches: callers compare, as Daraja does."""
         try:
             return self._plain[security_credential]
         except KeyError:
