@@ -83,7 +83,7 @@ def endpoints(settings: Settings) -> dict[str, Endpoint]:
     api = _http(settings.api_host, settings.api_port)
     sandbox_host = urlsplit(settings.daraja_base_url).hostname or "127.0.0.1"
     control = _http(sandbox_host, settings.sandbox_http_port)
-    gateway_health = _http("127.0.0.1", settings.gateway_health_port)
+    gateway_health = _http(settings.health_host, settings.gateway_health_port)
     return {
         "api": Endpoint("api", f"{api}  (OpenAPI {api}/docs, health /healthz /readyz)", f"{api}/readyz"),
         "worker": _worker_endpoint(settings),
@@ -105,7 +105,7 @@ def _worker_endpoint(settings: Settings) -> Endpoint:
     streams = f"Redis streams '{settings.stream_prefix}:*' on {redact(settings.redis_url)}"
     if not settings.worker_health_port:
         return Endpoint("worker", f"{streams} (no health port)", None)
-    health = _http("127.0.0.1", settings.worker_health_port)
+    health = _http(settings.health_host, settings.worker_health_port)
     return Endpoint("worker", f"{streams}, health {health}/healthz /readyz /metrics", f"{health}/readyz")
 
 

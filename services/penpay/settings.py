@@ -73,6 +73,8 @@ class Settings(BaseSettings):
 
     gateway_grpc_addr: str = "127.0.0.1:50051"
     gateway_health_port: int = 8081
+    # where the gateway's and the worker's /healthz /readyz /metrics listen (0.0.0.0: for a scraper elsewhere)
+    health_host: str = "127.0.0.1"
     gateway_lease_ttl_s: int = 10
     deriv_ws_url: str = "ws://127.0.0.1:8091/websockets/v3"
     deriv_app_id: str = "1089"

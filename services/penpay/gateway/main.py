@@ -39,7 +39,6 @@ class Tuning:
     rate_limit_backoff_s: float = 0.5
     shutdown_grace_s: float = 5.0
     client_session_wait_s: float = 5.0
-    health_host: str = "127.0.0.1"
 
 
 def build_runtime(settings: Settings, redis: Redis, tuning: Tuning | None = None) -> GatewayRuntime:
@@ -87,7 +86,7 @@ def build_runtime(settings: Settings, redis: Redis, tuning: Tuning | None = None
         connection=connection,
         balances=balances,
         grpc_addr=settings.gateway_grpc_addr,
-        health_host=tuning.health_host,
+        health_host=settings.health_host,
         health_port=settings.gateway_health_port,
         shutdown_grace_s=tuning.shutdown_grace_s,
     )

@@ -74,7 +74,6 @@ log = get_logger(__name__)
 # batch of callbacks; more measured no better (docs/performance.md, round 9)
 CARRIED_CREDIT_BATCHES = 2
 REDIS_WAIT_S = 5.0  # how long a command waits for a free connection of the pool
-HEALTH_HOST = "127.0.0.1"  # as the gateway's: probes and a scraper on the same host (or in the same pod)
 STEPS = (*SUBSCRIPTIONS, "callbacks")  # the stream consumers: each transaction's steps
 SWEEPS = ("relay", "reconciler", "auditor")  # the background passes over the database
 WORKER_TYPES = (*STEPS, *SWEEPS)
@@ -257,7 +256,7 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
                 dead_letter_key=stream_key(settings.stream_prefix, DEAD_LETTER),
                 block_ms=settings.worker_block_ms,
             )
-            async with _health_http(settings.worker_health_port, health):
+            async with _health_http(settings.health_host, settings.worker_health_port, health):
                 log.info("worker_started", workers=list(workers), consumer=consumer_name)
                 await asyncio.gather(*(t() for t in tasks))
                 await carries.drain()  # the credits the callback batches answered before have their answers recorded
@@ -267,10 +266,10 @@ async def run(settings: Settings, workers: Sequence[str], stop: asyncio.Event) -
 
 
 @contextlib.asynccontextmanager
-async def _health_http(port: int, health: WorkerHealth) -> AsyncIterator[None]:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on ``port`` (0: none) while the worker runs. A port already taken
-    (a second worker process on one host) is logged, and the process runs without one."""
-    server = HealthServer(host=HEALTH_HOST, port=port, ready=health.ready, metrics=health.metrics)
+async def _health_http(host: str, port: int, health: WorkerHealth) -> AsyncIterator[None]:
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``host:port`` (port 0: none) while the worker runs. A port
+    already taken (a second worker process on one host) is logged, and the process runs without one."""
+    server = HealthServer(host=host, port=port, ready=health.ready, metrics=health.metrics)
     started = False
     if port:
         try:
